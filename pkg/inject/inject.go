@@ -1,0 +1,153 @@
+package inject
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// Injector applies SecurityContexts to pods.
+type Injector struct {
+	cfg Config
+	sas ServiceAccounts
+}
+
+// New returns an Injector. sas may be nil: the service-account check is then
+// skipped, and each Result that would have needed it says so.
+func New(cfg Config, sas ServiceAccounts) (*Injector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Injector{cfg: cfg, sas: sas}, nil
+}
+
+// Result says what Inject did.
+type Result struct {
+	// Injected is false when the pod asked for nothing and was left as it was.
+	Injected bool
+	// Notes are things the caller should tell a person, such as a skipped check.
+	Notes []string
+}
+
+// Status is the record kept in the secctx.dev/status annotation. It names
+// what was injected, never a value.
+type Status struct {
+	Containers        []string `json:"containers"`
+	Secrets           []string `json:"secrets,omitempty"`
+	ServiceAccount    string   `json:"serviceAccount,omitempty"`
+	ExecutionIdentity bool     `json:"executionIdentity,omitzero"`
+}
+
+// Inject returns a copy of pod with its SecurityContext applied; pod itself
+// is not changed. namespace is the admission request's namespace (a pod being
+// created may not carry one yet). A pod without the SecurityContext annotation
+// is returned as it is. A refusal is a *DeniedError; any other error is an
+// internal failure (a lookup that did not answer).
+func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace string) (*corev1.Pod, Result, error) {
+	raw, ok := pod.Annotations[securityctx.AnnotationSecurityContext]
+	if !ok {
+		return pod, Result{}, nil
+	}
+	deny := func(problems ...string) error {
+		return &DeniedError{Pod: podRef(pod, namespace), Problems: problems}
+	}
+	sc, err := securityctx.Decode([]byte(raw))
+	if err != nil {
+		return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + err.Error())
+	}
+
+	if isEmpty(sc) {
+		return pod, Result{}, nil
+	}
+	errs := sc.Validate()
+	plan, planErrs := planSecrets(in.cfg, sc.Secrets)
+	errs = append(errs, planErrs...)
+	errs = append(errs, validateIdentity(sc.RunAs, pod)...)
+	errs = append(errs, validateTokens(sc)...)
+	var problems []string
+	if len(errs) > 0 {
+		problems = append(problems, securityctx.AnnotationSecurityContext+": "+errs.Error())
+	}
+	out := shallowCopy(pod)
+	tgts, tgtErr := targets(out)
+	if tgtErr != "" {
+		problems = append(problems, tgtErr)
+	}
+	if len(problems) > 0 {
+		return nil, Result{}, deny(problems...)
+	}
+
+	var res Result
+	sa := ""
+	if sc.RunAs != nil {
+		sa = sc.RunAs.K8sServiceAccount
+	}
+	if sa != "" && sa != podServiceAccount(pod) {
+		if in.sas == nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("service account %s/%s was not checked: no cluster to ask", namespace, sa))
+		} else if missing, err := checkServiceAccount(ctx, in.sas, namespace, sa); err != nil {
+			return nil, Result{}, err
+		} else if missing != "" {
+			return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + missing)
+		}
+	}
+
+	var clashes []string
+	for _, c := range tgts {
+		clashes = append(clashes, applyToContainer(c, plan)...)
+	}
+	clashes = append(clashes, addVolumes(out, plan)...)
+	if len(clashes) > 0 {
+		return nil, Result{}, deny(clashes...)
+	}
+	setIdentity(out, sc.RunAs)
+
+	st := Status{Secrets: plan.record, ServiceAccount: sa}
+	st.ExecutionIdentity = sc.RunAs != nil && sc.RunAs.ExecutionIdentity != ""
+	for _, c := range tgts {
+		st.Containers = append(st.Containers, c.Name)
+	}
+	b, err := jsonv2.Marshal(st)
+	if err != nil {
+		return nil, Result{}, fmt.Errorf("encode status: %w", err)
+	}
+	out.Annotations[securityctx.AnnotationStatus] = string(b)
+	res.Injected = true
+	return out, res, nil
+}
+
+// shallowCopy copies what Inject changes: the pod, its container lists and
+// its label and annotation maps. Inject only appends to the slices inside a
+// container, which never changes what the original's slices show.
+func shallowCopy(pod *corev1.Pod) *corev1.Pod {
+	out := *pod
+	out.Labels = maps.Clone(pod.Labels)
+	out.Annotations = maps.Clone(pod.Annotations)
+	out.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
+	out.Spec.Containers = slices.Clone(pod.Spec.Containers)
+	return &out
+}
+
+func podRef(pod *corev1.Pod, namespace string) string {
+	if namespace == "" {
+		namespace = pod.Namespace
+	}
+	name := pod.Name
+	if name == "" && pod.GenerateName != "" {
+		name = pod.GenerateName + "*"
+	}
+	return namespace + "/" + name
+}
+
+// isEmpty: a SecurityContext that asks for nothing ("{}") leaves the pod as
+// it is, without even a status annotation.
+func isEmpty(sc *securityctx.SecurityContext) bool {
+	return len(sc.Secrets) == 0 && len(sc.Tokens) == 0 && sc.ConnectionRef == "" &&
+		(sc.RunAs == nil || *sc.RunAs == securityctx.Identity{})
+}

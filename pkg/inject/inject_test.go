@@ -1,0 +1,226 @@
+package inject
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"prefix with dash", func(c *Config) { c.EnvVarPrefix = "MY-" }, `inject.envVarPrefix "MY-": must match`},
+		{"relative dir", func(c *Config) { c.SecretsDir = "etc/secrets" }, `inject.secretsDir "etc/secrets": must be a clean absolute path`},
+		{"unclean dir", func(c *Config) { c.SecretsDir = "/etc/secrets/" }, `inject.secretsDir "/etc/secrets/"`},
+		{"ANY as ANY", func(c *Config) { c.AnyMountAs = securityctx.MountAny }, `inject.anyMountAs "ANY": must be FILE or ENV_VAR`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.mod(&c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate = %v, want %q", err, tt.want)
+			}
+			if _, err := New(c, nil); err == nil {
+				t.Error("New accepted an invalid config")
+			}
+		})
+	}
+}
+
+// TestConfigurableLayout: another prefix, directory and ANY as ENV_VAR.
+func TestConfigurableLayout(t *testing.T) {
+	cfg := Config{EnvVarPrefix: "SECRET_", SecretsDir: "/var/run/secrets/app", AnyMountAs: securityctx.MountEnvVar}
+	in := newTestInjector(t, cfg)
+	pod := testPod(`{"secrets":[{"group":"db","key":"pw"},{"group":"tls","key":"ca.crt","mountRequirement":"FILE","envVar":"CA"}]}`)
+	out, _, err := in.Inject(context.Background(), pod, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, e := range out.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+		if e.ValueFrom != nil {
+			env[e.Name] = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		}
+	}
+	want := map[string]string{
+		"FLYTE_SECRETS_ENV_PREFIX": "SECRET_", "FLYTE_SECRETS_DEFAULT_DIR": "/var/run/secrets/app", "FLYTE_SECRETS_FILE_PREFIX": "",
+		"SECRET_DB_PW": "db/pw", "CA": "/var/run/secrets/app/tls/ca.crt",
+	}
+	if diff := cmp.Diff(want, env); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+	if got := out.Spec.Containers[0].VolumeMounts[0].MountPath; got != "/var/run/secrets/app/tls" {
+		t.Errorf("mount path = %s", got)
+	}
+}
+
+func TestInjectLeavesInputAlone(t *testing.T) {
+	pod := testPod(`{"runAs":{"k8sServiceAccount":"sa","executionIdentity":"a"},"secrets":[{"group":"db","key":"pw","mountRequirement":"FILE"}]}`)
+	pod.Spec.Containers[0].Env = make([]corev1.EnvVar, 1, 10) // spare capacity must not leak
+	pod.Spec.Containers[0].Env[0] = corev1.EnvVar{Name: "A", Value: "1"}
+	before := pod.DeepCopy()
+	if _, _, err := newTestInjector(t, DefaultConfig()).Inject(context.Background(), pod, "default"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before, pod); diff != "" {
+		t.Errorf("Inject changed its input (-before +after):\n%s", diff)
+	}
+}
+
+func TestServiceAccountLookup(t *testing.T) {
+	pod := testPod(`{"runAs":{"k8sServiceAccount":"sa"}}`)
+
+	// Offline: no lookup, and a note says so.
+	in, _ := New(DefaultConfig(), nil)
+	out, res, err := in.Inject(context.Background(), pod, "team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Spec.ServiceAccountName != "sa" || len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "team-a/sa was not checked") {
+		t.Errorf("offline: serviceAccountName %q, notes %q", out.Spec.ServiceAccountName, res.Notes)
+	}
+
+	// A failed lookup is an internal error, not a refusal, and says what it looked up.
+	in, _ = New(DefaultConfig(), failingServiceAccounts{})
+	_, _, err = in.Inject(context.Background(), pod, "team-a")
+	if err == nil || IsDenied(err) || err.Error() != "get service account team-a/sa: connection refused" {
+		t.Errorf("failing lookup: err = %v", err)
+	}
+
+	// Already running as the account (reinvocation): no lookup at all.
+	sas := &fakeServiceAccounts{}
+	in, _ = New(DefaultConfig(), sas)
+	pod.Spec.ServiceAccountName = "sa"
+	if _, _, err := in.Inject(context.Background(), pod, "team-a"); err != nil || sas.lookups != 0 {
+		t.Errorf("reinvocation: err %v, lookups %d", err, sas.lookups)
+	}
+}
+
+type failingServiceAccounts struct{}
+
+func (failingServiceAccounts) ServiceAccountExists(context.Context, string, string) (bool, error) {
+	return false, errors.New("connection refused")
+}
+
+func TestDeniedEnvVarClashesBetweenRequests(t *testing.T) {
+	tests := []struct{ name, sc, want string }{
+		{"same envVar, two secrets",
+			`{"secrets":[{"group":"a","key":"k","mountRequirement":"ENV_VAR","envVar":"X"},{"group":"b","key":"k","mountRequirement":"ENV_VAR","envVar":"X"}]}`,
+			`secrets[1].envVar: env X would be set from Secret "b" key "k", but secrets[0] sets it from Secret "a" key "k"`},
+		{"group version and key spell the same env name",
+			`{"secrets":[{"group":"a","groupVersion":"b","key":"c","mountRequirement":"ENV_VAR"},{"group":"a","key":"b_c","mountRequirement":"ENV_VAR"}]}`,
+			`secrets[1]: env _FSEC_A_B_C would be set from Secret "a" key "b_c", but secrets[0] sets it from Secret "a-b" key "c"`},
+		{"envVar takes flytekit's name",
+			`{"secrets":[{"group":"a","key":"k","mountRequirement":"ENV_VAR","envVar":"FLYTE_SECRETS_DEFAULT_DIR"}]}`,
+			`secrets[0].envVar: env FLYTE_SECRETS_DEFAULT_DIR would be set from Secret "a" key "k", but secctx sets it to "/etc/flyte/secrets"`},
+		{"envVar without key for ENV_VAR",
+			`{"secrets":[{"group":"a","mountRequirement":"ENV_VAR","envVar":"ALL"}]}`,
+			`secrets[0].envVar "ALL": cannot be set for an ENV_VAR secret without key`},
+		{"whole Secret and a key that is not lower case",
+			`{"secrets":[{"group":"a","mountRequirement":"FILE"},{"group":"a","key":"Token","mountRequirement":"FILE"}]}`,
+			`secrets[0]: Secret "a" is mounted whole at /etc/flyte/secrets/a, so key "Token" would be at /etc/flyte/secrets/a/Token`},
+		{"two Secrets at one directory",
+			`{"secrets":[{"group":"a-b","key":"k","mountRequirement":"FILE"},{"group":"a","groupVersion":"b","key":"k","mountRequirement":"FILE"}]}`,
+			""},
+		{"bad key", `{"secrets":[{"group":"a","key":"../etc"}]}`, `secrets[0].key "../etc": must be a Kubernetes Secret key`},
+		{"bad group version", `{"secrets":[{"group":"a","groupVersion":"V_2","key":"k"}]}`, `secrets[0].groupVersion "V_2": the Secret name "a-V_2" (group-groupVersion) must be a Kubernetes Secret name`},
+		{"bad service account", `{"runAs":{"k8sServiceAccount":"Data_SA"}}`, `runAs.k8sServiceAccount "Data_SA": must be a Kubernetes service account name`},
+		{"oauth2Client", `{"runAs":{"oauth2Client":{"clientId":"c","clientSecret":{"group":"s"}}}}`, `runAs.oauth2Client: not supported yet`},
+		{"connectionRef", `{"connectionRef":"c"}`, `connectionRef "c": not supported`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := newTestInjector(t, DefaultConfig()).Inject(context.Background(), testPod(tt.sc), "default")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Inject: %v", err)
+				}
+				return
+			}
+			if !IsDenied(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Inject error:\n  %v\nwant a refusal containing:\n  %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExecutionIdentityLabel(t *testing.T) {
+	long := strings.Repeat("x", 70)
+	tests := map[string]string{
+		"alice":                      "alice",
+		"alice@example.com":          "alice_example.com",
+		"  spaced out  ":             "spaced_out",
+		"@@@":                        "d06525f7",
+		"arn:aws:iam::1:user/Bob":    "arn_aws_iam__1_user_Bob",
+		long:                         strings.Repeat("x", 54) + "_77f3c97d",
+		"ünïcode":                    "n__code",
+		strings.Repeat("é", 40):      "", // only checked for validity below
+		"-leading-and-trailing-.":    "leading-and-trailing",
+		"CN=Bob,OU=Eng,O=Example":    "CN_Bob_OU_Eng_O_Example",
+		"user:system:serviceaccount": "user_system_serviceaccount",
+	}
+	for in, want := range tests {
+		got := executionIdentityLabel(in)
+		if errs := validation.IsValidLabelValue(got); len(errs) > 0 || got == "" {
+			t.Errorf("executionIdentityLabel(%q) = %q: not a label value: %v", in, got, errs)
+		}
+		if want != "" && got != want {
+			t.Errorf("executionIdentityLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDiffEscapesKeysAndOnlyAdds(t *testing.T) {
+	before := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "1"}, Annotations: map[string]string{"x": "1"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Env: []corev1.EnvVar{{Name: "A"}}}}}}
+	after := before.DeepCopy()
+	after.Labels["secctx.dev/execution-identity"] = "b"
+	after.Annotations["x"] = "2"
+	after.Annotations["a~b/c"] = "3"
+	after.Spec.Containers[0].Env = append(after.Spec.Containers[0].Env, corev1.EnvVar{Name: "B"})
+	after.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}
+	got, err := json.Marshal(Diff(before, after))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"op":"add","path":"/metadata/labels/secctx.dev~1execution-identity","value":"b"},` +
+		`{"op":"add","path":"/metadata/annotations/a~0b~1c","value":"3"},` +
+		`{"op":"add","path":"/metadata/annotations/x","value":"2"},` +
+		`{"op":"add","path":"/spec/containers/0/env/-","value":{"name":"B"}},` +
+		`{"op":"add","path":"/spec/containers/0/volumeMounts","value":[{"name":"v","mountPath":"/v"}]}]`
+	if string(got) != want {
+		t.Errorf("Diff:\n got %s\nwant %s", got, want)
+	}
+	if ops := Diff(before, before); len(ops) != 0 {
+		t.Errorf("Diff of a pod with itself = %v", ops)
+	}
+}
+
+func testPod(sc string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", Annotations: map[string]string{securityctx.AnnotationSecurityContext: sc}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "app"}}},
+	}
+}

@@ -1,0 +1,327 @@
+package inject
+
+import (
+	"fmt"
+	"hash/fnv"
+	"path"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// The env vars that tell flytekit where secrets are.
+const (
+	EnvSecretsEnvPrefix  = "FLYTE_SECRETS_ENV_PREFIX"
+	EnvSecretsDefaultDir = "FLYTE_SECRETS_DEFAULT_DIR"
+	EnvSecretsFilePrefix = "FLYTE_SECRETS_FILE_PREFIX"
+)
+
+// secretDefaultMode is what the API server would default a secret volume's
+// defaultMode to. Setting it ourselves keeps the volume we build equal to the
+// one a reinvocation sees after defaulting, so reinvocation changes nothing.
+const secretDefaultMode int32 = 0o644
+
+// envItem is one env var to put in every target container, with who asked
+// for it, for clash messages.
+type envItem struct {
+	env corev1.EnvVar
+	by  string
+}
+
+// describe says where the value comes from; our literal values are paths and
+// flytekit settings, never secrets, so they are shown.
+func (it envItem) describe() string {
+	if it.env.ValueFrom == nil {
+		return fmt.Sprintf("to %q", it.env.Value)
+	}
+	return describeEnv(it.env)
+}
+
+// secretVolume is one Kubernetes Secret mounted at one directory.
+type secretVolume struct {
+	volume corev1.Volume
+	dir    string
+	by     string
+	whole  bool
+}
+
+// secretPlan is what the secrets of a SecurityContext put into the pod. It
+// depends only on the SecurityContext and the config, never on the pod.
+type secretPlan struct {
+	env     []envItem
+	envFrom []corev1.EnvFromSource
+	volumes []*secretVolume
+	// record lists the injected secrets for the status annotation.
+	record []string
+}
+
+// planSecrets lays out the Kubernetes-Secret backend: SPEC §2. It checks the
+// backend's names and every clash between the requests themselves.
+func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securityctx.ErrorList) {
+	if len(secrets) == 0 {
+		return &secretPlan{}, nil
+	}
+	p := &secretPlan{}
+	var errs securityctx.ErrorList
+	envBy := map[string]int{}           // env name -> index in p.env
+	caseBy := map[string]caseSeen{}     // secret name + lower(key) -> first key
+	fromBy := map[string]bool{}         // envFrom prefix
+	volBy := map[string]*secretVolume{} // dir -> volume
+
+	addEnv := func(it envItem, field string) {
+		if j, ok := envBy[it.env.Name]; ok {
+			if !sameEnv(p.env[j].env, it.env) {
+				errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
+					"env %s would be set %s, but %s sets it %s", it.env.Name, it.describe(), p.env[j].by, p.env[j].describe())})
+			}
+			return
+		}
+		envBy[it.env.Name] = len(p.env)
+		p.env = append(p.env, it)
+	}
+
+	// flytekit's settings come first so that an envVar cannot take their names.
+	for _, e := range []corev1.EnvVar{
+		{Name: EnvSecretsEnvPrefix, Value: cfg.EnvVarPrefix},
+		{Name: EnvSecretsDefaultDir, Value: cfg.SecretsDir},
+		{Name: EnvSecretsFilePrefix, Value: ""},
+	} {
+		addEnv(envItem{env: e, by: "secctx"}, "")
+	}
+
+	for i := range secrets {
+		s := &secrets[i]
+		field := "secrets[" + strconv.Itoa(i) + "]"
+		if s.Group == "" || !s.MountRequirement.Valid() {
+			continue // reported by SecurityContext.Validate
+		}
+		name, nameErrs := secretName(s, field)
+		if len(nameErrs) > 0 {
+			errs = append(errs, nameErrs...)
+			continue
+		}
+		if s.Key != "" {
+			ck := name + "\x00" + strings.ToLower(s.Key)
+			if prev, ok := caseBy[ck]; !ok {
+				caseBy[ck] = caseSeen{key: s.Key, field: field}
+			} else if prev.key != s.Key {
+				errs = append(errs, securityctx.Invalid(field+".key", s.Key, fmt.Sprintf(
+					"differs only in case from %s.key %q; both would map to the same env var and file", prev.field, prev.key)))
+				continue
+			}
+		}
+
+		mount := s.MountRequirement
+		if mount == securityctx.MountAny {
+			mount = cfg.AnyMountAs
+		}
+		switch mount {
+		case securityctx.MountEnvVar:
+			if s.Key == "" {
+				if s.EnvVar != "" {
+					errs = append(errs, securityctx.Invalid(field+".envVar", s.EnvVar,
+						"cannot be set for an ENV_VAR secret without key: a whole Secret has no single value; name a key or use FILE"))
+					continue
+				}
+				prefix := envName(cfg.EnvVarPrefix, s.Group, s.GroupVersion, "") + "_"
+				if !fromBy[prefix] {
+					fromBy[prefix] = true
+					p.envFrom = append(p.envFrom, corev1.EnvFromSource{
+						Prefix:    prefix,
+						SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}},
+					})
+				}
+			} else {
+				ref := &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: s.Key}}
+				addEnv(envItem{env: corev1.EnvVar{Name: envName(cfg.EnvVarPrefix, s.Group, s.GroupVersion, s.Key), ValueFrom: ref}, by: field}, field)
+				if s.EnvVar != "" {
+					addEnv(envItem{env: corev1.EnvVar{Name: s.EnvVar, ValueFrom: ref}, by: field}, field+".envVar")
+				}
+			}
+		case securityctx.MountFile:
+			dir := path.Join(cfg.SecretsDir, strings.ToLower(s.Group), strings.ToLower(s.GroupVersion))
+			v := volBy[dir]
+			if v == nil {
+				v = &secretVolume{dir: dir, by: field, volume: corev1.Volume{VolumeSource: corev1.VolumeSource{
+					Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr(secretDefaultMode)}}}}
+				volBy[dir] = v
+				p.volumes = append(p.volumes, v)
+			} else if v.volume.Secret.SecretName != name {
+				errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
+					"Secret %q would be mounted at %s, where %s mounts Secret %q", name, dir, v.by, v.volume.Secret.SecretName)})
+				continue
+			}
+			file := dir
+			if s.Key == "" {
+				v.whole = true
+			} else {
+				file = path.Join(dir, strings.ToLower(s.Key))
+				v.addItem(s.Key)
+			}
+			if s.EnvVar != "" {
+				addEnv(envItem{env: corev1.EnvVar{Name: s.EnvVar, Value: file}, by: field}, field+".envVar")
+			}
+		}
+		p.record = append(p.record, recordSecret(s, mount))
+	}
+
+	for _, v := range p.volumes {
+		if v.whole {
+			// The whole Secret is there; a key asked for as well is found only
+			// if the file name (the key) is already lower case.
+			for _, it := range v.volume.Secret.Items {
+				if it.Path != it.Key {
+					errs = append(errs, &securityctx.FieldError{Field: v.by, Detail: fmt.Sprintf(
+						"Secret %q is mounted whole at %s, so key %q would be at %s/%s, not at %s/%s; ask for the key alone or the Secret alone",
+						v.volume.Secret.SecretName, v.dir, it.Key, v.dir, it.Key, v.dir, it.Path)})
+				}
+			}
+			v.volume.Secret.Items = nil
+		}
+		for _, o := range p.volumes {
+			if strings.HasPrefix(o.dir, v.dir+"/") {
+				errs = append(errs, &securityctx.FieldError{Field: o.by, Detail: fmt.Sprintf(
+					"would mount %s inside %s, which %s mounts read-only; the container could not start. Use groupVersion for both or for neither",
+					o.dir, v.dir, v.by)})
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	nameVolumes(p.volumes)
+	return p, nil
+}
+
+type caseSeen struct{ key, field string }
+
+func (v *secretVolume) addItem(key string) {
+	for _, it := range v.volume.Secret.Items {
+		if it.Key == key {
+			return
+		}
+	}
+	v.volume.Secret.Items = append(v.volume.Secret.Items, corev1.KeyToPath{Key: key, Path: strings.ToLower(key)})
+}
+
+// secretName is the Kubernetes Secret behind a request: the group, or
+// group-groupVersion; it and the key must be valid names for Kubernetes.
+func secretName(s *securityctx.Secret, field string) (string, securityctx.ErrorList) {
+	var errs securityctx.ErrorList
+	name := s.Group
+	for _, msg := range validation.IsDNS1123Subdomain(s.Group) {
+		errs = append(errs, securityctx.Invalid(field+".group", s.Group, "must be a Kubernetes Secret name: "+msg))
+	}
+	if s.GroupVersion != "" {
+		name = s.Group + "-" + s.GroupVersion
+		if len(errs) == 0 {
+			for _, msg := range validation.IsDNS1123Subdomain(name) {
+				errs = append(errs, securityctx.Invalid(field+".groupVersion", s.GroupVersion,
+					fmt.Sprintf("the Secret name %q (group-groupVersion) must be a Kubernetes Secret name: %s", name, msg)))
+			}
+		}
+	}
+	if s.Key != "" {
+		for _, msg := range validation.IsConfigMapKey(s.Key) {
+			errs = append(errs, securityctx.Invalid(field+".key", s.Key, "must be a Kubernetes Secret key: "+msg))
+		}
+	}
+	return name, errs
+}
+
+// envName follows flytekit: prefix + upper(group) [+ _upper(version)] [+ _upper(key)].
+func envName(prefix, group, version, key string) string {
+	n := prefix + strings.ToUpper(group)
+	if version != "" {
+		n += "_" + strings.ToUpper(version)
+	}
+	if key != "" {
+		n += "_" + strings.ToUpper(key)
+	}
+	return n
+}
+
+// nameVolumes gives each volume a readable, stable name: secctx-<dir below
+// SecretsDir>, or a shortened name with a hash where that is too long, not a
+// DNS label, or taken by another of ours.
+func nameVolumes(vols []*secretVolume) {
+	taken := map[string]bool{}
+	for _, v := range vols {
+		secret := v.volume.Secret.SecretName
+		name := "secctx-" + secret
+		// A dot is not allowed in a volume name; replacing it could make two
+		// Secrets' names equal, so such names always carry a hash.
+		if len(name) > validation.DNS1123LabelMaxLength || strings.Contains(secret, ".") || taken[name] {
+			h := fnv.New32a()
+			h.Write([]byte(v.dir))
+			suffix := fmt.Sprintf("-%08x", h.Sum32())
+			name = strings.ReplaceAll(name, ".", "-")
+			if max := validation.DNS1123LabelMaxLength - len(suffix); len(name) > max {
+				name = strings.TrimRight(name[:max], "-")
+			}
+			name += suffix
+		}
+		taken[name] = true
+		v.volume.Name = name
+	}
+}
+
+func recordSecret(s *securityctx.Secret, mount securityctx.MountType) string {
+	r := s.Group
+	if s.GroupVersion != "" {
+		r += "/" + s.GroupVersion
+	}
+	if s.Key != "" {
+		r += "/" + s.Key
+	}
+	return r + ":" + mount.String()
+}
+
+func sameEnv(a, b corev1.EnvVar) bool {
+	if a.Name != b.Name || a.Value != b.Value || (a.ValueFrom == nil) != (b.ValueFrom == nil) {
+		return false
+	}
+	if a.ValueFrom == nil {
+		return true
+	}
+	x, y := a.ValueFrom.SecretKeyRef, b.ValueFrom.SecretKeyRef
+	if x == nil || y == nil || a.ValueFrom.ConfigMapKeyRef != nil || b.ValueFrom.ConfigMapKeyRef != nil ||
+		a.ValueFrom.FieldRef != nil || b.ValueFrom.FieldRef != nil || a.ValueFrom.ResourceFieldRef != nil ||
+		b.ValueFrom.ResourceFieldRef != nil || a.ValueFrom.FileKeyRef != nil || b.ValueFrom.FileKeyRef != nil {
+		return false
+	}
+	return x.Name == y.Name && x.Key == y.Key && boolOr(x.Optional, false) == boolOr(y.Optional, false)
+}
+
+// describeEnv says where an env var's value comes from without showing a
+// literal value, which may itself be a secret.
+func describeEnv(e corev1.EnvVar) string {
+	switch f := e.ValueFrom; {
+	case f == nil:
+		return "to a literal value"
+	case f.SecretKeyRef != nil:
+		return fmt.Sprintf("from Secret %q key %q", f.SecretKeyRef.Name, f.SecretKeyRef.Key)
+	case f.ConfigMapKeyRef != nil:
+		return fmt.Sprintf("from ConfigMap %q key %q", f.ConfigMapKeyRef.Name, f.ConfigMapKeyRef.Key)
+	case f.FieldRef != nil:
+		return fmt.Sprintf("from field %s", f.FieldRef.FieldPath)
+	case f.ResourceFieldRef != nil:
+		return fmt.Sprintf("from resource %s", f.ResourceFieldRef.Resource)
+	default:
+		return "from another source"
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func boolOr(b *bool, def bool) bool {
+	if b == nil {
+		return def
+	}
+	return *b
+}

@@ -1,0 +1,85 @@
+package securityctx
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestValidate(t *testing.T) {
+	client := &OAuth2Client{ClientID: "c", ClientSecret: &Secret{Group: "s"}}
+	tests := []struct {
+		name string
+		sc   SecurityContext
+		want []string
+	}{
+		{name: "valid", sc: SecurityContext{
+			Secrets: []Secret{{Group: "g", Key: "k", EnvVar: "_X1"}},
+			Tokens:  []OAuth2TokenRequest{{Name: "t", Client: client, TokenEndpoint: "https://a.example.com/t"}},
+		}},
+		{name: "group required", sc: SecurityContext{Secrets: []Secret{{Key: "k"}}},
+			want: []string{"secrets[0].group: required"}},
+		{name: "bad envVar", sc: SecurityContext{Secrets: []Secret{{Group: "g"}, {Group: "g", EnvVar: "1BAD"}}},
+			want: []string{`secrets[1].envVar "1BAD": must match ^[A-Z_][A-Z0-9_]*$`}},
+		{name: "lower-case envVar", sc: SecurityContext{Secrets: []Secret{{Group: "g", EnvVar: "db_password"}}},
+			want: []string{`secrets[0].envVar "db_password": must match ^[A-Z_][A-Z0-9_]*$`}},
+		{name: "undefined mount type", sc: SecurityContext{Secrets: []Secret{{Group: "g", MountRequirement: 3}}},
+			want: []string{`secrets[0].mountRequirement "3": must be one of ANY, ENV_VAR, FILE (or 0, 1, 2)`}},
+		{name: "token checks", sc: SecurityContext{Tokens: []OAuth2TokenRequest{
+			{Name: "a", Client: client, TokenEndpoint: "http://a.example.com/t"},
+			{Name: "a", Client: client, IdpDiscoveryEndpoint: "https://"},
+			{Client: &OAuth2Client{}},
+			{Name: "b", Type: 1},
+		}}, want: []string{
+			`tokens[0].tokenEndpoint "http://a.example.com/t": must be an https:// URL with a host`,
+			`tokens[1].name "a": must be unique; tokens[0] has it too`,
+			`tokens[1].idpDiscoveryEndpoint "https://": must be an https:// URL with a host`,
+			`tokens[2].name: required`,
+			`tokens[2].client.clientId: required`,
+			`tokens[2].client.clientSecret: required`,
+			`tokens[2]: tokenEndpoint or idpDiscoveryEndpoint is required`,
+			`tokens[3].type "1": must be one of CLIENT_CREDENTIALS (or 0)`,
+			`tokens[3].client: required`,
+			`tokens[3]: tokenEndpoint or idpDiscoveryEndpoint is required`,
+		}},
+		{name: "oauth2 client", sc: SecurityContext{RunAs: &Identity{OAuth2Client: &OAuth2Client{ClientSecret: &Secret{}}}},
+			want: []string{"runAs.oauth2Client.clientId: required", "runAs.oauth2Client.clientSecret.group: required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range tt.sc.Validate() {
+				got = append(got, e.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Validate (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestApplyAndFromAnnotations(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}}
+	sc := &SecurityContext{Secrets: []Secret{{Group: "g", Key: "k", MountRequirement: MountEnvVar}}}
+	if err := Apply(pod, sc); err != nil {
+		t.Fatal(err)
+	}
+	if pod.Labels[LabelInject] != "true" || pod.Labels["app"] != "x" {
+		t.Errorf("labels = %v, want the opt-in label added", pod.Labels)
+	}
+	got, ok, err := FromAnnotations(pod.Annotations)
+	if err != nil || !ok {
+		t.Fatalf("FromAnnotations = %v, %v", ok, err)
+	}
+	if diff := cmp.Diff(sc, got); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	if err := Apply(pod, &SecurityContext{Secrets: []Secret{{}}}); err == nil {
+		t.Error("Apply of an invalid SecurityContext: no error")
+	}
+	if _, ok, _ := FromAnnotations(nil); ok {
+		t.Error("FromAnnotations(nil) reports an annotation")
+	}
+}

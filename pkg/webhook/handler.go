@@ -1,0 +1,189 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/secctx/secctx/pkg/inject"
+)
+
+// MutatePath is where the pod webhook is served.
+const MutatePath = "/mutate-v1-pod"
+
+// maxRequestBytes bounds a request body: the API server's own limit on an
+// object is 3 MiB, and controller-runtime allows 7 MiB for a review.
+const maxRequestBytes = 7 << 20
+
+// The decisions counted in secctx_admission_decisions_total.
+const (
+	DecisionMutated   = "mutated"
+	DecisionUnchanged = "unchanged"
+	DecisionDenied    = "denied"
+	DecisionError     = "error"
+)
+
+// PodMutator serves AdmissionReview requests for pods. It reads the review and
+// the pod in one pass and answers with the targeted JSON patch operations that
+// pkg/inject computes. controller-runtime's admission.Webhook would decode the
+// review through the API machinery's universal deserializer and then the pod
+// again, which the benchmarks in docs/performance.md show to cost more than
+// all of secctx's own work; the server, TLS, certificate reloading and the
+// request metrics are still controller-runtime's.
+type PodMutator struct {
+	injector  *inject.Injector
+	log       logr.Logger
+	decisions *prometheus.CounterVec
+}
+
+// NewPodMutator registers its metrics with reg.
+func NewPodMutator(injector *inject.Injector, log logr.Logger, reg prometheus.Registerer) (*PodMutator, error) {
+	m := &PodMutator{
+		injector: injector,
+		log:      log,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "secctx_admission_decisions_total",
+			Help: "Pod admission requests by decision: mutated, unchanged, denied or error.",
+		}, []string{"decision"}),
+	}
+	if err := reg.Register(m.decisions); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	for _, d := range []string{DecisionMutated, DecisionUnchanged, DecisionDenied, DecisionError} {
+		m.decisions.WithLabelValues(d)
+	}
+	return m, nil
+}
+
+// reviewIn is the part of an AdmissionReview (v1 or v1beta1) that secctx
+// reads; the pod is decoded in the same pass.
+type reviewIn struct {
+	APIVersion string     `json:"apiVersion"`
+	Request    *requestIn `json:"request"`
+}
+
+type requestIn struct {
+	UID         types.UID               `json:"uid"`
+	Kind        metav1.GroupVersionKind `json:"kind"`
+	SubResource string                  `json:"subResource"`
+	Name        string                  `json:"name"`
+	Namespace   string                  `json:"namespace"`
+	Operation   admissionv1.Operation   `json:"operation"`
+	Object      *inject.PodView         `json:"object"`
+}
+
+// reviewOut is an AdmissionReview response, field for field as in
+// k8s.io/api/admission/v1.
+type reviewOut struct {
+	APIVersion string      `json:"apiVersion"`
+	Kind       string      `json:"kind"`
+	Response   responseOut `json:"response"`
+}
+
+type responseOut struct {
+	UID       types.UID `json:"uid"`
+	Allowed   bool      `json:"allowed"`
+	Status    *status   `json:"status,omitempty"`
+	Patch     []byte    `json:"patch,omitempty"`
+	PatchType string    `json:"patchType,omitempty"`
+	Warnings  []string  `json:"warnings,omitempty"`
+}
+
+type status struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+	Reason  string `json:"reason,omitempty"`
+	Code    int32  `json:"code"`
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// ServeHTTP implements http.Handler.
+func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		http.Error(w, fmt.Sprintf("content type %q: want application/json", ct), http.StatusUnsupportedMediaType)
+		return
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxRequestBytes)); err != nil {
+		m.decisions.WithLabelValues(DecisionError).Inc()
+		http.Error(w, "read request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var review reviewIn
+	if err := jsonv2.Unmarshal(buf.Bytes(), &review); err != nil || review.Request == nil {
+		if err == nil {
+			err = errors.New("no request in the AdmissionReview")
+		}
+		m.decisions.WithLabelValues(DecisionError).Inc()
+		m.log.Error(err, "bad admission review")
+		http.Error(w, "decode AdmissionReview: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	out := reviewOut{APIVersion: review.APIVersion, Kind: "AdmissionReview"}
+	if out.APIVersion == "" {
+		out.APIVersion = admissionv1.SchemeGroupVersion.String()
+	}
+	out.Response = m.review(r.Context(), review.Request)
+	out.Response.UID = review.Request.UID
+
+	buf.Reset()
+	if err := jsonv2.MarshalWrite(buf, &out); err != nil {
+		m.log.Error(err, "encode admission response")
+		http.Error(w, "encode response", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (m *PodMutator) review(ctx context.Context, req *requestIn) (resp responseOut) {
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("panic: %v", p)
+			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+			m.decisions.WithLabelValues(DecisionError).Inc()
+			resp = responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
+		}
+	}()
+	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Object == nil {
+		m.decisions.WithLabelValues(DecisionUnchanged).Inc()
+		return responseOut{Allowed: true}
+	}
+	out, err := m.injector.Patch(ctx, req.Object.Pod(), req.Namespace)
+	switch {
+	case inject.IsDenied(err):
+		m.decisions.WithLabelValues(DecisionDenied).Inc()
+		m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", err.Error())
+		return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
+			Code: http.StatusForbidden, Message: err.Error()}}
+	case err != nil:
+		m.decisions.WithLabelValues(DecisionError).Inc()
+		m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+		return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
+	case out.Patch == nil:
+		m.decisions.WithLabelValues(DecisionUnchanged).Inc()
+		return responseOut{Allowed: true}
+	}
+	m.decisions.WithLabelValues(DecisionMutated).Inc()
+	if v := m.log.V(1); v.Enabled() {
+		v.Info("pod mutated", "namespace", req.Namespace, "uid", req.UID, "patchBytes", len(out.Patch))
+	}
+	return responseOut{Allowed: true, Patch: out.Patch, PatchType: string(admissionv1.PatchTypeJSONPatch), Warnings: out.Notes}
+}

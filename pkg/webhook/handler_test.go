@@ -1,0 +1,294 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/yaml"
+
+	"github.com/secctx/secctx/pkg/inject"
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+type allServiceAccounts struct{}
+
+func (allServiceAccounts) ServiceAccountExists(context.Context, string, string) (bool, error) {
+	return true, nil
+}
+
+// newTestHandler is the /mutate-v1-pod handler exactly as the server
+// registers it, with a lookup that finds every service account.
+func newTestHandler(t testing.TB) (http.Handler, *PodMutator) {
+	t.Helper()
+	injector, err := inject.New(inject.DefaultConfig(), allServiceAccounts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewPodMutator(injector, logr.Discard(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, m
+}
+
+// reviewBytes wraps a raw pod in an AdmissionReview as the API server sends it.
+func reviewBytes(t testing.TB, pod []byte, op admissionv1.Operation) []byte {
+	t.Helper()
+	ar := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID:       types.UID("705ab4f5-6393-11e8-b7cc-42010a800002"),
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: "flytesnacks-development",
+			Operation: op,
+		},
+	}
+	ar.Request.Object.Raw = pod
+	b, err := json.Marshal(ar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func post(t testing.TB, h http.Handler, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+	}
+	var ar admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &ar); err != nil {
+		t.Fatalf("decode response %s: %v", rec.Body, err)
+	}
+	if ar.Response == nil || ar.Response.UID != "705ab4f5-6393-11e8-b7cc-42010a800002" {
+		t.Fatalf("response without the request's UID: %s", rec.Body)
+	}
+	return ar.Response
+}
+
+// TestHandlerKeepsUnknownFields sends a pod with fields this build does not
+// know — on the pod, on a container, and a native sidecar's restartPolicy —
+// through the real HTTP handler: the patch has only adds, and applied as the
+// API server applies it, every unknown field is still there.
+func TestHandlerKeepsUnknownFields(t *testing.T) {
+	h, _ := newTestHandler(t)
+	pod := []byte(`{
+	  "apiVersion": "v1", "kind": "Pod",
+	  "metadata": {"name": "p", "labels": {"secctx.dev/inject": "true"},
+	    "annotations": {"secctx.dev/security-context": "{\"runAs\":{\"k8sServiceAccount\":\"data-processing-sa\"},\"secrets\":[{\"group\":\"my-certs\",\"key\":\"tls.key\",\"mountRequirement\":\"FILE\",\"envVar\":\"TLS_KEY_PATH\"},{\"group\":\"my-credentials\",\"key\":\"db_password\",\"mountRequirement\":\"ENV_VAR\"}]}"}},
+	  "spec": {
+	    "podFutureField": {"nested": [1, 2, 3]},
+	    "serviceAccountName": "default",
+	    "initContainers": [{"name": "proxy", "image": "proxy", "restartPolicy": "Always", "containerFutureField": "x"}],
+	    "containers": [{"name": "main", "image": "app", "containerFutureField": {"a": "b"},
+	      "env": [{"name": "A", "value": "1", "envFutureField": true}],
+	      "volumeMounts": [{"name": "data", "mountPath": "/data", "mountFutureField": 7}]}],
+	    "volumes": [{"name": "data", "emptyDir": {}, "volumeFutureField": "v"}]
+	  },
+	  "status": {"statusFutureField": 1}
+	}`)
+	resp := post(t, h, reviewBytes(t, pod, admissionv1.Create))
+	if !resp.Allowed || resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+		t.Fatalf("response: allowed %v, patchType %v, result %+v", resp.Allowed, resp.PatchType, resp.Result)
+	}
+	var ops []inject.Op
+	if err := json.Unmarshal(resp.Patch, &ops); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range ops {
+		if op.Op != "add" {
+			t.Errorf("op %q at %s: want only adds", op.Op, op.Path)
+		}
+		for _, whole := range []string{"/spec/containers", "/spec/initContainers", "/spec", "/metadata"} {
+			if op.Path == whole || op.Path == whole+"/0" {
+				t.Errorf("op %s replaces a whole object", op.Path)
+			}
+		}
+	}
+	patch, err := jsonpatch.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := patch.Apply(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(patched, &got); err != nil {
+		t.Fatal(err)
+	}
+	spec := got["spec"].(map[string]any)
+	sidecar := spec["initContainers"].([]any)[0].(map[string]any)
+	main := spec["containers"].([]any)[0].(map[string]any)
+	for what, v := range map[string]any{
+		"spec.podFutureField":                            spec["podFutureField"],
+		"initContainers[0].restartPolicy":                sidecar["restartPolicy"],
+		"initContainers[0].containerFutureField":         sidecar["containerFutureField"],
+		"containers[0].containerFutureField":             main["containerFutureField"],
+		"containers[0].env[0].envFutureField":            main["env"].([]any)[0].(map[string]any)["envFutureField"],
+		"containers[0].volumeMounts[0].mountFutureField": main["volumeMounts"].([]any)[0].(map[string]any)["mountFutureField"],
+		"volumes[0].volumeFutureField":                   spec["volumes"].([]any)[0].(map[string]any)["volumeFutureField"],
+		"status.statusFutureField":                       got["status"].(map[string]any)["statusFutureField"],
+	} {
+		if v == nil {
+			t.Errorf("%s lost", what)
+		}
+	}
+	if spec["serviceAccountName"] != "data-processing-sa" {
+		t.Errorf("serviceAccountName = %v", spec["serviceAccountName"])
+	}
+	for _, c := range []map[string]any{sidecar, main} {
+		if !strings.Contains(fmt.Sprint(c["env"]), "TLS_KEY_PATH") || !strings.Contains(fmt.Sprint(c["volumeMounts"]), "/etc/flyte/secrets/my-certs") {
+			t.Errorf("container %v not injected: %v", c["name"], c)
+		}
+	}
+}
+
+// TestHandlerDeniesBadAnnotations: each bad annotation is refused with 403
+// and a message that names the pod and the field.
+func TestHandlerDeniesBadAnnotations(t *testing.T) {
+	h, m := newTestHandler(t)
+	tests := []struct{ name, annotation, want string }{
+		{"invalid JSON", `{"secrets": [`, `secctx.dev/security-context: secrets[0]: invalid JSON: unexpected end of input`},
+		{"unknown field", `{"secrets": [{"group": "g", "mountType": "FILE"}]}`, `secrets[0].mountType: unknown field; allowed: group, groupVersion, key, mountRequirement, envVar`},
+		{"bad envVar", `{"secrets": [{"group": "g", "key": "k"}, {"group": "g", "key": "k", "envVar": "1BAD"}]}`, `secrets[1].envVar "1BAD": must match ^[A-Z_][A-Z0-9_]*$`},
+		{"empty group", `{"secrets": [{"group": "", "key": "k"}]}`, `secrets[0].group: required`},
+		{"bad mount type", `{"secrets": [{"group": "g", "mountRequirement": "VOLUME"}]}`, `secrets[0].mountRequirement "VOLUME": must be one of ANY, ENV_VAR, FILE (or 0, 1, 2)`},
+		{"invalid Secret name", `{"secrets": [{"group": "My_Creds", "key": "k"}]}`, `secrets[0].group "My_Creds": must be a Kubernetes Secret name`},
+		{"not supported", `{"tokens": [{"name": "t", "client": {"clientId": "c", "clientSecret": {"group": "s"}}, "tokenEndpoint": "https://idp.example.com/token"}]}`, `tokens[0] "t": not supported yet`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod, err := json.Marshal(map[string]any{
+				"apiVersion": "v1", "kind": "Pod",
+				"metadata": map[string]any{"name": "bad", "annotations": map[string]string{securityctx.AnnotationSecurityContext: tt.annotation}},
+				"spec":     map[string]any{"containers": []any{map[string]any{"name": "main", "image": "app"}}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := post(t, h, reviewBytes(t, pod, admissionv1.Create))
+			if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusForbidden || resp.Patch != nil {
+				t.Fatalf("want a 403 refusal without patch, got allowed %v, result %+v", resp.Allowed, resp.Result)
+			}
+			if !strings.HasPrefix(resp.Result.Message, "pod flytesnacks-development/bad: ") || !strings.Contains(resp.Result.Message, tt.want) {
+				t.Errorf("message:\n  %s\nwant it to name the pod and contain:\n  %s", resp.Result.Message, tt.want)
+			}
+		})
+	}
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues(DecisionDenied)); got != float64(len(tests)) {
+		t.Errorf("denied count = %v, want %d", got, len(tests))
+	}
+}
+
+func TestHandlerLeavesOtherPodsAlone(t *testing.T) {
+	h, m := newTestHandler(t)
+	plain := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"plain"},"spec":{"containers":[{"name":"c","image":"i"}]}}`)
+	withSC := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"secctx.dev/security-context":"{\"secrets\":[{\"group\":\"g\",\"key\":\"k\"}]}"}},"spec":{"containers":[{"name":"c","image":"i"}]}}`)
+	for name, body := range map[string][]byte{
+		"no annotation": reviewBytes(t, plain, admissionv1.Create),
+		"update":        reviewBytes(t, withSC, admissionv1.Update),
+	} {
+		resp := post(t, h, body)
+		if !resp.Allowed || resp.Patch != nil {
+			t.Errorf("%s: allowed %v, patch %s; want allowed unchanged", name, resp.Allowed, resp.Patch)
+		}
+	}
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues(DecisionUnchanged)); got != 2 {
+		t.Errorf("unchanged count = %v, want 2", got)
+	}
+	// A review that does not decode gets no AdmissionReview back: there is no
+	// UID to answer to, and the API server treats the error per failurePolicy.
+	for name, req := range map[string]*http.Request{
+		"not a pod":     httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(reviewBytes(t, []byte(`{"spec": 5}`), admissionv1.Create))),
+		"no request":    httptest.NewRequest(http.MethodPost, MutatePath, strings.NewReader(`{"apiVersion":"admission.k8s.io/v1"}`)),
+		"GET":           httptest.NewRequest(http.MethodGet, MutatePath, nil),
+		"wrong content": httptest.NewRequest(http.MethodPost, MutatePath, strings.NewReader(`x`)),
+	} {
+		if name != "wrong content" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code < 400 {
+			t.Errorf("%s: HTTP %d, want an error status", name, rec.Code)
+		}
+	}
+}
+
+// TestHandlerMatchesInject: the webhook's patch is exactly what pkg/inject
+// computes, for the reference task pod.
+func TestHandlerMatchesInject(t *testing.T) {
+	h, _ := newTestHandler(t)
+	pod := taskPod(t, 3)
+	resp := post(t, h, reviewBytes(t, pod, admissionv1.Create))
+	injector, _ := inject.New(inject.DefaultConfig(), allServiceAccounts{})
+	out, err := injector.InjectJSON(context.Background(), "flytesnacks-development", pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(out.Patch), string(resp.Patch)); diff != "" {
+		t.Errorf("patch (-inject +webhook):\n%s", diff)
+	}
+}
+
+// taskPod is testdata/task-pod.yaml with n secrets requested, alternating
+// ENV_VAR and FILE, across groups of up to three keys; with n == 0 it has no
+// SecurityContext at all.
+func taskPod(t testing.TB, n int) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/task-pod.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod map[string]any
+	if err := yaml.Unmarshal(b, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		raw, err := json.Marshal(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	sc := &securityctx.SecurityContext{}
+	for i := range n {
+		s := securityctx.Secret{Group: fmt.Sprintf("group-%d", i/3), Key: fmt.Sprintf("key_%d", i), MountRequirement: securityctx.MountEnvVar}
+		if i%2 == 1 {
+			s.MountRequirement = securityctx.MountFile
+			s.EnvVar = fmt.Sprintf("KEY_%d_PATH", i)
+		}
+		sc.Secrets = append(sc.Secrets, s)
+	}
+	enc, err := securityctx.Encode(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod["metadata"].(map[string]any)["annotations"].(map[string]any)[securityctx.AnnotationSecurityContext] = enc
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
