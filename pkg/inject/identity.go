@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -93,6 +94,7 @@ func setIdentity(pod *corev1.Pod, id *securityctx.Identity) {
 		}
 	}
 	if ei := id.ExecutionIdentity; ei != "" {
+		pod.Labels = maps.Clone(pod.Labels) // shared with Inject's input
 		if pod.Labels == nil {
 			pod.Labels = map[string]string{}
 		}

@@ -57,15 +57,13 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	deny := func(problems ...string) error {
 		return &DeniedError{Pod: podRef(pod, namespace), Problems: problems}
 	}
-	sc, err := securityctx.Decode([]byte(raw))
-	if err != nil {
-		return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + err.Error())
+	sc, errs := securityctx.Parse([]byte(raw))
+	if sc == nil {
+		return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + errs.Error())
 	}
-
-	if isEmpty(sc) {
+	if len(errs) == 0 && isEmpty(sc) {
 		return pod, Result{}, nil
 	}
-	errs := sc.Validate()
 	plan, planErrs := planSecrets(in.cfg, sc.Secrets)
 	errs = append(errs, planErrs...)
 	errs = append(errs, validateIdentity(sc.RunAs, pod)...)
@@ -123,11 +121,11 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 }
 
 // shallowCopy copies what Inject changes: the pod, its container lists and
-// its label and annotation maps. Inject only appends to the slices inside a
-// container, which never changes what the original's slices show.
+// its annotations. Inject only appends to the slices inside a container,
+// which never changes what the original's slices show; setIdentity copies
+// the labels before it writes one.
 func shallowCopy(pod *corev1.Pod) *corev1.Pod {
 	out := *pod
-	out.Labels = maps.Clone(pod.Labels)
 	out.Annotations = maps.Clone(pod.Annotations)
 	out.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
 	out.Spec.Containers = slices.Clone(pod.Spec.Containers)

@@ -224,3 +224,17 @@ func testPod(sc string) *corev1.Pod {
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "app"}}},
 	}
 }
+
+// TestNameChecksMatchAPIMachinery: the quick checks accept exactly what
+// apimachinery's regular expressions accept.
+func TestNameChecksMatchAPIMachinery(t *testing.T) {
+	for _, s := range []string{"a", "my-certs", "tls.example.com", "a-b.c-d", "0", "9a", "", "-a", "a-", "a..b", ".a", "a.", "A", "a_b",
+		"a.-b", "a-.b", strings.Repeat("a", 253), strings.Repeat("a", 254), "ä", "a b", "a/b", "..x", ".", "..", "._x", "KEY_1.txt", "x=y"} {
+		if got, want := isSubdomain(s), len(validation.IsDNS1123Subdomain(s)) == 0; got != want {
+			t.Errorf("isSubdomain(%q) = %v, apimachinery says %v", s, got, want)
+		}
+		if got, want := isSecretKey(s), len(validation.IsConfigMapKey(s)) == 0; got != want {
+			t.Errorf("isSecretKey(%q) = %v, apimachinery says %v", s, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -67,20 +68,20 @@ func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securit
 	}
 	p := &secretPlan{}
 	var errs securityctx.ErrorList
-	envBy := map[string]int{}           // env name -> index in p.env
-	caseBy := map[string]caseSeen{}     // secret name + lower(key) -> first key
-	fromBy := map[string]bool{}         // envFrom prefix
-	volBy := map[string]*secretVolume{} // dir -> volume
-
+	// Linear scans, not maps: a task asks for a handful of secrets, and
+	// this runs for every pod.
+	var keys []keySeen
 	addEnv := func(it envItem, field string) {
-		if j, ok := envBy[it.env.Name]; ok {
+		for j := range p.env {
+			if p.env[j].env.Name != it.env.Name {
+				continue
+			}
 			if !sameEnv(p.env[j].env, it.env) {
 				errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
 					"env %s would be set %s, but %s sets it %s", it.env.Name, it.describe(), p.env[j].by, p.env[j].describe())})
 			}
 			return
 		}
-		envBy[it.env.Name] = len(p.env)
 		p.env = append(p.env, it)
 	}
 
@@ -105,9 +106,8 @@ func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securit
 			continue
 		}
 		if s.Key != "" {
-			ck := name + "\x00" + strings.ToLower(s.Key)
-			if prev, ok := caseBy[ck]; !ok {
-				caseBy[ck] = caseSeen{key: s.Key, field: field}
+			if prev := findKey(keys, name, s.Key); prev == nil {
+				keys = append(keys, keySeen{secret: name, key: s.Key, field: field})
 			} else if prev.key != s.Key {
 				errs = append(errs, securityctx.Invalid(field+".key", s.Key, fmt.Sprintf(
 					"differs only in case from %s.key %q; both would map to the same env var and file", prev.field, prev.key)))
@@ -128,8 +128,7 @@ func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securit
 					continue
 				}
 				prefix := envName(cfg.EnvVarPrefix, s.Group, s.GroupVersion, "") + "_"
-				if !fromBy[prefix] {
-					fromBy[prefix] = true
+				if !slices.ContainsFunc(p.envFrom, func(f corev1.EnvFromSource) bool { return f.Prefix == prefix }) {
 					p.envFrom = append(p.envFrom, corev1.EnvFromSource{
 						Prefix:    prefix,
 						SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}},
@@ -145,11 +144,13 @@ func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securit
 			}
 		case securityctx.MountFile:
 			dir := path.Join(cfg.SecretsDir, strings.ToLower(s.Group), strings.ToLower(s.GroupVersion))
-			v := volBy[dir]
+			var v *secretVolume
+			if i := slices.IndexFunc(p.volumes, func(v *secretVolume) bool { return v.dir == dir }); i >= 0 {
+				v = p.volumes[i]
+			}
 			if v == nil {
 				v = &secretVolume{dir: dir, by: field, volume: corev1.Volume{VolumeSource: corev1.VolumeSource{
 					Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr(secretDefaultMode)}}}}
-				volBy[dir] = v
 				p.volumes = append(p.volumes, v)
 			} else if v.volume.Secret.SecretName != name {
 				errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
@@ -198,7 +199,17 @@ func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securit
 	return p, nil
 }
 
-type caseSeen struct{ key, field string }
+// keySeen is a key already asked for, to find keys that differ only in case.
+type keySeen struct{ secret, key, field string }
+
+func findKey(keys []keySeen, secret, key string) *keySeen {
+	for i := range keys {
+		if keys[i].secret == secret && strings.EqualFold(keys[i].key, key) {
+			return &keys[i]
+		}
+	}
+	return nil
+}
 
 func (v *secretVolume) addItem(key string) {
 	for _, it := range v.volume.Secret.Items {
@@ -214,6 +225,15 @@ func (v *secretVolume) addItem(key string) {
 func secretName(s *securityctx.Secret, field string) (string, securityctx.ErrorList) {
 	var errs securityctx.ErrorList
 	name := s.Group
+	if s.GroupVersion != "" {
+		name = s.Group + "-" + s.GroupVersion
+	}
+	// apimachinery's checks use regular expressions; they run only to word
+	// the error once the quick check has failed.
+	if isSubdomain(name) && (s.Key == "" || isSecretKey(s.Key)) {
+		return name, nil
+	}
+	name = s.Group
 	for _, msg := range validation.IsDNS1123Subdomain(s.Group) {
 		errs = append(errs, securityctx.Invalid(field+".group", s.Group, "must be a Kubernetes Secret name: "+msg))
 	}
@@ -324,4 +344,36 @@ func boolOr(b *bool, def bool) bool {
 		return def
 	}
 	return *b
+}
+
+// isSubdomain is validation.IsDNS1123Subdomain's rule without a regexp:
+// dot-separated labels of [a-z0-9-], each starting and ending alphanumeric.
+func isSubdomain(s string) bool {
+	if len(s) == 0 || len(s) > validation.DNS1123SubdomainMaxLength {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isSecretKey is validation.IsConfigMapKey's rule without a regexp.
+func isSecretKey(s string) bool {
+	if len(s) == 0 || len(s) > validation.DNS1123SubdomainMaxLength || s == "." || s == ".." || strings.HasPrefix(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -19,7 +20,53 @@ import (
 // are errors; all of them are returned, each with its field path. Malformed
 // JSON stops the decoding at the first syntax error.
 func Decode(data []byte) (*SecurityContext, error) {
-	d := &decoder{dec: jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true))}
+	sc, errs := decode(data)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return sc, nil
+}
+
+// Parse decodes and validates, and reports every problem of both kinds at
+// once: a bad enum in one secret and a bad envVar in another both show. It
+// returns what it could decode, for further checks that report more
+// problems; that value is nil only when the JSON itself is malformed, and
+// must not be used when the list is not empty.
+func Parse(data []byte) (*SecurityContext, ErrorList) {
+	sc, errs := decode(data)
+	if sc == nil {
+		return nil, errs
+	}
+	bad := make(map[string]bool, len(errs))
+	for _, e := range errs {
+		bad[e.Field] = true
+	}
+	for _, e := range sc.Validate() {
+		// A field that did not decode is left empty; saying it is also
+		// missing would repeat the same problem.
+		if !bad[e.Field] {
+			errs = append(errs, e)
+		}
+	}
+	return sc, errs
+}
+
+// decoders are reused: a jsontext.Decoder holds buffers worth keeping
+// between the pods of a busy cluster.
+var decoders = sync.Pool{New: func() any { return &pooledDecoder{} }}
+
+type pooledDecoder struct {
+	rd  bytes.Reader
+	dec jsontext.Decoder
+}
+
+func decode(data []byte) (*SecurityContext, ErrorList) {
+	pd := decoders.Get().(*pooledDecoder)
+	defer decoders.Put(pd)
+	pd.rd.Reset(data)
+	// Duplicate names are found by object(), which names both spellings.
+	pd.dec.Reset(&pd.rd, jsontext.AllowDuplicateNames(true))
+	d := &decoder{dec: &pd.dec}
 	sc := &SecurityContext{}
 	isObject := d.object("", securityContextFields, func(name, at string) {
 		switch name {
@@ -63,10 +110,10 @@ func Decode(data []byte) (*SecurityContext, error) {
 			d.fail("", "must be a JSON object, not null")
 		}
 	}
-	if len(d.errs) > 0 {
+	if d.stopped || !isObject {
 		return nil, d.errs
 	}
-	return sc, nil
+	return sc, d.errs
 }
 
 // UnmarshalJSON decodes strictly, as Decode does.

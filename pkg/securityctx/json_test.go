@@ -151,3 +151,18 @@ func TestUnmarshalJSONIsStrict(t *testing.T) {
 		t.Errorf("json.Unmarshal error = %v, want the unknown field named", err)
 	}
 }
+
+func TestParseReportsDecodeAndValidationErrors(t *testing.T) {
+	sc, errs := Parse([]byte(`{"secrets": [{"group": "g", "envVar": "bad-name"}, {"group": 5, "mountRequirement": "DISK"}, {"key": "k"}]}`))
+	if sc == nil {
+		t.Fatal("Parse returned no value for well-formed JSON")
+	}
+	want := `secrets[1].group: must be a string, not a number; secrets[1].mountRequirement "DISK": must be one of ANY, ENV_VAR, FILE (or 0, 1, 2); ` +
+		`secrets[0].envVar "bad-name": must match ^[A-Z_][A-Z0-9_]*$; secrets[2].group: required`
+	if errs.Error() != want {
+		t.Errorf("Parse errors:\n got %s\nwant %s", errs, want)
+	}
+	if sc, errs := Parse([]byte(`{"secrets": [`)); sc != nil || len(errs) != 1 {
+		t.Errorf("Parse of malformed JSON = %v, %v", sc, errs)
+	}
+}

@@ -2,12 +2,16 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/secctx/secctx/pkg/inject"
 )
 
 // BenchmarkServeHTTP is the whole request path: AdmissionReview bytes in,
@@ -45,3 +49,41 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.header }
 func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+
+// BenchmarkControllerRuntimeAdmission is the same work behind
+// controller-runtime's admission.Webhook, which decodes the review with the
+// API machinery's universal deserializer and hands the pod over as raw
+// bytes: the path PodMutator replaces, kept for comparison.
+func BenchmarkControllerRuntimeAdmission(b *testing.B) {
+	for _, n := range []int{0, 3} {
+		b.Run(fmt.Sprintf("secrets=%d", n), func(b *testing.B) {
+			injector, err := inject.New(inject.DefaultConfig(), allServiceAccounts{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := &admission.Webhook{Handler: admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+				out, err := injector.InjectJSON(ctx, req.Namespace, req.Object.Raw)
+				if err != nil {
+					return admission.Denied(err.Error())
+				}
+				resp := admission.Allowed("")
+				if out.Patch != nil {
+					pt := admissionv1.PatchTypeJSONPatch
+					resp.Patch, resp.PatchType = out.Patch, &pt
+				}
+				return resp
+			})}
+			body := reviewBytes(b, taskPod(b, n), admissionv1.Create)
+			req, _ := http.NewRequest(http.MethodPost, MutatePath, nil)
+			req.Header.Set("Content-Type", "application/json")
+			w := &discardWriter{header: http.Header{}}
+			rd := bytes.NewReader(body)
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(body)
+				req.Body = io.NopCloser(rd)
+				h.ServeHTTP(w, req)
+			}
+		})
+	}
+}

@@ -1,11 +1,13 @@
 package webhook
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/secctx/secctx/pkg/inject"
@@ -50,8 +52,19 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
-	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+	j, err := yaml.YAMLToJSONStrict(b) // refuses repeated keys
+	if err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(bytes.TrimSpace(j)) == 0 || string(bytes.TrimSpace(j)) == "null" {
+		return cfg, nil
+	}
+	strict, err := kjson.UnmarshalStrict(j, &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(strict) > 0 {
+		return cfg, fmt.Errorf("config %s: %w", path, errors.Join(strict...))
 	}
 	return cfg, nil
 }

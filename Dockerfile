@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# The secctx image: one static binary on distroless, as user 65532, no shell.
+
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
+COPY cmd/ cmd/
+COPY pkg/ pkg/
+ARG VERSION=dev
+ARG COMMIT=
+ARG DATE=
+RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X github.com/secctx/secctx/pkg/version.Version=${VERSION} -X github.com/secctx/secctx/pkg/version.Commit=${COMMIT} -X github.com/secctx/secctx/pkg/version.Date=${DATE}" \
+      -o /out/secctx ./cmd/webhook
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/secctx /secctx
+USER 65532:65532
+ENTRYPOINT ["/secctx"]
+CMD ["serve"]

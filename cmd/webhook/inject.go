@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/spf13/cobra"
+
+	"github.com/secctx/secctx/pkg/inject"
+	"github.com/secctx/secctx/pkg/webhook"
+)
+
+func newInjectCommand() *cobra.Command {
+	var file, configPath, kubeconfig, namespace, output string
+	cmd := &cobra.Command{
+		Use:   "inject -f FILE|-",
+		Short: "Print a pod as the webhook would admit it, or the webhook's refusal",
+		Long: `Read one or more pods (YAML or JSON, "---" between documents) and print each
+as the webhook would admit it, or print the webhook's refusal on stderr and
+exit 1. Fields secctx does not know are kept, as the API server keeps them.
+
+The service-account check needs a cluster: with --kubeconfig the account is
+looked up there; without it the check is skipped and a note says so.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := webhook.DefaultConfig()
+			if configPath != "" {
+				var err error
+				if cfg, err = webhook.LoadConfig(configPath); err != nil {
+					return err
+				}
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("config: %w", err)
+			}
+			var sas inject.ServiceAccounts
+			if kubeconfig != "" {
+				c, err := apiClient(kubeconfig)
+				if err != nil {
+					return err
+				}
+				sas = &webhook.ServiceAccountLookup{API: c}
+			}
+			injector, err := inject.New(cfg.Inject, sas)
+			if err != nil {
+				return err
+			}
+			in, err := readInput(cmd.InOrStdin(), file)
+			if err != nil {
+				return err
+			}
+			if output != "yaml" && output != "json" && output != "patch" {
+				return fmt.Errorf("--output %q: must be yaml, json or patch", output)
+			}
+			return injectAll(cmd.Context(), injector, in, namespace, output, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&file, "filename", "f", "", `pod manifest, or "-" for stdin`)
+	fs.StringVar(&configPath, "config", "", "YAML config file, as for serve")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "check service accounts in this cluster")
+	fs.StringVarP(&namespace, "namespace", "n", "", `namespace of the pods (default: the pod's own, else "default")`)
+	fs.StringVarP(&output, "output", "o", "yaml", "yaml or json: the admitted pod; patch: the webhook's JSON patch")
+	_ = cmd.MarkFlagRequired("filename")
+	return cmd
+}
+
+func readInput(stdin io.Reader, file string) ([]byte, error) {
+	if file == "-" {
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return nil, fmt.Errorf("read stdin: %w", err)
+		}
+		return b, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read pod: %w", err)
+	}
+	return b, nil
+}
+
+// injectAll prints every pod, each as the API server would store it after
+// applying the webhook's patch. The first refusal stops it with exit code 1.
+func injectAll(ctx context.Context, injector *inject.Injector, in []byte, namespace, output string, stdout, stderr io.Writer) error {
+	docs := splitYAML(in)
+	if len(docs) == 0 {
+		return fmt.Errorf("no pod in the input")
+	}
+	for i, doc := range docs {
+		raw, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return fmt.Errorf("document %d: %w", i+1, err)
+		}
+		var meta struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(raw, &meta); err != nil {
+			return fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if meta.Kind != "Pod" || meta.APIVersion != "v1" {
+			return fmt.Errorf("document %d: %s %s: only v1 Pods can be injected", i+1, meta.APIVersion, meta.Kind)
+		}
+		ns := namespace
+		if ns == "" {
+			ns = meta.Metadata.Namespace
+		}
+		if ns == "" {
+			ns = "default"
+		}
+		out, err := injector.InjectJSON(ctx, ns, raw)
+		if inject.IsDenied(err) {
+			fmt.Fprintln(stderr, err)
+			return exitError{code: 1}
+		}
+		if err != nil {
+			return err
+		}
+		for _, n := range out.Notes {
+			fmt.Fprintf(stderr, "note: %s; pass --kubeconfig to check it\n", n)
+		}
+		if output == "patch" {
+			if err := writePatch(stdout, out.Patch); err != nil {
+				return err
+			}
+			continue
+		}
+		if out.Patch != nil {
+			p, err := jsonpatch.DecodePatch(out.Patch)
+			if err != nil {
+				return fmt.Errorf("decode patch: %w", err)
+			}
+			if raw, err = p.Apply(raw); err != nil {
+				return fmt.Errorf("apply patch: %w", err)
+			}
+		}
+		if output == "json" {
+			var buf bytes.Buffer
+			if err := json.Indent(&buf, raw, "", "  "); err != nil {
+				return err
+			}
+			buf.WriteByte('\n')
+			if _, err := buf.WriteTo(stdout); err != nil {
+				return err
+			}
+			continue
+		}
+		y, err := yaml.JSONToYAML(raw)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			fmt.Fprintln(stdout, "---")
+		}
+		if _, err := stdout.Write(y); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writePatch prints a patch one operation a line, as the API server gets it;
+// "[]" when the pod is left as it is.
+func writePatch(w io.Writer, patch []byte) error {
+	var ops []json.RawMessage
+	if patch != nil {
+		if err := json.Unmarshal(patch, &ops); err != nil {
+			return err
+		}
+	}
+	if len(ops) == 0 {
+		_, err := fmt.Fprintln(w, "[]")
+		return err
+	}
+	var b bytes.Buffer
+	b.WriteString("[\n")
+	for i, op := range ops {
+		b.WriteString("  ")
+		b.Write(op)
+		if i < len(ops)-1 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('\n')
+	}
+	b.WriteString("]\n")
+	_, err := b.WriteTo(w)
+	return err
+}
+
+// splitYAML splits a stream on "---" lines and drops empty documents.
+func splitYAML(in []byte) [][]byte {
+	var docs [][]byte
+	for _, d := range bytes.Split(append([]byte("\n"), in...), []byte("\n---")) {
+		if i := bytes.IndexByte(d, '\n'); i >= 0 && bytes.HasPrefix(d, []byte("---")) {
+			d = d[i:]
+		}
+		if len(bytes.TrimSpace(stripComments(d))) > 0 {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+func stripComments(d []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(d, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			out = append(out, line...)
+		}
+	}
+	return out
+}
+
+func apiClient(kubeconfig string) (client.Client, error) {
+	rc, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	c, err := client.New(rc, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the cluster: %w", err)
+	}
+	return c, nil
+}

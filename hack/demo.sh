@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make demo: what secctx does to SPEC §4's reference pods, offline.
+set -euo pipefail
+bin=${1:-bin/secctx}
+cd "$(dirname "$0")/.."
+
+bold=$'\e[1m' dim=$'\e[2m' off=$'\e[0m'
+[ -t 1 ] || { bold= dim= off=; }
+
+show() {
+  local file=$1 title=$2
+  echo
+  echo "${bold}== $title ($file)${off}"
+  echo "${dim}the pod asks for:${off}"
+  sed -n '/secctx.dev\/security-context/,/^spec:/p' "$file" | sed '$d' | sed 's/^/  /'
+  echo "${dim}secctx's patch (only adds, at paths it owns):${off}"
+  "$bin" inject -f "$file" -o patch 2>/dev/null | sed 's/^/  /'
+  "$bin" inject -f "$file" -o patch 2>&1 >/dev/null | sed "s/^/  ${dim}/; s/\$/${off}/"
+  echo "${dim}what the task container sees:${off}"
+  "$bin" inject -f "$file" 2>/dev/null |
+    awk '/^  containers:/{c=1} c && /^  [a-z]/ && !/^  containers:/{c=0}
+         c && /^    (env|volumeMounts):/{p=1; print; next} c && p && /^    [a-z]/{p=0} c && p' |
+    sed 's/^/  /'
+  "$bin" inject -f "$file" 2>/dev/null | grep -E '^  serviceAccountName:' | sed 's/^/  /' || true
+}
+
+echo "${bold}$("$bin" version)${off}"
+show examples/1-env-var-secret.yaml "1. a secret as an env var"
+show examples/2-file-secret.yaml "2. a secret as a file"
+show examples/3-service-account.yaml "3. run as a service account"
+
+echo
+echo "${bold}== a pod with mistakes (examples/bad-annotation.yaml)${off}"
+echo "${dim}secctx refuses it, naming every problem (exit code 1):${off}"
+if "$bin" inject -f examples/bad-annotation.yaml 2>&1 | sed 's/; /;\n    /g; s/^/  /'; then :; fi
+echo
+echo "Next: 'make test' runs every test; docs/ explains the layout and the choices."

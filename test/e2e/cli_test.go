@@ -1,0 +1,116 @@
+// Package e2e runs the secctx binary as a user would. These tests build the
+// binary once and drive it through SPEC §4's reference examples.
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var secctx string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "secctx-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	secctx = filepath.Join(dir, "secctx")
+	build := exec.Command("go", "build", "-trimpath",
+		"-ldflags", "-X github.com/secctx/secctx/pkg/version.Version=v0.0.0-e2e", "-o", secctx, "../../cmd/webhook")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build secctx: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func runSecctx(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(secctx, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+func TestReferenceExamples(t *testing.T) {
+	tests := []struct {
+		file string
+		want []string
+	}{
+		{"1-env-var-secret.yaml", []string{
+			"- name: DB_PASSWORD\n      valueFrom:\n        secretKeyRef:\n          key: db_password\n          name: my-credentials",
+			"- name: _FSEC_MY-CREDENTIALS_DB_PASSWORD",
+			"- name: FLYTE_SECRETS_ENV_PREFIX\n      value: _FSEC_",
+		}},
+		{"2-file-secret.yaml", []string{
+			"- name: TLS_KEY_PATH\n      value: /etc/flyte/secrets/my-certs/tls.key",
+			"- mountPath: /etc/flyte/secrets/my-certs\n      name: secctx-my-certs\n      readOnly: true",
+			"secret:\n      defaultMode: 420\n      items:\n      - key: tls.key\n        path: tls.key\n      secretName: my-certs",
+		}},
+		{"3-service-account.yaml", []string{"serviceAccountName: data-processing-sa"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			code, out, errOut := runSecctx(t, "inject", "-f", filepath.Join("../../examples", tt.file))
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			for _, w := range append(tt.want, "secctx.dev/status:") {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks\n%s\n---\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestBadAnnotationIsRefused(t *testing.T) {
+	code, out, errOut := runSecctx(t, "inject", "-f", "../../examples/bad-annotation.yaml")
+	if code != 1 || out != "" {
+		t.Fatalf("exit %d, stdout %q: want 1 and nothing", code, out)
+	}
+	for _, w := range []string{
+		"pod default/example-bad-annotation: secctx.dev/security-context: ",
+		`secrets[0].envVar "db-password": must match ^[A-Z_][A-Z0-9_]*$`,
+		`secrets[1].mountRequirement "DISK": must be one of ANY, ENV_VAR, FILE (or 0, 1, 2)`,
+		`secrets[1].group "My_Certs": must be a Kubernetes Secret name`,
+	} {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, errOut)
+		}
+	}
+}
+
+func TestServeAndVersion(t *testing.T) {
+	code, out, _ := runSecctx(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "secctx v0.0.0-e2e") {
+		t.Errorf("version: exit %d, %q", code, out)
+	}
+	code, out, _ = runSecctx(t, "serve", "--help")
+	for _, flag := range []string{"--port int", "(default 9443)", "--cert-dir", "--metrics-bind-address", `(default ":8080")`,
+		"--health-probe-bind-address", `(default ":8081")`, "--config"} {
+		if code != 0 || !strings.Contains(out, flag) {
+			t.Errorf("serve --help lacks %q", flag)
+		}
+	}
+	code, _, errOut := runSecctx(t, "serve", "--kubeconfig", "/nonexistent/kubeconfig")
+	if code != 1 || !strings.Contains(errOut, "load kubeconfig /nonexistent/kubeconfig") {
+		t.Errorf("serve without a cluster: exit %d, %q", code, errOut)
+	}
+}

@@ -1,0 +1,252 @@
+// Package manifests tests the install manifests: config/ (kustomize) and
+// charts/secctx (Helm) decode strictly into Kubernetes types, agree with each
+// other, and agree with the code (webhook path, label, config defaults).
+package manifests
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+	"github.com/secctx/secctx/pkg/webhook"
+)
+
+const namespace = "secctx-system"
+
+var decoder = func() runtime.Decoder {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return serializer.NewCodecFactory(s, serializer.EnableStrict).UniversalDeserializer()
+}()
+
+// objects maps "Kind namespace/name" to the decoded object.
+type objects map[string]runtime.Object
+
+func (o objects) add(t *testing.T, src string, doc []byte) {
+	t.Helper()
+	if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+		return
+	}
+	obj, gvk, err := decoder.Decode(doc, nil, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", src, err)
+	}
+	m, err := metaOf(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := gvk.Kind + " " + m.GetNamespace() + "/" + m.GetName()
+	if _, dup := o[key]; dup {
+		t.Fatalf("%s: %s twice", src, key)
+	}
+	o[key] = obj
+}
+
+func metaOf(obj runtime.Object) (metav1.Object, error) {
+	return obj.(metav1.ObjectMetaAccessor).GetObjectMeta(), nil
+}
+
+func stripComments(b []byte) []byte {
+	var out []byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
+			out = append(out, l...)
+		}
+	}
+	return out
+}
+
+func splitDocs(b []byte) [][]byte { return bytes.Split(b, []byte("\n---")) }
+
+// loadKustomize reads a kustomization's resources as `kubectl apply -k`
+// would for these files: resources and directories, and the namespace.
+func loadKustomize(t *testing.T, dir string, out objects) {
+	t.Helper()
+	var k struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Namespace  string   `json:"namespace"`
+		Resources  []string `json:"resources"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(b, &k); err != nil {
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
+	}
+	for _, r := range k.Resources {
+		p := filepath.Join(dir, r)
+		if st, err := os.Stat(p); err != nil {
+			t.Fatalf("%s lists %s: %v", dir, r, err)
+		} else if st.IsDir() {
+			loadKustomize(t, p, out)
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range splitDocs(b) {
+			out.add(t, p, doc)
+		}
+	}
+	if k.Namespace != "" {
+		for _, obj := range out {
+			if m, _ := metaOf(obj); m.GetNamespace() != "" && m.GetNamespace() != k.Namespace {
+				t.Errorf("%s is in namespace %s, the kustomization sets %s", m.GetName(), m.GetNamespace(), k.Namespace)
+			}
+		}
+	}
+}
+
+func renderChart(t *testing.T, vals map[string]any) objects {
+	t.Helper()
+	chart, err := loader.Load("../../charts/secctx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := chartutil.ToRenderValues(chart, vals, chartutil.ReleaseOptions{Name: "secctx", Namespace: namespace, IsInstall: true}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := engine.Render(chart, v)
+	if err != nil {
+		t.Fatalf("render chart: %v", err)
+	}
+	out := objects{}
+	for name, content := range files {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			continue
+		}
+		for _, doc := range splitDocs([]byte(content)) {
+			out.add(t, name, doc)
+		}
+	}
+	return out
+}
+
+// normalize drops what legitimately differs: Helm's labels and checksum
+// annotation, the image tag, the CA bundle (provided at install).
+func normalize(objs objects) {
+	for _, obj := range objs {
+		m, _ := metaOf(obj)
+		m.SetLabels(nil)
+		m.SetAnnotations(nil)
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			o.Spec.Template.Annotations = nil
+			o.Spec.Template.Spec.Containers[0].Image = ""
+		case *admissionregistrationv1.MutatingWebhookConfiguration:
+			for i := range o.Webhooks {
+				o.Webhooks[i].ClientConfig.CABundle = nil
+			}
+		}
+	}
+}
+
+func TestKustomizeAndChartAgree(t *testing.T) {
+	kust := objects{}
+	loadKustomize(t, "../../config/default", kust)
+	chart := renderChart(t, nil)
+	delete(kust, "Namespace /"+namespace) // Helm installs into an existing namespace
+	normalize(kust)
+	normalize(chart)
+	if diff := cmp.Diff(kust, chart); diff != "" {
+		t.Errorf("config/ and charts/secctx differ (-kustomize +chart):\n%s", diff)
+	}
+}
+
+func TestManifestsMatchTheCode(t *testing.T) {
+	objs := objects{}
+	loadKustomize(t, "../../config/default", objs)
+	mwc := objs["MutatingWebhookConfiguration /secctx"].(*admissionregistrationv1.MutatingWebhookConfiguration)
+	svc := objs["Service "+namespace+"/secctx-webhook"].(*corev1.Service)
+	dep := objs["Deployment "+namespace+"/secctx"].(*appsv1.Deployment)
+	cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap)
+
+	if len(mwc.Webhooks) != 1 {
+		t.Fatalf("want one webhook, have %d", len(mwc.Webhooks))
+	}
+	wh := mwc.Webhooks[0]
+	ref := wh.ClientConfig.Service
+	if ref == nil || ref.Name != svc.Name || ref.Namespace != namespace || *ref.Path != webhook.MutatePath {
+		t.Errorf("webhook calls %+v; the Service is %s/%s and the path %s", ref, namespace, svc.Name, webhook.MutatePath)
+	}
+	if got := wh.ObjectSelector.MatchLabels[securityctx.LabelInject]; got != "true" {
+		t.Errorf("objectSelector %v does not select %s=true", wh.ObjectSelector, securityctx.LabelInject)
+	}
+	if *wh.FailurePolicy != admissionregistrationv1.Fail || *wh.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+		*wh.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy || *wh.TimeoutSeconds != 5 ||
+		*wh.MatchPolicy != admissionregistrationv1.Equivalent {
+		t.Errorf("webhook policies: failure %s, sideEffects %s, reinvocation %s, timeout %d, match %s",
+			*wh.FailurePolicy, *wh.SideEffects, *wh.ReinvocationPolicy, *wh.TimeoutSeconds, *wh.MatchPolicy)
+	}
+	excluded := strings.Join(wh.NamespaceSelector.MatchExpressions[0].Values, ",")
+	if excluded != "kube-system,"+namespace {
+		t.Errorf("namespaceSelector leaves out %s", excluded)
+	}
+	if r := wh.Rules[0]; strings.Join(r.Resources, ",") != "pods" || len(r.Operations) != 1 || r.Operations[0] != admissionregistrationv1.Create {
+		t.Errorf("rules %+v: want CREATE on pods only", wh.Rules)
+	}
+
+	// The ConfigMap's config is valid and is exactly the code's defaults.
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := webhook.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(webhook.DefaultConfig(), cfg); diff != "" {
+		t.Errorf("config.yaml differs from the defaults (-code +manifest):\n%s", diff)
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	if c.Ports[0].ContainerPort != int32(cfg.Port) || c.VolumeMounts[1].MountPath != cfg.CertDir {
+		t.Errorf("container port %d / cert mount %s; config says %d / %s", c.Ports[0].ContainerPort, c.VolumeMounts[1].MountPath, cfg.Port, cfg.CertDir)
+	}
+	if sc := c.SecurityContext; sc == nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Drop) != 1 {
+		t.Errorf("container security context is not restricted: %+v", sc)
+	}
+}
+
+func TestChartValues(t *testing.T) {
+	objs := renderChart(t, map[string]any{
+		"replicaCount": 3,
+		"certificates": map[string]any{"caBundle": "Q0E="},
+		"webhook":      map[string]any{"timeoutSeconds": 10, "excludeNamespaces": []any{"flyte"}},
+		"config":       map[string]any{"logLevel": "debug"},
+	})
+	mwc := objs["MutatingWebhookConfiguration /secctx"].(*admissionregistrationv1.MutatingWebhookConfiguration)
+	wh := mwc.Webhooks[0]
+	if string(wh.ClientConfig.CABundle) != "CA" || *wh.TimeoutSeconds != 10 ||
+		strings.Join(wh.NamespaceSelector.MatchExpressions[0].Values, ",") != "kube-system,"+namespace+",flyte" {
+		t.Errorf("webhook: caBundle %q, timeout %d, excluded %v", wh.ClientConfig.CABundle, *wh.TimeoutSeconds, wh.NamespaceSelector.MatchExpressions[0].Values)
+	}
+	if dep := objs["Deployment "+namespace+"/secctx"].(*appsv1.Deployment); *dep.Spec.Replicas != 3 ||
+		dep.Spec.Template.Spec.Containers[0].Image != "ghcr.io/secctx/secctx:0.1.0" {
+		t.Errorf("deployment: replicas %d, image %s", *dep.Spec.Replicas, dep.Spec.Template.Spec.Containers[0].Image)
+	}
+	if cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap); !strings.Contains(cm.Data["config.yaml"], "logLevel: debug") {
+		t.Errorf("config: %s", cm.Data["config.yaml"])
+	}
+}
