@@ -33,12 +33,9 @@ The service-account check needs a cluster: with --kubeconfig the account is
 looked up there; without it the check is skipped and a note says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := webhook.DefaultConfig()
-			if configPath != "" {
-				var err error
-				if cfg, err = webhook.LoadConfig(configPath); err != nil {
-					return err
-				}
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("config: %w", err)

@@ -6,6 +6,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/secctx/secctx/pkg/webhook"
 )
 
 // exitError carries a message already written for the user and the exit code.
@@ -36,4 +38,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "secctx:", err)
 		return 1
 	}
+}
+
+// loadConfig reads --config, or returns the defaults when it is not given.
+func loadConfig(path string) (webhook.Config, error) {
+	if path == "" {
+		return webhook.DefaultConfig(), nil
+	}
+	return webhook.LoadConfig(path)
 }

@@ -26,12 +26,9 @@ The serving certificate is read from --cert-dir (tls.crt, tls.key) and reloaded
 when it changes. Settings come from --config (YAML, strict); flags override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := webhook.DefaultConfig()
-			if configPath != "" {
-				var err error
-				if cfg, err = webhook.LoadConfig(configPath); err != nil {
-					return err
-				}
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
 			}
 			fs := cmd.Flags()
 			for name, apply := range map[string]func(){

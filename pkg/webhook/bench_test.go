@@ -20,7 +20,7 @@ import (
 func BenchmarkServeHTTP(b *testing.B) {
 	for _, n := range []int{0, 1, 3, 20} {
 		b.Run(fmt.Sprintf("secrets=%d", n), func(b *testing.B) {
-			h, _ := newTestHandler(b)
+			h := newTestMutator(b)
 			body := reviewBytes(b, taskPod(b, n), admissionv1.Create)
 			req, _ := http.NewRequest(http.MethodPost, MutatePath, nil)
 			req.Header.Set("Content-Type", "application/json")

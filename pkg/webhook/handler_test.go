@@ -31,9 +31,9 @@ func (allServiceAccounts) ServiceAccountExists(context.Context, string, string) 
 	return true, nil
 }
 
-// newTestHandler is the /mutate-v1-pod handler exactly as the server
+// newTestMutator is the /mutate-v1-pod handler exactly as the server
 // registers it, with a lookup that finds every service account.
-func newTestHandler(t testing.TB) (http.Handler, *PodMutator) {
+func newTestMutator(t testing.TB) *PodMutator {
 	t.Helper()
 	injector, err := inject.New(inject.DefaultConfig(), allServiceAccounts{})
 	if err != nil {
@@ -43,7 +43,7 @@ func newTestHandler(t testing.TB) (http.Handler, *PodMutator) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m, m
+	return m
 }
 
 // reviewBytes wraps a raw pod in an AdmissionReview as the API server sends it.
@@ -91,7 +91,7 @@ func post(t testing.TB, h http.Handler, body []byte) *admissionv1.AdmissionRespo
 // through the real HTTP handler: the patch has only adds, and applied as the
 // API server applies it, every unknown field is still there.
 func TestHandlerKeepsUnknownFields(t *testing.T) {
-	h, _ := newTestHandler(t)
+	h := newTestMutator(t)
 	pod := []byte(`{
 	  "apiVersion": "v1", "kind": "Pod",
 	  "metadata": {"name": "p", "labels": {"secctx.dev/inject": "true"},
@@ -167,7 +167,8 @@ func TestHandlerKeepsUnknownFields(t *testing.T) {
 // TestHandlerDeniesBadAnnotations: each bad annotation is refused with 403
 // and a message that names the pod and the field.
 func TestHandlerDeniesBadAnnotations(t *testing.T) {
-	h, m := newTestHandler(t)
+	m := newTestMutator(t)
+	h := m
 	tests := []struct{ name, annotation, want string }{
 		{"invalid JSON", `{"secrets": [`, `secctx.dev/security-context: secrets[0]: invalid JSON: unexpected end of input`},
 		{"unknown field", `{"secrets": [{"group": "g", "mountType": "FILE"}]}`, `secrets[0].mountType: unknown field; allowed: group, groupVersion, key, mountRequirement, envVar`},
@@ -202,7 +203,8 @@ func TestHandlerDeniesBadAnnotations(t *testing.T) {
 }
 
 func TestHandlerLeavesOtherPodsAlone(t *testing.T) {
-	h, m := newTestHandler(t)
+	m := newTestMutator(t)
+	h := m
 	plain := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"plain"},"spec":{"containers":[{"name":"c","image":"i"}]}}`)
 	withSC := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"secctx.dev/security-context":"{\"secrets\":[{\"group\":\"g\",\"key\":\"k\"}]}"}},"spec":{"containers":[{"name":"c","image":"i"}]}}`)
 	for name, body := range map[string][]byte{
@@ -239,7 +241,7 @@ func TestHandlerLeavesOtherPodsAlone(t *testing.T) {
 // TestHandlerMatchesInject: the webhook's patch is exactly what pkg/inject
 // computes, for the reference task pod.
 func TestHandlerMatchesInject(t *testing.T) {
-	h, _ := newTestHandler(t)
+	h := newTestMutator(t)
 	pod := taskPod(t, 3)
 	resp := post(t, h, reviewBytes(t, pod, admissionv1.Create))
 	injector, _ := inject.New(inject.DefaultConfig(), allServiceAccounts{})
@@ -291,4 +293,39 @@ func taskPod(t testing.TB, n int) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+func TestReviewJSONMatchesEncodingJSON(t *testing.T) {
+	for _, out := range []reviewOut{
+		{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview", Response: responseOut{UID: "u1", Allowed: true}},
+		{APIVersion: "admission.k8s.io/v1beta1", Kind: "AdmissionReview", Response: responseOut{UID: "u2", Allowed: true,
+			Patch: []byte(`[{"op":"add","path":"/a","value":"\u2028<>"}]`), PatchType: "JSONPatch", Warnings: []string{"w1", `"quoted"`}}},
+		{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview", Response: responseOut{UID: "u3",
+			Status: &status{Status: "Failure", Reason: "Forbidden", Code: 403, Message: "pod ns/p: secrets[0].envVar \"1BAD\": must match ^[A-Z_]"}}},
+		{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview", Response: responseOut{UID: "u4",
+			Status: &status{Status: "Failure", Code: 500, Message: "panic"}}},
+	} {
+		got, err := out.appendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g, w admissionv1.AdmissionReview
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("not JSON: %s", got)
+		}
+		if err := json.Unmarshal(want, &w); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(w, g); diff != "" {
+			t.Errorf("appendJSON (-encoding/json +direct):\n%s", diff)
+		}
+	}
+	bad := reviewOut{Response: responseOut{UID: "\xff"}}
+	if _, err := bad.appendJSON(nil); err == nil {
+		t.Error("invalid UTF-8: no error")
+	}
 }

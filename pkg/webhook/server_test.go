@@ -20,11 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
-
-	"github.com/secctx/secctx/pkg/inject"
 )
 
 // TestServerServesAndReloadsCertificates starts the real HTTPS server on a
@@ -37,15 +33,7 @@ func TestServerServesAndReloadsCertificates(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.CertDir = dir
 	cfg.Port = freePort(t)
-	injector, err := inject.New(inject.DefaultConfig(), allServiceAccounts{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewPodMutator(injector, logr.Discard(), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewWebhookServer(cfg, m)
+	srv := NewWebhookServer(cfg, newTestMutator(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()
