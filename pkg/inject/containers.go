@@ -59,9 +59,12 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 // clash, reported with both sides.
 func applyToContainer(c *corev1.Container, p *secretPlan) []string {
 	var clashes []string
-	// One allocation for what will be appended, not a doubling per append.
-	c.Env = slices.Grow(c.Env, len(p.env))
-	c.VolumeMounts = slices.Grow(c.VolumeMounts, len(p.volumes))
+	// Clip, then Grow: one new array for what will be appended, never the
+	// spare capacity of the input pod's array, which another Inject of the
+	// same pod would write over.
+	c.Env = slices.Grow(slices.Clip(c.Env), len(p.env))
+	c.EnvFrom = slices.Clip(c.EnvFrom)
+	c.VolumeMounts = slices.Grow(slices.Clip(c.VolumeMounts), len(p.volumes))
 	for _, it := range p.env {
 		if i := findEnv(c.Env, it.env.Name); i >= 0 {
 			if !sameEnv(c.Env[i], it.env) {
@@ -122,6 +125,7 @@ func hasEnvFrom(have []corev1.EnvFromSource, f corev1.EnvFromSource) bool {
 // that differs is a clash.
 func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 	var clashes []string
+	pod.Spec.Volumes = slices.Clip(pod.Spec.Volumes) // see applyToContainer
 	for _, v := range p.volumes {
 		found := false
 		for i := range pod.Spec.Volumes {

@@ -121,9 +121,9 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 }
 
 // shallowCopy copies what Inject changes: the pod, its container lists and
-// its annotations. Inject only appends to the slices inside a container,
-// which never changes what the original's slices show; setIdentity copies
-// the labels before it writes one.
+// its annotations. The lists inside are only ever appended to, into new
+// arrays (see applyToContainer); setIdentity copies the labels before it
+// writes one.
 func shallowCopy(pod *corev1.Pod) *corev1.Pod {
 	out := *pod
 	out.Annotations = maps.Clone(pod.Annotations)

@@ -80,12 +80,25 @@ func TestInjectLeavesInputAlone(t *testing.T) {
 	pod := testPod(`{"runAs":{"k8sServiceAccount":"sa","executionIdentity":"a"},"secrets":[{"group":"db","key":"pw","mountRequirement":"FILE"}]}`)
 	pod.Spec.Containers[0].Env = make([]corev1.EnvVar, 1, 10) // spare capacity must not leak
 	pod.Spec.Containers[0].Env[0] = corev1.EnvVar{Name: "A", Value: "1"}
+	pod.Spec.Volumes = make([]corev1.Volume, 0, 10)
 	before := pod.DeepCopy()
-	if _, _, err := newTestInjector(t, DefaultConfig()).Inject(context.Background(), pod, "default"); err != nil {
+	in := newTestInjector(t, DefaultConfig())
+	first, _, err := in.Inject(context.Background(), pod, "default")
+	if err != nil {
 		t.Fatal(err)
 	}
+	firstCopy := first.DeepCopy()
 	if diff := cmp.Diff(before, pod); diff != "" {
 		t.Errorf("Inject changed its input (-before +after):\n%s", diff)
+	}
+	// A second injection of the same input, with another layout, must not
+	// write into the first one's lists.
+	other, _ := New(Config{EnvVarPrefix: "X_", SecretsDir: "/x", AnyMountAs: securityctx.MountFile}, &fakeServiceAccounts{})
+	if _, _, err := other.Inject(context.Background(), pod, "default"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(firstCopy, first); diff != "" {
+		t.Errorf("a second Inject changed the first one's result (-before +after):\n%s", diff)
 	}
 }
 
