@@ -37,7 +37,7 @@ demo: build ## Show what secctx does to SPEC §4's reference pods (examples/).
 
 .PHONY: test
 test: verify ## Run every test: formatting, vet, unit, golden, fuzz seeds, CLI end to end.
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 .PHONY: verify
 verify: ## Check formatting and go vet.

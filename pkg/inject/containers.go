@@ -114,7 +114,7 @@ func findMount(mounts []corev1.VolumeMount, path string) int {
 
 func hasEnvFrom(have []corev1.EnvFromSource, f corev1.EnvFromSource) bool {
 	for _, h := range have {
-		if h.Prefix == f.Prefix && h.SecretRef != nil && h.SecretRef.Name == f.SecretRef.Name && boolOr(h.SecretRef.Optional, false) == false {
+		if h.Prefix == f.Prefix && h.SecretRef != nil && h.SecretRef.Name == f.SecretRef.Name && !boolOr(h.SecretRef.Optional, false) {
 			return true
 		}
 	}
