@@ -24,13 +24,7 @@ import (
 // NewWebhookServer returns the HTTPS server with the pod webhook registered.
 // It serves CertDir's tls.crt and tls.key and reloads them when they change.
 func NewWebhookServer(cfg Config, mutator *PodMutator) webhook.Server {
-	srv := newServer(cfg)
-	srv.Register(MutatePath, mutator)
-	return srv
-}
-
-func newServer(cfg Config) webhook.Server {
-	return webhook.NewServer(webhook.Options{
+	srv := webhook.NewServer(webhook.Options{
 		Port:    cfg.Port,
 		CertDir: cfg.CertDir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
@@ -42,6 +36,8 @@ func newServer(cfg Config) webhook.Server {
 			}
 		}},
 	})
+	srv.Register(MutatePath, mutator)
+	return srv
 }
 
 // Run serves the webhook until ctx is done, then shuts down gracefully:
@@ -60,7 +56,6 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		Logger:                 log,
 		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
 		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
-		WebhookServer:          newServer(cfg),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -79,8 +74,12 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	if err != nil {
 		return err
 	}
-	srv := mgr.GetWebhookServer() // also adds it to the manager
-	srv.Register(MutatePath, mutator)
+	// The mutator needs the manager's cache, so the server is added after
+	// the manager is made; the manager starts it before the caches.
+	srv := NewWebhookServer(cfg, mutator)
+	if err := mgr.Add(srv); err != nil {
+		return fmt.Errorf("add webhook server: %w", err)
+	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
