@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -90,15 +92,14 @@ func readInput(stdin io.Reader, file string) ([]byte, error) {
 // injectAll prints every pod, each as the API server would store it after
 // applying the webhook's patch. The first refusal stops it with exit code 1.
 func injectAll(ctx context.Context, injector *inject.Injector, in []byte, namespace, output string, stdout, stderr io.Writer) error {
-	docs := splitYAML(in)
+	docs, err := jsonDocuments(in)
+	if err != nil {
+		return err
+	}
 	if len(docs) == 0 {
 		return fmt.Errorf("no pod in the input")
 	}
-	for i, doc := range docs {
-		raw, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			return fmt.Errorf("document %d: %w", i+1, err)
-		}
+	for i, raw := range docs {
 		var meta struct {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
@@ -198,28 +199,28 @@ func writePatch(w io.Writer, patch []byte) error {
 	return err
 }
 
-// splitYAML splits a stream on "---" lines and drops empty documents.
-func splitYAML(in []byte) [][]byte {
+// jsonDocuments splits a YAML or JSON stream into its documents, as kubectl
+// does, and converts each to JSON; documents that hold nothing (only
+// comments) are dropped.
+func jsonDocuments(in []byte) ([][]byte, error) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(in)))
 	var docs [][]byte
-	for _, d := range bytes.Split(append([]byte("\n"), in...), []byte("\n---")) {
-		if i := bytes.IndexByte(d, '\n'); i >= 0 && bytes.HasPrefix(d, []byte("---")) {
-			d = d[i:]
+	for n := 1; ; n++ {
+		doc, err := r.Read()
+		if err == io.EOF {
+			return docs, nil
 		}
-		if len(bytes.TrimSpace(stripComments(d))) > 0 {
-			docs = append(docs, d)
+		if err != nil {
+			return nil, fmt.Errorf("read document %d: %w", n, err)
 		}
-	}
-	return docs
-}
-
-func stripComments(d []byte) []byte {
-	var out []byte
-	for _, line := range bytes.Split(d, []byte("\n")) {
-		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
-			out = append(out, line...)
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", n, err)
+		}
+		if t := bytes.TrimSpace(j); len(t) > 0 && string(t) != "null" {
+			docs = append(docs, j)
 		}
 	}
-	return out
 }
 
 func apiClient(kubeconfig string) (client.Client, error) {

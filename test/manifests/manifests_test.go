@@ -4,7 +4,9 @@
 package manifests
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
@@ -40,19 +43,31 @@ var decoder = func() runtime.Decoder {
 // objects maps "Kind namespace/name" to the decoded object.
 type objects map[string]runtime.Object
 
+// addAll decodes every object of a YAML stream, strictly.
+func (o objects) addAll(t *testing.T, src string, stream []byte) {
+	t.Helper()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
+	for {
+		doc, err := r.Read()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if j, err := yaml.YAMLToJSON(doc); err != nil || string(bytes.TrimSpace(j)) != "null" {
+			o.add(t, src, doc)
+		}
+	}
+}
+
 func (o objects) add(t *testing.T, src string, doc []byte) {
 	t.Helper()
-	if len(bytes.TrimSpace(stripComments(doc))) == 0 {
-		return
-	}
 	obj, gvk, err := decoder.Decode(doc, nil, nil)
 	if err != nil {
 		t.Fatalf("%s: %v", src, err)
 	}
-	m, err := metaOf(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := metaOf(obj)
 	key := gvk.Kind + " " + m.GetNamespace() + "/" + m.GetName()
 	if _, dup := o[key]; dup {
 		t.Fatalf("%s: %s twice", src, key)
@@ -60,21 +75,9 @@ func (o objects) add(t *testing.T, src string, doc []byte) {
 	o[key] = obj
 }
 
-func metaOf(obj runtime.Object) (metav1.Object, error) {
-	return obj.(metav1.ObjectMetaAccessor).GetObjectMeta(), nil
+func metaOf(obj runtime.Object) metav1.Object {
+	return obj.(metav1.ObjectMetaAccessor).GetObjectMeta()
 }
-
-func stripComments(b []byte) []byte {
-	var out []byte
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
-			out = append(out, l...)
-		}
-	}
-	return out
-}
-
-func splitDocs(b []byte) [][]byte { return bytes.Split(b, []byte("\n---")) }
 
 // loadKustomize reads a kustomization's resources as `kubectl apply -k`
 // would for these files: resources and directories, and the namespace.
@@ -105,13 +108,11 @@ func loadKustomize(t *testing.T, dir string, out objects) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, doc := range splitDocs(b) {
-			out.add(t, p, doc)
-		}
+		out.addAll(t, p, b)
 	}
 	if k.Namespace != "" {
 		for _, obj := range out {
-			if m, _ := metaOf(obj); m.GetNamespace() != "" && m.GetNamespace() != k.Namespace {
+			if m := metaOf(obj); m.GetNamespace() != "" && m.GetNamespace() != k.Namespace {
 				t.Errorf("%s is in namespace %s, the kustomization sets %s", m.GetName(), m.GetNamespace(), k.Namespace)
 			}
 		}
@@ -137,9 +138,7 @@ func renderChart(t *testing.T, vals map[string]any) objects {
 		if strings.HasSuffix(name, "NOTES.txt") {
 			continue
 		}
-		for _, doc := range splitDocs([]byte(content)) {
-			out.add(t, name, doc)
-		}
+		out.addAll(t, name, []byte(content))
 	}
 	return out
 }
@@ -148,7 +147,7 @@ func renderChart(t *testing.T, vals map[string]any) objects {
 // annotation, the image tag, the CA bundle (provided at install).
 func normalize(objs objects) {
 	for _, obj := range objs {
-		m, _ := metaOf(obj)
+		m := metaOf(obj)
 		m.SetLabels(nil)
 		m.SetAnnotations(nil)
 		switch o := obj.(type) {
