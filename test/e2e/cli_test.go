@@ -1,37 +1,12 @@
-// Package e2e runs the secctx binary as a user would. These tests build the
-// binary once and drive it through SPEC §4's reference examples.
 package e2e
 
 import (
 	"bytes"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-var secctx string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "secctx-e2e")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	secctx = filepath.Join(dir, "secctx")
-	build := exec.Command("go", "build", "-trimpath",
-		"-ldflags", "-X github.com/secctx/secctx/pkg/version.Version=v0.0.0-e2e", "-o", secctx, "../../cmd/webhook")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build secctx: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 func runSecctx(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()

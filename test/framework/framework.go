@@ -1,0 +1,296 @@
+// Package framework is what the end-to-end suite and `make demo` share: it
+// builds secctx's image and the test images, brings a cluster up with them,
+// deploys secctx from config/, and runs pods to completion.
+package framework
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/secctx/secctx/test/framework/cluster"
+	"github.com/secctx/secctx/test/framework/image"
+)
+
+// Image references the suite imports into the cluster.
+const (
+	SecctxImage = "localhost/secctx:e2e"
+	TaskImage   = "localhost/secctx-task:e2e"
+)
+
+// Root is the repository's top directory.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Options for Up.
+type Options struct {
+	Mode cluster.Mode
+	// Dir is the cluster's state directory; default /var/tmp/secctx-cluster.
+	Dir string
+	// Progress gets one line per step.
+	Progress io.Writer
+}
+
+// Up builds the images (Full mode) and starts a cluster with them.
+func Up(ctx context.Context, o Options) (*cluster.Cluster, error) {
+	root := Root()
+	if o.Dir == "" {
+		o.Dir = "/var/tmp/secctx-cluster"
+	}
+	var images []string
+	if o.Mode == cluster.Full {
+		t0 := time.Now()
+		var err error
+		images, err = BuildImages(ctx, root, filepath.Join(root, "bin", "images"))
+		if err != nil {
+			return nil, err
+		}
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "images built in %.1fs\n", time.Since(t0).Seconds())
+		}
+	}
+	return cluster.Start(ctx, cluster.Config{
+		Mode: o.Mode, BinDir: filepath.Join(root, "bin"), Dir: o.Dir, Images: images, Progress: o.Progress,
+	})
+}
+
+// BuildImages builds static binaries of secctx, the pause program and the
+// task program, and writes an image tarball for each into out.
+func BuildImages(ctx context.Context, root, out string) ([]string, error) {
+	binDir := filepath.Join(out, "bin")
+	specs := []struct {
+		pkg, ldflags string
+		spec         image.Spec
+	}{
+		{"./cmd/webhook", "-s -w -X github.com/secctx/secctx/pkg/version.Version=v0.0.0-e2e",
+			image.Spec{Ref: SecctxImage, Path: "secctx", Cmd: []string{"serve"}, User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
+		{"./test/images/pause", "-s -w", image.Spec{Ref: cluster.PauseImage, Path: "pause"}},
+		{"./test/images/task", "-s -w", image.Spec{Ref: TaskImage, Path: "task", User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
+	}
+	var tars []string
+	for _, s := range specs {
+		bin := filepath.Join(binDir, s.spec.Path)
+		if err := image.GoBuild(ctx, root, s.pkg, bin, s.ldflags); err != nil {
+			return nil, err
+		}
+		s.spec.Binary = bin
+		tar := filepath.Join(out, s.spec.Path+".tar")
+		if _, err := image.Build(s.spec, tar); err != nil {
+			return nil, fmt.Errorf("image %s: %w", s.spec.Ref, err)
+		}
+		tars = append(tars, tar)
+	}
+	return tars, nil
+}
+
+// Secctx is secctx deployed in a cluster.
+type Secctx struct {
+	Namespace string
+	// Overlay is the kustomize directory that was applied.
+	Overlay string
+}
+
+// DeploySecctx applies config/default through a kustomize overlay that sets
+// the locally built image and a serving certificate made for the test, the
+// way a user with their own certificate would (config/README.md), and waits
+// until the webhook answers.
+func DeploySecctx(ctx context.Context, c *cluster.Cluster, progress io.Writer) (*Secctx, error) {
+	t0 := time.Now()
+	ns := "secctx-system"
+	ca, err := cluster.NewCA("secctx-webhook-ca")
+	if err != nil {
+		return nil, err
+	}
+	crt, key, err := ca.Issue("secctx-webhook", "secctx-webhook."+ns+".svc", "secctx-webhook."+ns+".svc.cluster.local")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "secctx-overlay")
+	if err != nil {
+		return nil, err
+	}
+	// kustomize takes no absolute paths, so the overlay names config/ by a
+	// relative one.
+	base, err := filepath.Rel(dir, filepath.Join(Root(), "config", "default"))
+	if err != nil {
+		return nil, err
+	}
+	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- %s
+images:
+- name: ghcr.io/secctx/secctx
+  newName: %s
+  newTag: %s
+secretGenerator:
+- name: secctx-webhook-tls
+  namespace: %s
+  type: kubernetes.io/tls
+  files: [tls.crt, tls.key]
+  options:
+    disableNameSuffixHash: true
+patches:
+- target: {kind: MutatingWebhookConfiguration, name: secctx}
+  patch: |
+    - op: add
+      path: /webhooks/0/clientConfig/caBundle
+      value: %s
+`, base, strings.Split(SecctxImage, ":")[0], strings.Split(SecctxImage, ":")[1],
+		ns, base64.StdEncoding.EncodeToString(ca.CertPEM))
+	for name, b := range map[string][]byte{"kustomization.yaml": []byte(kustomization), "tls.crt": crt, "tls.key": key} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if _, _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", dir); err != nil {
+		return nil, err
+	}
+	s := &Secctx{Namespace: ns, Overlay: dir}
+	if err := s.WaitReady(ctx, c, 2); err != nil {
+		return nil, err
+	}
+	if progress != nil {
+		fmt.Fprintf(progress, "secctx deployed from config/ and answering in %.1fs\n", time.Since(t0).Seconds())
+	}
+	return s, nil
+}
+
+// Scale sets the Deployment's replicas and waits for them: ready and
+// answering when n > 0, gone from the Service when n == 0.
+func (s *Secctx) Scale(ctx context.Context, c *cluster.Cluster, n int) error {
+	if _, _, err := c.Kubectl(ctx, nil, "-n", s.Namespace, "scale", "deployment/secctx", fmt.Sprintf("--replicas=%d", n)); err != nil {
+		return err
+	}
+	if n > 0 {
+		return s.WaitReady(ctx, c, n)
+	}
+	return Poll(ctx, 90*time.Second, func() (bool, error) {
+		pods, err := c.Client.CoreV1().Pods(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=secctx"})
+		if err != nil {
+			return false, err
+		}
+		if len(pods.Items) > 0 {
+			return false, nil
+		}
+		eps, err := c.Client.DiscoveryV1().EndpointSlices(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=secctx-webhook"})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range eps.Items {
+			if len(e.Endpoints) > 0 {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// WaitReady waits for n ready replicas, then until the API server's calls
+// reach the webhook: a server-side dry run of a labelled pod comes back
+// injected.
+func (s *Secctx) WaitReady(ctx context.Context, c *cluster.Cluster, n int) error {
+	if _, _, err := c.Kubectl(ctx, nil, "-n", s.Namespace, "rollout", "status", "deployment/secctx", "--timeout=120s"); err != nil {
+		return err
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "probe-",
+			Labels:       map[string]string{"secctx.dev/inject": "true"},
+			// Dry run only: the Secret need not exist.
+			Annotations: map[string]string{"secctx.dev/security-context": `{"secrets":[{"group":"secctx-probe","key":"k","mountRequirement":"ENV_VAR"}]}`},
+		},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: TaskImage}}},
+	}
+	var last error
+	err := Poll(ctx, 60*time.Second, func() (bool, error) {
+		d, err := c.Client.AppsV1().Deployments(s.Namespace).Get(ctx, "secctx", metav1.GetOptions{})
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		if int(d.Status.ReadyReplicas) != n || int(d.Status.Replicas) != n {
+			last = fmt.Errorf("deployment secctx: %d ready of %d, want %d", d.Status.ReadyReplicas, d.Status.Replicas, n)
+			return false, nil
+		}
+		got, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		_, ok := got.Annotations["secctx.dev/status"]
+		return ok, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for secctx: %w (last: %v)", err, last)
+	}
+	return nil
+}
+
+// RunPod creates pod and waits until it has finished (Succeeded or Failed);
+// it returns the pod as it ended and every container's log by name.
+func RunPod(ctx context.Context, c *cluster.Cluster, pod *corev1.Pod, timeout time.Duration) (*corev1.Pod, map[string]string, error) {
+	created, err := c.Client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	var final *corev1.Pod
+	err = Poll(ctx, timeout, func() (bool, error) {
+		p, err := c.Client.CoreV1().Pods(created.Namespace).Get(ctx, created.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		final = p
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed, nil
+	})
+	if err != nil {
+		phase := corev1.PodPhase("unknown")
+		if final != nil {
+			phase = final.Status.Phase
+		}
+		return final, nil, fmt.Errorf("pod %s/%s did not finish (phase %s): %w", created.Namespace, created.Name, phase, err)
+	}
+	logs := map[string]string{}
+	for _, ctr := range append(append([]corev1.Container{}, final.Spec.InitContainers...), final.Spec.Containers...) {
+		b, err := c.Client.CoreV1().Pods(final.Namespace).GetLogs(final.Name, &corev1.PodLogOptions{Container: ctr.Name}).DoRaw(ctx)
+		if err != nil {
+			return final, logs, fmt.Errorf("logs of %s/%s container %s: %w", final.Namespace, final.Name, ctr.Name, err)
+		}
+		logs[ctr.Name] = string(b)
+	}
+	return final, logs, nil
+}
+
+// Poll calls f every 200 ms until it returns true or an error, or the
+// timeout passes. NotFound errors count as "not yet".
+func Poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		ok, err := f()
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("timed out after " + timeout.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,177 @@
+// Command task stands in for a workflow task in the end-to-end tests and the
+// demo: it reads what secctx injected the way task code does and prints it.
+// Secret values are shown as their first 3 characters and "..." unless -full
+// is given (the tests compare whole values; the demo must not print them).
+//
+//	task [-full] env NAME...          print environment variables
+//	task [-full] file-from-env NAME...  print the file each variable points to
+//	task [-full] flytekit GROUP[/VERSION]/KEY...
+//	                                  find secrets by flytekit's lookup rule
+//	task whoami                       print the service account of the pod's token
+//	task sleep                        wait for SIGTERM
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+var full = flag.Bool("full", false, "print whole secret values")
+
+func main() {
+	flag.Parse()
+	args := flag.Args()
+	if len(args) == 0 {
+		fail(errors.New("usage: task [-full] env|file-from-env|flytekit|whoami|sleep ..."))
+	}
+	var err error
+	switch args[0] {
+	case "env":
+		err = forEach(args[1:], func(name string) error {
+			v, ok := os.LookupEnv(name)
+			if !ok {
+				return fmt.Errorf("env %s is not set", name)
+			}
+			fmt.Printf("%s = %s\n", name, show(v))
+			return nil
+		})
+	case "file-from-env":
+		err = forEach(args[1:], func(name string) error {
+			p, ok := os.LookupEnv(name)
+			if !ok {
+				return fmt.Errorf("env %s is not set", name)
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s = %s = %s\n", name, p, show(string(b)))
+			return nil
+		})
+	case "flytekit":
+		err = forEach(args[1:], func(ref string) error {
+			parts := strings.Split(ref, "/")
+			var group, version, key string
+			switch len(parts) {
+			case 2:
+				group, key = parts[0], parts[1]
+			case 3:
+				group, version, key = parts[0], parts[1], parts[2]
+			default:
+				return fmt.Errorf("secret %q: want GROUP/KEY or GROUP/VERSION/KEY", ref)
+			}
+			where, v, err := flytekitGet(group, version, key)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s from %s = %s\n", ref, where, show(v))
+			return nil
+		})
+	case "whoami":
+		err = whoami()
+	case "sleep":
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+		<-c
+	default:
+		err = fmt.Errorf("unknown command %q", args[0])
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func forEach(names []string, f func(string) error) error {
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, f(n))
+	}
+	return errors.Join(errs...)
+}
+
+func show(v string) string {
+	if *full {
+		return v
+	}
+	if len(v) > 3 {
+		v = v[:3]
+	}
+	return v + "..."
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "task:", err)
+	os.Exit(1)
+}
+
+// flytekitGet follows flytekit's SecretsManager.get: the env var
+// get_secrets_env_var names first, then the file get_secrets_file names, with
+// the prefix and directory taken from FLYTE_SECRETS_* when set.
+func flytekitGet(group, version, key string) (where, value string, err error) {
+	env := flytekitEnvVar(group, version, key)
+	if v, ok := os.LookupEnv(env); ok {
+		return "env " + env, v, nil
+	}
+	file := flytekitFile(group, version, key)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", "", fmt.Errorf("secret %s/%s not found: no env %s and %w", group, key, env, err)
+	}
+	return "file " + file, string(b), nil
+}
+
+func getenv(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func flytekitEnvVar(group, version, key string) string {
+	n := getenv("FLYTE_SECRETS_ENV_PREFIX", "_FSEC_") + strings.ToUpper(group)
+	if version != "" {
+		n += "_" + strings.ToUpper(version)
+	}
+	if key != "" {
+		n += "_" + strings.ToUpper(key)
+	}
+	return n
+}
+
+func flytekitFile(group, version, key string) string {
+	return filepath.Join(getenv("FLYTE_SECRETS_DEFAULT_DIR", "/etc/secrets"), strings.ToLower(group),
+		strings.ToLower(version), getenv("FLYTE_SECRETS_FILE_PREFIX", "")+strings.ToLower(key))
+}
+
+// whoami reads the claims of the projected service-account token; it does
+// not verify the signature (the API server does that when the token is used).
+func whoami() error {
+	tok, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/token")
+	if err != nil {
+		return err
+	}
+	parts := strings.Split(string(tok), ".")
+	if len(parts) != 3 {
+		return errors.New("token is not a JWT")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fmt.Errorf("token payload: %w", err)
+	}
+	var claims struct {
+		Sub string `json:"sub"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return fmt.Errorf("token claims: %w", err)
+	}
+	fmt.Println("running as", claims.Sub)
+	return nil
+}
