@@ -30,14 +30,38 @@ help: ## Show this help.
 ##@ Demo
 
 .PHONY: demo
-demo: build ## Show what secctx does to SPEC §4's reference pods (examples/).
+demo: tools ## Start a real cluster, deploy secctx, run SPEC §4's examples 1-3 as pods, tear down (root).
+	@$(GO) run ./hack/demo
+
+.PHONY: demo-offline
+demo-offline: build ## Show secctx's patch for the examples without a cluster (no root).
 	@hack/demo.sh $(BIN)
 
 ##@ Development
 
 .PHONY: test
-test: verify ## Run every test: formatting, vet, unit, golden, fuzz seeds, CLI end to end.
-	$(GO) test -race -count=1 ./...
+test: verify tools ## Run every test: formatting, vet, unit, golden, fuzz seeds, real-cluster end to end (root).
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no cluster (go test -short).
+	$(GO) test -race -count=1 -short ./...
+
+.PHONY: test-e2e
+test-e2e: tools ## Run only the end-to-end suite on a local cluster, verbosely.
+	$(GO) test -count=1 -v -timeout 30m ./test/e2e/
+
+KIND ?= kind
+KIND_CLUSTER ?= secctx-e2e
+.PHONY: test-e2e-kind
+test-e2e-kind: ## Run the end-to-end suite against a kind cluster (needs Docker; not run on the dev VM).
+	@$(KIND) get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
+	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > bin/kind-$(KIND_CLUSTER).kubeconfig
+	$(GO) run ./hack/images bin/images
+	for t in bin/images/secctx.tar bin/images/task.tar; do $(KIND) load image-archive $$t --name $(KIND_CLUSTER); done
+	$(GO) test -count=1 -v -timeout 30m ./test/e2e/ -args \
+		-kubeconfig=$(CURDIR)/bin/kind-$(KIND_CLUSTER).kubeconfig \
+		-host-address=$$(docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}')
 
 .PHONY: verify
 verify: ## Check formatting and go vet.
@@ -60,10 +84,22 @@ bench: ## Run the admission-path benchmarks (numbers go in docs/performance.md).
 
 ##@ Build
 
+.PHONY: tools
+tools: ## Build the test cluster's Kubernetes v1.37.2 and etcd into bin/ once; apt-install containerd, runc, CNI.
+	@hack/tools/build.sh
+
+.PHONY: images
+images: ## Build secctx's image and the test images as tarballs in bin/images (no Docker).
+	$(GO) run ./hack/images bin/images
+
 .PHONY: build
 build: ## Build bin/secctx, static, with version info.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/webhook
 
 .PHONY: clean
-clean: ## Remove bin/ and test artifacts.
-	rm -rf bin _artifacts
+clean: ## Remove bin/secctx, image tarballs and test artifacts (keeps the cluster binaries).
+	rm -rf $(BIN) bin/images _artifacts
+
+.PHONY: clean-tools
+clean-tools: ## Remove the cluster binaries too (the next `make tools` rebuilds them).
+	rm -rf bin

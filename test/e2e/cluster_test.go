@@ -233,7 +233,7 @@ func TestReinvocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crt, key, err := ca.Issue("add-container", cluster.NodeIP)
+	crt, key, err := ca.Issue("add-container", *hostAddress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestReinvocation(t *testing.T) {
 	}
 	// The API server runs on this machine, so it reaches a webhook served by
 	// the test itself on the node address.
-	ln, err := tls.Listen("tcp", net.JoinHostPort(cluster.NodeIP, "0"), &tls.Config{Certificates: []tls.Certificate{cert}})
+	ln, err := tls.Listen("tcp", net.JoinHostPort(listenAddress(), "0"), &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestReinvocation(t *testing.T) {
 			Name:                    "add-container.e2e.secctx.dev",
 			AdmissionReviewVersions: []string{"v1"},
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{
-				URL:      ptr.To("https://" + ln.Addr().String() + "/mutate"),
+				URL:      ptr.To(fmt.Sprintf("https://%s/mutate", net.JoinHostPort(*hostAddress, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)))),
 				CABundle: ca.CertPEM,
 			},
 			Rules: []admissionregistrationv1.RuleWithOperations{{
@@ -298,6 +298,15 @@ func TestReinvocation(t *testing.T) {
 	if len(got.Spec.Containers) != 2 {
 		t.Errorf("containers: %d, want 2", len(got.Spec.Containers))
 	}
+}
+
+// listenAddress is where the test's own webhook listens: the node address
+// here; under kind, every address, since the gateway is not this process's.
+func listenAddress() string {
+	if *kubeconfig != "" {
+		return "0.0.0.0"
+	}
+	return *hostAddress
 }
 
 // addContainer is the second webhook: it appends c to pods that lack it.

@@ -27,6 +27,12 @@ var (
 	deployed *framework.Secctx
 
 	keepCluster = flag.Bool("keep-cluster", false, "leave the cluster running after the suite (stop it with the next run)")
+	kubeconfig  = flag.String("kubeconfig", "", "run against this cluster (e.g. kind) instead of starting one; images must be loaded")
+	kubectl     = flag.String("kubectl", "kubectl", "kubectl to use with -kubeconfig")
+	// hostAddress is where the cluster's API server reaches a webhook served
+	// by the test process: the node bridge here, the Docker network's
+	// gateway under kind.
+	hostAddress = flag.String("host-address", cluster.NodeIP, "address of this machine as the API server sees it")
 )
 
 func TestMain(m *testing.M) {
@@ -57,7 +63,9 @@ func run(m *testing.M) (code int) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	t0 := time.Now()
-	kube, err = framework.Up(ctx, framework.Options{Mode: cluster.Full, Progress: prefixed("e2e: ")})
+	kube, err = framework.Up(ctx, framework.Options{
+		Mode: cluster.Full, Progress: prefixed("e2e: "), Kubeconfig: *kubeconfig, Kubectl: *kubectl,
+	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: start cluster: %v\n", err)
 		return 1

@@ -42,11 +42,18 @@ type Options struct {
 	Dir string
 	// Progress gets one line per step.
 	Progress io.Writer
+	// Kubeconfig, when set, names a cluster that runs already (kind): Up
+	// attaches to it with Kubectl instead of starting one, and builds no
+	// images (load them first, see `make test-e2e-kind`).
+	Kubeconfig, Kubectl string
 }
 
 // Up builds the images (Full mode) and starts a cluster with them.
 func Up(ctx context.Context, o Options) (*cluster.Cluster, error) {
 	root := Root()
+	if o.Kubeconfig != "" {
+		return cluster.Attach(o.Kubeconfig, o.Kubectl)
+	}
 	if o.Dir == "" {
 		o.Dir = "/var/tmp/secctx-cluster"
 	}

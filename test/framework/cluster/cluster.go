@@ -98,6 +98,7 @@ type Cluster struct {
 	host       *HostState
 	lock       *os.File
 	Kubeconfig string
+	kubectl    string // set by Attach
 	REST       *rest.Config
 	Client     kubernetes.Interface
 	// CA signed the API server's certificate.
@@ -454,6 +455,21 @@ func (c *Cluster) startNode(ctx context.Context) error {
 	return nil
 }
 
+// Attach uses a cluster someone else runs (kind, a CI cluster) through its
+// kubeconfig. Stop does nothing to it; images must already be loaded.
+func Attach(kubeconfigPath, kubectl string) (*Cluster, error) {
+	c := &Cluster{cfg: Config{Mode: Full}, Kubeconfig: kubeconfigPath, kubectl: kubectl, started: time.Now()}
+	var err error
+	if c.REST, err = clientcmd.BuildConfigFromFlags("", kubeconfigPath); err != nil {
+		return nil, err
+	}
+	c.REST.QPS, c.REST.Burst = 200, 400
+	if c.Client, err = kubernetes.NewForConfig(c.REST); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // CreateNamespace makes a namespace that pods can be created in at once: in
 // Full mode it waits for the controllers to add the default ServiceAccount
 // and kube-root-ca.crt; in ControlPlane mode it creates the ServiceAccount.
@@ -489,7 +505,11 @@ func (c *Cluster) waitNamespace(ctx context.Context, ns string) error {
 
 // Kubectl runs the kubectl built with the cluster's version against it.
 func (c *Cluster) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (stdout, stderr string, err error) {
-	cmd := exec.CommandContext(ctx, c.bin("kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	kubectl := c.kubectl
+	if kubectl == "" {
+		kubectl = c.bin("kubectl")
+	}
+	cmd := exec.CommandContext(ctx, kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errOut
 	err = cmd.Run()
@@ -502,6 +522,9 @@ func (c *Cluster) Kubectl(ctx context.Context, stdin io.Reader, args ...string) 
 // Stop tears the cluster down and leaves the machine as Start found it; it
 // returns an error naming anything that is not.
 func (c *Cluster) Stop() error {
+	if c.kubectl != "" {
+		return nil // attached, not ours
+	}
 	var errs []error
 	byName := map[string]*process{}
 	for _, p := range c.procs {
@@ -590,8 +613,10 @@ func (c *Cluster) CollectArtifacts(ctx context.Context, dst string) error {
 		return err
 	}
 	var errs []error
-	errs = append(errs, copyTree(filepath.Join(c.dir, "logs"), dst))
-	errs = append(errs, copyTree(filepath.Join(c.dir, "kubelet/logs"), filepath.Join(dst, "pods")))
+	if c.dir != "" {
+		errs = append(errs, copyTree(filepath.Join(c.dir, "logs"), dst))
+		errs = append(errs, copyTree(filepath.Join(c.dir, "kubelet/logs"), filepath.Join(dst, "pods")))
+	}
 	for name, args := range map[string][]string{
 		"objects.yaml": {"get", "all,serviceaccounts,mutatingwebhookconfigurations,endpointslices", "-A", "-o", "yaml"},
 		"events.txt":   {"get", "events", "-A", "--sort-by=.lastTimestamp"},
