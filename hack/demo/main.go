@@ -57,7 +57,9 @@ func run(ctx context.Context) (err error) {
 		bold, dim, off = "", "", ""
 	}
 	t0 := time.Now()
-	say := func(format string, a ...any) { fmt.Printf("%s%6.1fs%s  %s\n", dim, time.Since(t0).Seconds(), off, fmt.Sprintf(format, a...)) }
+	say := func(format string, a ...any) {
+		fmt.Printf("%s%6.1fs%s  %s\n", dim, time.Since(t0).Seconds(), off, fmt.Sprintf(format, a...))
+	}
 	say("starting a single-node cluster (etcd, kube-apiserver, controllers, kubelet, containerd)")
 	c, err := framework.Up(ctx, framework.Options{Mode: cluster.Full, Progress: indent{}})
 	if err != nil {
