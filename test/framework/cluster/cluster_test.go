@@ -32,6 +32,11 @@ func TestControlPlane(t *testing.T) {
 	}
 	stopped := false
 	defer func() {
+		if t.Failed() {
+			dst := filepath.Join(binDir(), "..", "_artifacts", "control-plane-"+time.Now().Format("20060102-150405"))
+			_ = c.CollectArtifacts(context.Background(), dst)
+			t.Logf("component logs are in %s", dst)
+		}
 		if !stopped {
 			c.Stop()
 		}
