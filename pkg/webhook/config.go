@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sort"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -31,6 +35,47 @@ type Config struct {
 	LogLevel string `json:"logLevel"`
 	// Inject is the layout of what is injected.
 	Inject inject.Config `json:"inject"`
+	// Certificates says where the serving certificate comes from.
+	Certificates CertificatesConfig `json:"certificates"`
+}
+
+// Certificate modes.
+const (
+	// CertModeSelf: secctx makes its own CA and serving certificate, keeps
+	// them in one Secret in its namespace, writes the CA into the
+	// MutatingWebhookConfiguration and rotates them (cert-controller).
+	CertModeSelf = "self"
+	// CertModeCertManager: cert-manager issues the Secret and injects the
+	// CA; secctx serves the mounted files.
+	CertModeCertManager = "cert-manager"
+	// CertModeProvided: the user provides the Secret and the CA bundle;
+	// secctx serves the mounted files.
+	CertModeProvided = "provided"
+)
+
+// CertificatesConfig is where the serving certificate comes from. In every
+// mode the files in CertDir are reloaded when they change.
+type CertificatesConfig struct {
+	// Mode is self, cert-manager or provided.
+	Mode string `json:"mode"`
+	// The rest applies to self mode only.
+	// Namespace is secctx's own namespace, where the Secret is.
+	Namespace string `json:"namespace,omitempty"`
+	// SecretName is the Secret holding ca.crt, ca.key, tls.crt and tls.key.
+	SecretName string `json:"secretName,omitempty"`
+	// ServiceName is the webhook's Service; the certificate is for
+	// <serviceName>.<namespace>.svc.
+	ServiceName string `json:"serviceName,omitempty"`
+	// WebhookConfigurationName is the MutatingWebhookConfiguration whose
+	// caBundle secctx keeps current.
+	WebhookConfigurationName string `json:"webhookConfigurationName,omitempty"`
+	// CAValidity and CertValidity are how long new certificates last;
+	// RenewBefore is how long before expiry they are replaced, and
+	// CheckInterval how often that is checked (besides every Secret change).
+	CAValidity    metav1.Duration `json:"caValidity,omitempty"`
+	CertValidity  metav1.Duration `json:"certValidity,omitempty"`
+	RenewBefore   metav1.Duration `json:"renewBefore,omitempty"`
+	CheckInterval metav1.Duration `json:"checkInterval,omitempty"`
 }
 
 // DefaultConfig returns the defaults, spelled as controller-runtime projects do.
@@ -42,6 +87,15 @@ func DefaultConfig() Config {
 		HealthProbeBindAddress: ":8081",
 		LogLevel:               "info",
 		Inject:                 inject.DefaultConfig(),
+		Certificates: CertificatesConfig{
+			// A bare `secctx serve` serves the files in CertDir; the chart
+			// and config/ turn on self mode.
+			Mode:          CertModeProvided,
+			CAValidity:    metav1.Duration{Duration: 10 * 365 * 24 * time.Hour},
+			CertValidity:  metav1.Duration{Duration: 365 * 24 * time.Hour},
+			RenewBefore:   metav1.Duration{Duration: 90 * 24 * time.Hour},
+			CheckInterval: metav1.Duration{Duration: 12 * time.Hour},
+		},
 	}
 }
 
@@ -92,5 +146,38 @@ func (c Config) Validate() error {
 	if err := c.Inject.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Certificates.validate())
+	return errors.Join(errs...)
+}
+
+func (c CertificatesConfig) validate() error {
+	var errs []error
+	switch c.Mode {
+	case CertModeProvided, CertModeCertManager:
+		return nil
+	case CertModeSelf:
+	default:
+		return fmt.Errorf("certificates.mode %q: must be self, cert-manager or provided", c.Mode)
+	}
+	for name, v := range map[string]string{
+		"namespace": c.Namespace, "secretName": c.SecretName, "serviceName": c.ServiceName,
+		"webhookConfigurationName": c.WebhookConfigurationName,
+	} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("certificates.%s: required when mode is self", name))
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"caValidity": c.CAValidity.Duration, "certValidity": c.CertValidity.Duration,
+		"renewBefore": c.RenewBefore.Duration, "checkInterval": c.CheckInterval.Duration,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("certificates.%s %s: must be positive", name, d))
+		}
+	}
+	if c.RenewBefore.Duration >= c.CertValidity.Duration {
+		errs = append(errs, fmt.Errorf("certificates.renewBefore %s: must be shorter than certValidity %s", c.RenewBefore.Duration, c.CertValidity.Duration))
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

@@ -14,12 +14,19 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/secctx/secctx/pkg/inject"
 )
+
+func closedChan() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
 
 // NewWebhookServer returns the HTTPS server with the pod webhook registered.
 // It serves CertDir's tls.crt and tls.key and reloads them when they change.
@@ -77,11 +84,29 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	// The mutator needs the manager's cache, so the server is added after
 	// the manager is made; the manager starts it before the caches.
 	srv := NewWebhookServer(cfg, mutator)
-	if err := mgr.Add(srv); err != nil {
+	var runnable manager.Runnable = srv
+	certsReady := closedChan()
+	if cfg.Certificates.Mode == CertModeSelf {
+		if certsReady, err = addSelfManagedCerts(mgr, cfg, log.WithName("certificates")); err != nil {
+			return err
+		}
+		runnable = gatedServer{Server: srv, ready: certsReady}
+	}
+	if err := mgr.Add(runnable); err != nil {
 		return fmt.Errorf("add webhook server: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("certificates", func(*http.Request) error {
+		select {
+		case <-certsReady:
+			return nil
+		default:
+			return errCertsNotReady
+		}
+	}); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
@@ -97,6 +122,6 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	}); err != nil {
 		return err
 	}
-	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "path", MutatePath)
+	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "path", MutatePath, "certificates", cfg.Certificates.Mode)
 	return mgr.Start(ctx)
 }

@@ -5,7 +5,6 @@ package framework
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -110,21 +109,12 @@ type Secctx struct {
 	Overlay string
 }
 
-// DeploySecctx applies config/default through a kustomize overlay that sets
-// the locally built image and a serving certificate made for the test, the
-// way a user with their own certificate would (config/README.md), and waits
-// until the webhook answers.
+// DeploySecctx applies config/default through a kustomize overlay that only
+// sets the locally built image, as a user would install it, and waits until
+// the webhook answers: secctx makes its own certificate (self mode).
 func DeploySecctx(ctx context.Context, c *cluster.Cluster, progress io.Writer) (*Secctx, error) {
 	t0 := time.Now()
 	ns := "secctx-system"
-	ca, err := cluster.NewCA("secctx-webhook-ca")
-	if err != nil {
-		return nil, err
-	}
-	crt, key, err := ca.Issue("secctx-webhook", "secctx-webhook."+ns+".svc", "secctx-webhook."+ns+".svc.cluster.local")
-	if err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp("", "secctx-overlay")
 	if err != nil {
 		return nil, err
@@ -135,6 +125,7 @@ func DeploySecctx(ctx context.Context, c *cluster.Cluster, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
+	repo, tag, _ := strings.Cut(SecctxImage, ":")
 	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
@@ -143,25 +134,9 @@ images:
 - name: ghcr.io/secctx/secctx
   newName: %s
   newTag: %s
-secretGenerator:
-- name: secctx-webhook-tls
-  namespace: %s
-  type: kubernetes.io/tls
-  files: [tls.crt, tls.key]
-  options:
-    disableNameSuffixHash: true
-patches:
-- target: {kind: MutatingWebhookConfiguration, name: secctx}
-  patch: |
-    - op: add
-      path: /webhooks/0/clientConfig/caBundle
-      value: %s
-`, base, strings.Split(SecctxImage, ":")[0], strings.Split(SecctxImage, ":")[1],
-		ns, base64.StdEncoding.EncodeToString(ca.CertPEM))
-	for name, b := range map[string][]byte{"kustomization.yaml": []byte(kustomization), "tls.crt": crt, "tls.key": key} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			return nil, err
-		}
+`, base, repo, tag)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o600); err != nil {
+		return nil, err
 	}
 	if _, _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", dir); err != nil {
 		return nil, err

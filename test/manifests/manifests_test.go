@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -19,6 +20,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -121,15 +123,7 @@ func loadKustomize(t *testing.T, dir string, out objects) {
 
 func renderChart(t *testing.T, vals map[string]any) objects {
 	t.Helper()
-	chart, err := loader.Load("../../charts/secctx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := chartutil.ToRenderValues(chart, vals, chartutil.ReleaseOptions{Name: "secctx", Namespace: namespace, IsInstall: true}, chartutil.DefaultCapabilities)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := engine.Render(chart, v)
+	files, err := renderFiles(vals)
 	if err != nil {
 		t.Fatalf("render chart: %v", err)
 	}
@@ -141,6 +135,23 @@ func renderChart(t *testing.T, vals map[string]any) objects {
 		out.addAll(t, name, []byte(content))
 	}
 	return out
+}
+
+// renderFiles renders the chart as `helm install` does, values checked
+// against values.schema.json first.
+func renderFiles(vals map[string]any) (map[string]string, error) {
+	chart, err := loader.Load("../../charts/secctx")
+	if err != nil {
+		return nil, err
+	}
+	v, err := chartutil.ToRenderValues(chart, vals, chartutil.ReleaseOptions{Name: "secctx", Namespace: namespace, IsInstall: true}, chartutil.DefaultCapabilities)
+	if err != nil {
+		return nil, err
+	}
+	if err := chartutil.ValidateAgainstSchema(chart, v["Values"].(chartutil.Values)); err != nil {
+		return nil, err
+	}
+	return engine.Render(chart, v)
 }
 
 // normalize drops what legitimately differs: Helm's labels and checksum
@@ -216,8 +227,22 @@ func TestManifestsMatchTheCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(webhook.DefaultConfig(), cfg); diff != "" {
+	// Self-managed certificates name this install's objects.
+	want := webhook.DefaultConfig()
+	want.Certificates.Mode = webhook.CertModeSelf
+	want.Certificates.Namespace = namespace
+	want.Certificates.SecretName = dep.Spec.Template.Spec.Volumes[1].Name
+	want.Certificates.ServiceName = svc.Name
+	want.Certificates.WebhookConfigurationName = mwc.Name
+	if _, ok := objs["Secret "+namespace+"/secctx-webhook-tls"]; !ok {
+		t.Errorf("no Secret %s/secctx-webhook-tls for the certificate", namespace)
+	}
+	want.Certificates.SecretName = "secctx-webhook-tls"
+	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("config.yaml differs from the defaults (-code +manifest):\n%s", diff)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("config.yaml: %v", err)
 	}
 	c := dep.Spec.Template.Spec.Containers[0]
 	if c.Ports[0].ContainerPort != int32(cfg.Port) || c.VolumeMounts[1].MountPath != cfg.CertDir {
@@ -231,7 +256,7 @@ func TestManifestsMatchTheCode(t *testing.T) {
 func TestChartValues(t *testing.T) {
 	objs := renderChart(t, map[string]any{
 		"replicaCount": 3,
-		"certificates": map[string]any{"caBundle": "Q0E="},
+		"certificates": map[string]any{"mode": "provided", "caBundle": "Q0E="},
 		"webhook":      map[string]any{"timeoutSeconds": 10, "excludeNamespaces": []any{"flyte"}},
 		"config":       map[string]any{"logLevel": "debug"},
 	})
@@ -248,4 +273,172 @@ func TestChartValues(t *testing.T) {
 	if cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap); !strings.Contains(cm.Data["config.yaml"], "logLevel: debug") {
 		t.Errorf("config: %s", cm.Data["config.yaml"])
 	}
+}
+
+// TestCertificateModes renders each mode and checks what it adds, and that
+// RBAC grows only with self mode.
+func TestCertificateModes(t *testing.T) {
+	tests := []struct {
+		name    string
+		certs   map[string]any
+		want    []string // object keys that must be there
+		notWant []string
+		check   func(t *testing.T, objs objects)
+	}{
+		{"self", nil,
+			[]string{"Secret " + namespace + "/secctx-webhook-tls", "Role " + namespace + "/secctx", "RoleBinding " + namespace + "/secctx"},
+			[]string{"Certificate " + namespace + "/secctx-webhook"},
+			func(t *testing.T, objs objects) {
+				dep := objs["Deployment "+namespace+"/secctx"].(*appsv1.Deployment)
+				if dep.Spec.Template.Spec.Volumes[1].EmptyDir == nil {
+					t.Errorf("self mode: certs volume is not an emptyDir: %+v", dep.Spec.Template.Spec.Volumes[1])
+				}
+				role := objs["Role "+namespace+"/secctx"].(*rbacv1.Role)
+				for _, r := range role.Rules {
+					if slices.Contains(r.Verbs, "update") && !slices.Equal(r.ResourceNames, []string{"secctx-webhook-tls"}) {
+						t.Errorf("self mode: Secret update not limited to the certificate Secret: %+v", r)
+					}
+				}
+			}},
+		{"cert-manager", map[string]any{"mode": "cert-manager"},
+			[]string{"Certificate " + namespace + "/secctx-webhook", "Issuer " + namespace + "/secctx-selfsigned"},
+			[]string{"Secret " + namespace + "/secctx-webhook-tls", "Role " + namespace + "/secctx"},
+			func(t *testing.T, objs objects) {
+				mwc := objs["MutatingWebhookConfiguration /secctx"].(*admissionregistrationv1.MutatingWebhookConfiguration)
+				if got := mwc.Annotations["cert-manager.io/inject-ca-from"]; got != namespace+"/secctx-webhook" {
+					t.Errorf("cainjector annotation %q", got)
+				}
+			}},
+		{"cert-manager with an issuer", map[string]any{"mode": "cert-manager", "certManager": map[string]any{"issuerRef": map[string]any{"name": "corp", "kind": "ClusterIssuer"}}},
+			[]string{"Certificate " + namespace + "/secctx-webhook"},
+			[]string{"Issuer " + namespace + "/secctx-selfsigned"}, nil},
+		{"provided", map[string]any{"mode": "provided", "caBundle": "Q0E="},
+			nil,
+			[]string{"Secret " + namespace + "/secctx-webhook-tls", "Role " + namespace + "/secctx", "Certificate " + namespace + "/secctx-webhook"},
+			func(t *testing.T, objs objects) {
+				cr := objs["ClusterRole /secctx"].(*rbacv1.ClusterRole)
+				if len(cr.Rules) != 1 || cr.Rules[0].Resources[0] != "serviceaccounts" {
+					t.Errorf("provided mode: ClusterRole grants more than reading service accounts: %+v", cr.Rules)
+				}
+				dep := objs["Deployment "+namespace+"/secctx"].(*appsv1.Deployment)
+				if s := dep.Spec.Template.Spec.Volumes[1].Secret; s == nil || s.SecretName != "secctx-webhook-tls" {
+					t.Errorf("provided mode: certs volume %+v", dep.Spec.Template.Spec.Volumes[1])
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vals := map[string]any{}
+			if tt.certs != nil {
+				vals["certificates"] = tt.certs
+			}
+			files, err := renderFiles(vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs := objects{}
+			for name, content := range files {
+				if !strings.HasSuffix(name, "NOTES.txt") {
+					objs.addAllLoose(t, name, []byte(content))
+				}
+			}
+			for _, k := range tt.want {
+				if _, ok := objs[k]; !ok {
+					t.Errorf("missing %s; have %v", k, keys(objs))
+				}
+			}
+			for _, k := range tt.notWant {
+				if _, ok := objs[k]; ok {
+					t.Errorf("unexpected %s", k)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, objs)
+			}
+			// The rendered config is one secctx accepts.
+			cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap)
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := webhook.LoadConfig(path)
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err != nil {
+				t.Errorf("rendered config: %v", err)
+			}
+			if files["secctx/templates/NOTES.txt"] == "" {
+				t.Error("no NOTES.txt")
+			}
+		})
+	}
+}
+
+// TestSchemaRejectsBadValues: values.schema.json stops mistakes at
+// `helm install`, naming the value.
+func TestSchemaRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"replicas as a word", map[string]any{"replicaCount": "two"}, "replicaCount"},
+		{"no replicas", map[string]any{"replicaCount": 0}, "replicaCount"},
+		{"unknown mode", map[string]any{"certificates": map[string]any{"mode": "magic"}}, "mode"},
+		{"provided without a CA", map[string]any{"certificates": map[string]any{"mode": "provided"}}, "caBundle"},
+		{"unknown key", map[string]any{"replicas": 2}, "replicas"},
+		{"timeout too long", map[string]any{"webhook": map[string]any{"timeoutSeconds": 31}}, "timeoutSeconds"},
+		{"bad log level", map[string]any{"config": map[string]any{"logLevel": "loud"}}, "logLevel"},
+		{"bad duration", map[string]any{"certificates": map[string]any{"self": map[string]any{"renewBefore": "90 days"}}}, "renewBefore"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := renderFiles(tt.vals)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// addAllLoose is addAll for streams with kinds the scheme does not know
+// (cert-manager's, the Prometheus Operator's): those are keyed from their
+// metadata only.
+func (o objects) addAllLoose(t *testing.T, src string, stream []byte) {
+	t.Helper()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
+	for {
+		doc, err := r.Read()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		var m struct {
+			APIVersion string            `json:"apiVersion"`
+			Kind       string            `json:"kind"`
+			Metadata   metav1.ObjectMeta `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &m); err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		switch {
+		case m.Kind == "":
+		case strings.HasPrefix(m.APIVersion, "cert-manager.io/"), strings.HasPrefix(m.APIVersion, "monitoring.coreos.com/"):
+			o[m.Kind+" "+m.Metadata.Namespace+"/"+m.Metadata.Name] = &corev1.List{}
+		default:
+			o.add(t, src, doc)
+		}
+	}
+}
+
+func keys(o objects) []string {
+	var ks []string
+	for k := range o {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
 }

@@ -8,3 +8,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "secctx.selector" -}}
 app.kubernetes.io/name: secctx
 {{- end -}}
+
+{{- define "secctx.serviceName" -}}
+{{ .Release.Name }}-webhook
+{{- end -}}
