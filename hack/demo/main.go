@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it brings up a real single-node cluster,
-// deploys secctx from config/, runs SPEC §4's reference examples 1–3 as pods,
+// installs secctx with its Helm chart, runs SPEC §4's reference examples 1–3 as pods,
 // prints what secctx added and what each task printed, shows a refused pod,
 // and tears everything down.
 package main
@@ -70,8 +70,8 @@ func run(ctx context.Context) (err error) {
 		err = errors.Join(err, c.Stop())
 		say("done")
 	}()
-	say("deploying secctx from config/ (2 replicas, webhook with failurePolicy: Fail)")
-	if _, err := framework.DeploySecctx(ctx, c, indent{}); err != nil {
+	say("installing secctx with Helm from charts/secctx (2 replicas, self-managed certificates, failurePolicy: Fail)")
+	if _, _, err := framework.InstallChart(ctx, c, indent{}); err != nil {
 		return err
 	}
 	if err := c.CreateNamespace(ctx, ns, nil); err != nil {
