@@ -48,8 +48,8 @@ test-unit: ## Run the tests that need no cluster (go test -short).
 	$(GO) test -race -count=1 -short ./...
 
 .PHONY: test-e2e
-test-e2e: tools ## Run only the end-to-end suite on a local cluster, verbosely.
-	$(GO) test -count=1 -v -timeout 30m ./test/e2e/
+test-e2e: tools ## Run only the real-cluster suites (test/e2e, test/chart), verbosely.
+	$(GO) test -count=1 -v -timeout 30m ./test/e2e/ ./test/chart/
 
 KIND ?= kind
 KIND_CLUSTER ?= secctx-e2e
