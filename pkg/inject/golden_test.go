@@ -43,7 +43,14 @@ func TestGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			raw := readPodJSON(t, in)
 			ns := namespaceOf(t, raw)
-			injector := newTestInjector(t, DefaultConfig())
+			// name.config.yaml, when there, overrides the defaults (vault).
+			cfg := DefaultConfig()
+			if b, err := os.ReadFile(filepath.Join("testdata/pods", name+".config.yaml")); err == nil {
+				if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			injector := newTestInjector(t, cfg)
 			outFile := filepath.Join("testdata/pods", name+".out.yaml")
 			errFile := filepath.Join("testdata/pods", name+".err")
 

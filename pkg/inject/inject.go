@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	corev1 "k8s.io/api/core/v1"
@@ -50,28 +51,45 @@ type Status struct {
 // is returned as it is. A refusal is a *DeniedError; any other error is an
 // internal failure (a lookup that did not answer).
 func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace string) (*corev1.Pod, Result, error) {
-	raw, ok := pod.Annotations[securityctx.AnnotationSecurityContext]
-	if !ok {
+	raw, hasSC := pod.Annotations[securityctx.AnnotationSecurityContext]
+	hasFlyte := securityctx.HasFlyteSecrets(pod.Annotations)
+	if !hasSC && !hasFlyte {
 		return pod, Result{}, nil
 	}
 	deny := func(problems ...string) error {
 		return &DeniedError{Pod: podRef(pod, namespace), Problems: problems}
 	}
-	sc, errs := securityctx.Parse([]byte(raw))
-	if sc == nil {
-		return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + errs.Error())
+	var sc *securityctx.SecurityContext
+	var errs securityctx.ErrorList
+	if hasSC {
+		if sc, errs = securityctx.Parse([]byte(raw)); sc == nil {
+			return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + errs.Error())
+		}
+	}
+	// Flyte's own annotations, as flytepropeller writes them, merge with
+	// secctx's; fields names where each secret came from.
+	var fields []string
+	if hasFlyte {
+		flyte, flyteErrs := securityctx.DecodeFlyteAnnotations(pod.Annotations)
+		var mergeErrs securityctx.ErrorList
+		sc, fields, mergeErrs = securityctx.MergeFlyte(sc, flyte)
+		errs = append(errs, flyteErrs...)
+		errs = append(errs, mergeErrs...)
 	}
 	if len(errs) == 0 && isEmpty(sc) {
 		return pod, Result{}, nil
 	}
-	plan, planErrs := planSecrets(in.cfg, sc.Secrets)
+	var plan *secretPlan
+	var planErrs securityctx.ErrorList
+	if in.cfg.Backend == BackendVault {
+		plan, planErrs = planVault(in.cfg, sc.Secrets, fields)
+	} else {
+		plan, planErrs = planSecrets(in.cfg, sc.Secrets, fields)
+	}
 	errs = append(errs, planErrs...)
 	errs = append(errs, validateIdentity(sc.RunAs, pod)...)
 	errs = append(errs, validateTokens(sc)...)
-	var problems []string
-	if len(errs) > 0 {
-		problems = append(problems, securityctx.AnnotationSecurityContext+": "+errs.Error())
-	}
+	problems := groupProblems(errs)
 	out := shallowCopy(pod)
 	tgts, tgtErr := targets(out)
 	if tgtErr != "" {
@@ -101,6 +119,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		clashes = append(clashes, applyToContainer(c, plan)...)
 	}
 	clashes = append(clashes, addVolumes(out, plan)...)
+	clashes = append(clashes, addAnnotations(out, plan)...)
 	if len(clashes) > 0 {
 		return nil, Result{}, deny(clashes...)
 	}
@@ -118,6 +137,42 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	out.Annotations[securityctx.AnnotationStatus] = string(b)
 	res.Injected = true
 	return out, res, nil
+}
+
+// groupProblems words errors for the denial: those of the SecurityContext
+// annotation under its name, those of Flyte's annotations by their own
+// (their field paths start with the annotation's key).
+func groupProblems(errs securityctx.ErrorList) []string {
+	var own, flyte securityctx.ErrorList
+	for _, e := range errs {
+		if strings.HasPrefix(e.Field, securityctx.FlyteAnnotationPrefix) {
+			flyte = append(flyte, e)
+		} else {
+			own = append(own, e)
+		}
+	}
+	var problems []string
+	if len(own) > 0 {
+		problems = append(problems, securityctx.AnnotationSecurityContext+": "+own.Error())
+	}
+	if len(flyte) > 0 {
+		problems = append(problems, flyte.Error())
+	}
+	return problems
+}
+
+// addAnnotations adds the plan's annotations; one the pod already has with
+// another value is a clash.
+func addAnnotations(pod *corev1.Pod, p *secretPlan) []string {
+	var clashes []string
+	for _, a := range p.annotations {
+		if have, ok := pod.Annotations[a[0]]; ok && have != a[1] {
+			clashes = append(clashes, fmt.Sprintf("annotation %s is %q; secctx would set it to %q", a[0], have, a[1]))
+			continue
+		}
+		pod.Annotations[a[0]] = a[1]
+	}
+	return clashes
 }
 
 // shallowCopy copies what Inject changes: the pod, its container lists and

@@ -5,7 +5,6 @@ import (
 	"hash/fnv"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,11 +57,13 @@ type secretPlan struct {
 	volumes []*secretVolume
 	// record lists the injected secrets for the status annotation.
 	record []string
+	// annotations are added to the pod (vault backend), in order.
+	annotations [][2]string
 }
 
 // planSecrets lays out the Kubernetes-Secret backend: SPEC §2. It checks the
 // backend's names and every clash between the requests themselves.
-func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securityctx.ErrorList) {
+func planSecrets(cfg Config, secrets []securityctx.Secret, fields []string) (*secretPlan, securityctx.ErrorList) {
 	if len(secrets) == 0 {
 		return &secretPlan{}, nil
 	}
@@ -96,7 +97,7 @@ func planSecrets(cfg Config, secrets []securityctx.Secret) (*secretPlan, securit
 
 	for i := range secrets {
 		s := &secrets[i]
-		field := "secrets[" + strconv.Itoa(i) + "]"
+		field := fieldName(fields, i)
 		if s.Group == "" || !s.MountRequirement.Valid() {
 			continue // reported by SecurityContext.Validate
 		}

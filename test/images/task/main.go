@@ -19,9 +19,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/secctx/secctx/test/flytekit"
 )
 
 var full = flag.Bool("full", false, "print whole secret values")
@@ -68,7 +69,7 @@ func main() {
 			default:
 				return fmt.Errorf("secret %q: want GROUP/KEY or GROUP/VERSION/KEY", ref)
 			}
-			where, v, err := flytekitGet(group, version, key)
+			where, v, err := flytekit.Get(environ(), os.ReadFile, group, version, key)
 			if err != nil {
 				return err
 			}
@@ -87,6 +88,15 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+}
+
+func environ() flytekit.Env {
+	env := flytekit.Env{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	return env
 }
 
 func forEach(names []string, f func(string) error) error {
@@ -110,45 +120,6 @@ func show(v string) string {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "task:", err)
 	os.Exit(1)
-}
-
-// flytekitGet follows flytekit's SecretsManager.get: the env var
-// get_secrets_env_var names first, then the file get_secrets_file names, with
-// the prefix and directory taken from FLYTE_SECRETS_* when set.
-func flytekitGet(group, version, key string) (where, value string, err error) {
-	env := flytekitEnvVar(group, version, key)
-	if v, ok := os.LookupEnv(env); ok {
-		return "env " + env, v, nil
-	}
-	file := flytekitFile(group, version, key)
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", "", fmt.Errorf("secret %s/%s not found: no env %s and %w", group, key, env, err)
-	}
-	return "file " + file, string(b), nil
-}
-
-func getenv(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-func flytekitEnvVar(group, version, key string) string {
-	n := getenv("FLYTE_SECRETS_ENV_PREFIX", "_FSEC_") + strings.ToUpper(group)
-	if version != "" {
-		n += "_" + strings.ToUpper(version)
-	}
-	if key != "" {
-		n += "_" + strings.ToUpper(key)
-	}
-	return n
-}
-
-func flytekitFile(group, version, key string) string {
-	return filepath.Join(getenv("FLYTE_SECRETS_DEFAULT_DIR", "/etc/secrets"), strings.ToLower(group),
-		strings.ToLower(version), getenv("FLYTE_SECRETS_FILE_PREFIX", "")+strings.ToLower(key))
 }
 
 // whoami reads the claims of the projected service-account token; it does
