@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/secctx/secctx/test/framework"
 	"github.com/secctx/secctx/test/framework/cluster"
@@ -335,6 +337,48 @@ func addContainer(t *testing.T, w http.ResponseWriter, r *http.Request, c corev1
 	review.Response, review.Request = resp, nil
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(review)
+}
+
+// TestFlytePropellerPod: a pod as flytepropeller makes it (Flyte's label and
+// flyte.secrets/s<N> annotations from Flyte's own encoder, pyflyte-execute as
+// the command) gets its secrets, found where flytekit looks. The fixture is
+// the golden one; only what cannot run here changes: the image (no registry),
+// the CPU request (the node has 2 CPUs) and the owner reference (there is no
+// FlyteWorkflow, and the garbage collector would delete the pod).
+func TestFlytePropellerPod(t *testing.T) {
+	needCluster(t)
+	ctx := testContext(t)
+	ns := namespace(t, ctx, map[string]map[string]string{
+		"my-credentials": {"db_password": "p4ssw0rd-flyte"},
+		"my-certs":       {"tls.key": "key-material-flyte"},
+	})
+	b, err := os.ReadFile(filepath.Join(framework.Root(), "pkg/inject/testdata/pods/flyte-propeller-pod.in.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict(b, &pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Namespace, pod.OwnerReferences = ns, nil
+	c := &pod.Spec.Containers[0]
+	c.Image, c.ImagePullPolicy = framework.TaskImage, corev1.PullNever
+	c.Args = append([]string{"-full"}, c.Args...)
+	c.Resources = corev1.ResourceRequirements{}
+	got, logs := runPod(t, ctx, &pod)
+	if _, ok := got.Labels[labelInject]; ok {
+		t.Error("the pod has secctx's label; it must be admitted by Flyte's alone")
+	}
+	want := "env _FSEC_MY-CREDENTIALS_DB_PASSWORD = p4ssw0rd-flyte\n" +
+		"file /etc/flyte/secrets/my-certs/tls.key = key-material-flyte\n"
+	if logs[c.Name] != want {
+		t.Errorf("pyflyte-execute found:\n%s\nwant:\n%s", logs[c.Name], want)
+	}
+	for _, e := range got.Spec.Containers[0].Env {
+		if e.Name == "DB_PASSWORD" && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef.Name != "my-credentials") {
+			t.Errorf("DB_PASSWORD: %+v", e)
+		}
+	}
 }
 
 // TestWebhookDown: with secctx stopped, labelled pods are refused (it fails

@@ -109,9 +109,10 @@ type Secctx struct {
 	Overlay string
 }
 
-// DeploySecctx applies config/default through a kustomize overlay that only
-// sets the locally built image, as a user would install it, and waits until
-// the webhook answers: secctx makes its own certificate (self mode).
+// DeploySecctx applies config/flyte (config/default plus the webhook for
+// Flyte's label) through a kustomize overlay that only sets the locally built
+// image, as a user would install it, and waits until the webhook answers:
+// secctx makes its own certificate (self mode).
 func DeploySecctx(ctx context.Context, c *cluster.Cluster, progress io.Writer) (*Secctx, error) {
 	t0 := time.Now()
 	ns := "secctx-system"
@@ -121,7 +122,7 @@ func DeploySecctx(ctx context.Context, c *cluster.Cluster, progress io.Writer) (
 	}
 	// kustomize takes no absolute paths, so the overlay names config/ by a
 	// relative one.
-	base, err := filepath.Rel(dir, filepath.Join(Root(), "config", "default"))
+	base, err := filepath.Rel(dir, filepath.Join(Root(), "config", "flyte"))
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/secctx/secctx/pkg/securityctx"
@@ -81,44 +83,19 @@ func metaOf(obj runtime.Object) metav1.Object {
 	return obj.(metav1.ObjectMetaAccessor).GetObjectMeta()
 }
 
-// loadKustomize reads a kustomization's resources as `kubectl apply -k`
-// would for these files: resources and directories, and the namespace.
+// loadKustomize builds a kustomization with kustomize's own library, as
+// `kubectl apply -k` does.
 func loadKustomize(t *testing.T, dir string, out objects) {
 	t.Helper()
-	var k struct {
-		APIVersion string   `json:"apiVersion"`
-		Kind       string   `json:"kind"`
-		Namespace  string   `json:"namespace"`
-		Resources  []string `json:"resources"`
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize %s: %v", dir, err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	b, err := res.AsYaml()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := yaml.UnmarshalStrict(b, &k); err != nil {
-		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
-	}
-	for _, r := range k.Resources {
-		p := filepath.Join(dir, r)
-		if st, err := os.Stat(p); err != nil {
-			t.Fatalf("%s lists %s: %v", dir, r, err)
-		} else if st.IsDir() {
-			loadKustomize(t, p, out)
-			continue
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out.addAll(t, p, b)
-	}
-	if k.Namespace != "" {
-		for _, obj := range out {
-			if m := metaOf(obj); m.GetNamespace() != "" && m.GetNamespace() != k.Namespace {
-				t.Errorf("%s is in namespace %s, the kustomization sets %s", m.GetName(), m.GetNamespace(), k.Namespace)
-			}
-		}
-	}
+	out.addAll(t, dir, b)
 }
 
 func renderChart(t *testing.T, vals map[string]any) objects {
@@ -182,6 +159,31 @@ func TestKustomizeAndChartAgree(t *testing.T) {
 	normalize(chart)
 	if diff := cmp.Diff(kust, chart); diff != "" {
 		t.Errorf("config/ and charts/secctx differ (-kustomize +chart):\n%s", diff)
+	}
+}
+
+// TestFlyteModeAgrees: config/flyte is the chart with flyte.enabled, and
+// both select the two labels with one webhook each.
+func TestFlyteModeAgrees(t *testing.T) {
+	kust := objects{}
+	loadKustomize(t, "../../config/flyte", kust)
+	chart := renderChart(t, map[string]any{"flyte": map[string]any{"enabled": true}})
+	delete(kust, "Namespace /"+namespace)
+	normalize(kust)
+	normalize(chart)
+	if diff := cmp.Diff(kust, chart); diff != "" {
+		t.Errorf("config/flyte and the chart with flyte.enabled differ (-kustomize +chart):\n%s", diff)
+	}
+	mwc := chart["MutatingWebhookConfiguration /secctx"].(*admissionregistrationv1.MutatingWebhookConfiguration)
+	var selected []string
+	for _, wh := range mwc.Webhooks {
+		for k, v := range wh.ObjectSelector.MatchLabels {
+			selected = append(selected, wh.Name+" "+k+"="+v)
+		}
+	}
+	want := []string{"pods.secctx.dev " + securityctx.LabelInject + "=true", "flyte-pods.secctx.dev " + securityctx.LabelFlyteInject + "=true"}
+	if diff := cmp.Diff(want, selected); diff != "" {
+		t.Errorf("webhooks select (-want +got):\n%s", diff)
 	}
 }
 

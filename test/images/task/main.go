@@ -8,6 +8,10 @@
 //	task [-full] flytekit GROUP[/VERSION]/KEY...
 //	                                  find secrets by flytekit's lookup rule
 //	task whoami                       print the service account of the pod's token
+//	task pyflyte-execute ...          stand in for flytekit's entrypoint in a pod as
+//	                                  flytepropeller makes it: print every secret
+//	                                  flytekit could find (env vars with its prefix,
+//	                                  files under its directory)
 //	task sleep                        wait for SIGTERM
 package main
 
@@ -19,6 +23,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -78,6 +84,8 @@ func main() {
 		})
 	case "whoami":
 		err = whoami()
+	case "pyflyte-execute":
+		err = listFlytekitSecrets()
 	case "sleep":
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
@@ -120,6 +128,56 @@ func show(v string) string {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "task:", err)
 	os.Exit(1)
+}
+
+// listFlytekitSecrets prints, sorted, every env var under flytekit's prefix
+// and every file under its secrets directory, with values.
+func listFlytekitSecrets() error {
+	env := environ()
+	prefix := env["FLYTE_SECRETS_ENV_PREFIX"]
+	if prefix == "" {
+		prefix = flytekit.DefaultEnvPrefix
+	}
+	var lines []string
+	for k, v := range env {
+		if strings.HasPrefix(k, prefix) {
+			lines = append(lines, fmt.Sprintf("env %s = %s", k, show(v)))
+		}
+	}
+	dir := env["FLYTE_SECRETS_DEFAULT_DIR"]
+	if dir == "" {
+		dir = flytekit.DefaultDir
+	}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		// Secret volumes keep their data in ..data and timestamped
+		// directories; the files flytekit opens are the links beside them.
+		if strings.HasPrefix(d.Name(), "..") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		lines = append(lines, fmt.Sprintf("file %s = %s", p, show(string(b))))
+		return nil
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	sort.Strings(lines)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	return nil
 }
 
 // whoami reads the claims of the projected service-account token; it does
