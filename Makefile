@@ -76,6 +76,7 @@ update-golden: ## Regenerate golden files after a deliberate change; review the 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	$(GO) test ./pkg/securityctx/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/securityctx/ -run '^$$' -fuzz '^FuzzDecodeFlyteSecret$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/inject/ -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
