@@ -3,9 +3,9 @@ package inject
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"path"
 	"regexp"
+	"strings"
 
 	"github.com/secctx/secctx/pkg/securityctx"
 )

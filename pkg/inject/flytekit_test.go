@@ -267,4 +267,3 @@ func versionFor(records []string, group, file string) string {
 	}
 	return ""
 }
-
