@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,7 +75,7 @@ func TestFlytekitFindsEveryVector(t *testing.T) {
 					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "task", Image: "task:1"}}},
 				}
 				out, _, err := in.Inject(context.Background(), pod, "ns")
-				if !contains(want, backend) {
+				if !slices.Contains(want, backend) {
 					if err == nil || !IsDenied(err) || !strings.Contains(err.Error(), "flyte.secrets/s") {
 						t.Fatalf("want a denial naming the annotation, got %v", err)
 					}
@@ -116,15 +117,6 @@ func TestFlytekitFindsEveryVector(t *testing.T) {
 			})
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // fakeValue is the value the fake Secret store and fake Vault hold.
