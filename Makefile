@@ -80,7 +80,12 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	$(GO) test ./pkg/inject/ -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: ## Run the admission-path benchmarks (numbers go in docs/performance.md).
+bench: tools ## Measure handler, HTTPS load vs peers, API-server throughput, RSS, ready time; writes docs/performance.md (root, 2 cores).
+	$(GO) build -o bin/bench ./hack/bench
+	bin/bench -out docs/performance.md $(BENCHFLAGS)
+
+.PHONY: bench-handler
+bench-handler: ## Only the Go benchmarks of the admission handler.
 	$(GO) test ./pkg/webhook/ -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 5
 
 ##@ Build

@@ -28,6 +28,9 @@ type Config struct {
 	MetricsBindAddress string `json:"metricsBindAddress"`
 	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns it off.
 	HealthProbeBindAddress string `json:"healthProbeBindAddress"`
+	// PprofBindAddress serves net/http/pprof for profiling; "0" (the
+	// default) turns it off. Bind it to localhost only.
+	PprofBindAddress string `json:"pprofBindAddress,omitempty"`
 	// EnableHTTP2 offers HTTP/2 to clients; off by default, as kubebuilder
 	// projects do since the HTTP/2 rapid-reset advisories.
 	EnableHTTP2 bool `json:"enableHTTP2"`
@@ -85,6 +88,7 @@ func DefaultConfig() Config {
 		CertDir:                "/tmp/k8s-webhook-server/serving-certs",
 		MetricsBindAddress:     ":8080",
 		HealthProbeBindAddress: ":8081",
+		PprofBindAddress:       "0",
 		LogLevel:               "info",
 		Inject:                 inject.DefaultConfig(),
 		Certificates: CertificatesConfig{
@@ -132,7 +136,7 @@ func (c Config) Validate() error {
 	if c.CertDir == "" {
 		errs = append(errs, errors.New("certDir: required"))
 	}
-	for name, addr := range map[string]string{"metricsBindAddress": c.MetricsBindAddress, "healthProbeBindAddress": c.HealthProbeBindAddress} {
+	for name, addr := range map[string]string{"metricsBindAddress": c.MetricsBindAddress, "healthProbeBindAddress": c.HealthProbeBindAddress, "pprofBindAddress": c.PprofBindAddress} {
 		if addr == "0" {
 			continue
 		}

@@ -383,7 +383,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--token-auth-file="+d+"/pki/tokens.csv", "--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
 		"--allow-privileged=true", "--enable-aggregator-routing=true", "--kubelet-preferred-address-types=InternalIP",
-		"--profiling=false", "--v=1")
+		"--v=1")
 	if err != nil {
 		return err
 	}

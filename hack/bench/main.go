@@ -1,0 +1,56 @@
+// Command bench is `make bench`: it measures secctx on this machine and
+// writes the results into docs/performance.md, between the bench:start and
+// bench:end markers.
+//
+//  1. Go benchmarks of the admission handler (1, 3 and 20 secrets).
+//  2. HTTPS load with vegeta's library: `secctx serve`, a no-op
+//     controller-runtime Defaulter webhook and a bare net/http TLS handler,
+//     each pinned to core 0 with the load generator pinned to core 1, same
+//     certificate, keep-alive, HTTP/1.1. Saturation throughput, server CPU
+//     per request, and p50/p99/p99.9 at a fixed 500 req/s.
+//  3. Pod creation through a real kube-apiserver (the harness's control-plane
+//     mode): 1,000 labelled pods from 8 concurrent clients with secctx
+//     registered, and the same with no webhook.
+//  4. secctx's peak RSS under that load, and its time from start to ready.
+//
+// It needs root (the cluster) and at least 2 cores.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		var err error
+		switch os.Args[1] {
+		case "serve-noop":
+			err = serveNoop(os.Args[2], os.Args[3])
+		case "serve-bare":
+			err = serveBare(os.Args[2], os.Args[3])
+		case "attack":
+			err = attack(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
+		default:
+			goto run
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+run:
+	var o options
+	flag.StringVar(&o.out, "out", "docs/performance.md", "the page to write the results into")
+	flag.IntVar(&o.rounds, "rounds", 2, "HTTPS and API-server rounds per target")
+	flag.IntVar(&o.seconds, "seconds", 10, "length of each HTTPS measurement")
+	flag.IntVar(&o.pods, "pods", 1000, "pods per API-server run")
+	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of secctx (HTTPS saturation) and kube-apiserver (pods with secctx) into this directory")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
