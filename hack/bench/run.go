@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -310,9 +311,12 @@ func (e *env) saveProfile(url, name string) {
 	log("profile written: " + f.Name())
 }
 
+// waitPort waits for a TLS server on port; it completes a handshake so that
+// the server logs no half-open connection.
 func waitPort(port string) error {
+	d := &net.Dialer{Timeout: time.Second}
 	for i := 0; i < 500; i++ {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+		if c, err := tls.DialWithDialer(d, "tcp", "127.0.0.1:"+port, &tls.Config{InsecureSkipVerify: true}); err == nil {
 			c.Close()
 			return nil
 		}
