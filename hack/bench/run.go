@@ -34,6 +34,7 @@ import (
 )
 
 type options struct {
+	goBench         bool
 	out, profile    string
 	rounds, seconds int
 	pods            int
@@ -96,9 +97,11 @@ func run(o options) error {
 	}
 	res := &results{Machine: machine(), BodyBytes: len(e.body)}
 
-	log("Go benchmarks of the handler")
-	if res.Go, err = goBenchmarks(ctx, root); err != nil {
-		return err
+	if o.goBench {
+		log("Go benchmarks of the handler")
+		if res.Go, err = goBenchmarks(ctx, root); err != nil {
+			return err
+		}
 	}
 
 	log("starting a control-plane cluster")
