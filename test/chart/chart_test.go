@@ -126,7 +126,7 @@ func TestServerSideDryRun(t *testing.T) {
 func TestInstall(t *testing.T) {
 	needCluster(t)
 	ctx := testContext(t, 8*time.Minute)
-	deployed, h, err := framework.InstallChart(ctx, kube, prefix("chart: "))
+	deployed, h, err := framework.InstallChart(ctx, kube, framework.Prefix("chart: "))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,13 +6,8 @@ package chart
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/secctx/secctx/test/framework"
 	"github.com/secctx/secctx/test/framework/cluster"
@@ -25,37 +20,14 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
-func run(m *testing.M) (code int) {
+func run(m *testing.M) int {
 	if testing.Short() {
 		return m.Run()
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	kube, err = framework.Up(ctx, framework.Options{Mode: cluster.Full, Progress: prefix("chart: ")})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "chart: start cluster: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if code != 0 {
-			dst := filepath.Join(framework.Root(), "_artifacts", "chart-"+time.Now().Format("20060102-150405"))
-			_ = kube.CollectArtifacts(context.Background(), dst)
-			fmt.Fprintf(os.Stderr, "chart: logs of every component are in %s\n", dst)
-		}
-		if err := kube.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "chart: stop cluster: %v\n", err)
-			code = 1
-		}
-	}()
-	return m.Run()
-}
-
-type prefix string
-
-func (p prefix) Write(b []byte) (int, error) {
-	fmt.Fprint(os.Stderr, string(p)+string(b))
-	return len(b), nil
+	return framework.WithCluster("chart", framework.Options{Mode: cluster.Full}, false, func(_ context.Context, c *cluster.Cluster) int {
+		kube = c
+		return m.Run()
+	})
 }
 
 func needCluster(t *testing.T) {

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +38,7 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
-func run(m *testing.M) (code int) {
+func run(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "secctx-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -59,55 +57,20 @@ func run(m *testing.M) (code int) {
 		return m.Run()
 	}
 
-	// SIGINT or SIGTERM (Ctrl-C, a CI cancel) still tears the cluster down.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	t0 := time.Now()
-	kube, err = framework.Up(ctx, framework.Options{
-		Mode: cluster.Full, Progress: prefixed("e2e: "), Kubeconfig: *kubeconfig, Kubectl: *kubectl,
+	opts := framework.Options{Mode: cluster.Full, Kubeconfig: *kubeconfig, Kubectl: *kubectl}
+	return framework.WithCluster("e2e", opts, *keepCluster, func(ctx context.Context, c *cluster.Cluster) int {
+		kube = c
+		var err error
+		if deployed, err = framework.DeploySecctx(ctx, kube, framework.Prefix("e2e: ")); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: deploy secctx: %v\n", err)
+			return 1
+		}
+		t1 := time.Now()
+		code := m.Run()
+		fmt.Fprintf(os.Stderr, "e2e: tests ran in %.1fs\n", time.Since(t1).Seconds())
+		return code
 	})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: start cluster: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if code != 0 {
-			dst := filepath.Join(framework.Root(), "_artifacts", "e2e-"+time.Now().Format("20060102-150405"))
-			if err := kube.CollectArtifacts(context.Background(), dst); err != nil {
-				fmt.Fprintf(os.Stderr, "e2e: collect artifacts: %v\n", err)
-			}
-			fmt.Fprintf(os.Stderr, "e2e: logs of every component are in %s\n", dst)
-		}
-		if *keepCluster {
-			fmt.Fprintf(os.Stderr, "e2e: cluster left running; kubeconfig %s\n", kube.Kubeconfig)
-			return
-		}
-		// Stop fails if the machine is not as Start found it.
-		if err := kube.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: stop cluster: %v\n", err)
-			code = 1
-		}
-		fmt.Fprintf(os.Stderr, "e2e: whole suite with cluster up and down: %.1fs\n", time.Since(t0).Seconds())
-	}()
-	deployed, err = framework.DeploySecctx(ctx, kube, prefixed("e2e: "))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: deploy secctx: %v\n", err)
-		return 1
-	}
-	t1 := time.Now()
-	code = m.Run()
-	fmt.Fprintf(os.Stderr, "e2e: tests ran in %.1fs\n", time.Since(t1).Seconds())
-	return code
 }
-
-type prefixWriter string
-
-func (p prefixWriter) Write(b []byte) (int, error) {
-	fmt.Fprint(os.Stderr, string(p)+string(b))
-	return len(b), nil
-}
-
-func prefixed(p string) prefixWriter { return prefixWriter(p) }
 
 // needCluster skips cluster tests in -short mode.
 func needCluster(t *testing.T) {

@@ -114,7 +114,7 @@ var templates embed.FS
 // Start brings a cluster up. A cluster left behind by a run that crashed is
 // torn down first. Only one cluster runs on a machine at a time: Start waits
 // for a lock that Stop releases.
-func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the test cluster needs root (it makes a bridge, mounts and cgroups)")
 	}
@@ -123,11 +123,23 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			return nil, fmt.Errorf("%s is missing from %s: run `make tools` first", b, cfg.BinDir)
 		}
 	}
+	if cfg.Mode == Full {
+		for _, b := range []string{"containerd", "ctr", "runc", "iptables", "conntrack", "/usr/lib/cni/bridge"} {
+			if _, err := exec.LookPath(b); err != nil {
+				return nil, fmt.Errorf("%s is missing: run `make tools`, which installs containerd, runc, the CNI plugins, iptables and conntrack", b)
+			}
+		}
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, errors.New("ip (iproute2) is missing: run `make tools`")
+	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{cfg: cfg, dir: dir, started: time.Now()}
+	// c, not the named result, is what the deferred Stop sees: an error
+	// return sets the result to nil.
+	c := &Cluster{cfg: cfg, dir: dir, started: time.Now()}
 	if err := c.acquireLock(ctx); err != nil {
 		return nil, err
 	}
