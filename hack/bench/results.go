@@ -28,6 +28,14 @@ const (
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1e3) }
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Nanoseconds())/1e6) }
 
+func joinRounds(xs []float64) string {
+	var s []string
+	for _, x := range xs {
+		s = append(s, fmt.Sprintf("%.0f", x))
+	}
+	return strings.Join(s, ", ")
+}
+
 func pass(ok bool) string {
 	if ok {
 		return "met"
@@ -70,11 +78,7 @@ func (r *results) markdown(o options) string {
 	p("| server | saturation (req/s) | CPU per request | p50 @ 500/s | p99 @ 500/s | p99.9 @ 500/s |")
 	p("|---|---:|---:|---:|---:|---:|")
 	for _, h := range r.HTTPS {
-		var rounds []string
-		for _, x := range h.RoundsSat {
-			rounds = append(rounds, fmt.Sprintf("%.0f", x))
-		}
-		p("| %s | %.0f [%s] | %s | %s | %s | %s |", h.Name, h.Saturation, strings.Join(rounds, ", "), us(h.CPUPerReq), ms(h.P50), ms(h.P99), ms(h.P999))
+		p("| %s | %.0f [%s] | %s | %s | %s | %s |", h.Name, h.Saturation, joinRounds(h.RoundsSat), us(h.CPUPerReq), ms(h.P50), ms(h.P99), ms(h.P999))
 	}
 	var sec, noop, bare httpsResult
 	if len(r.HTTPS) == 3 {
@@ -103,11 +107,7 @@ func (r *results) markdown(o options) string {
 	p("| | pods/s | p50 create | p99 create |")
 	p("|---|---:|---:|---:|")
 	for _, a := range r.API {
-		var rounds []string
-		for _, x := range a.Rounds {
-			rounds = append(rounds, fmt.Sprintf("%.0f", x))
-		}
-		p("| %s | %.0f [%s] | %s | %s |", a.Name, a.Throughput, strings.Join(rounds, ", "), ms(a.P50), ms(a.P99))
+		p("| %s | %.0f [%s] | %s | %s |", a.Name, a.Throughput, joinRounds(a.Rounds), ms(a.P50), ms(a.P99))
 	}
 	var apiRatio, noopRatio float64
 	if len(r.API) == 3 {
