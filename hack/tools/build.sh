@@ -29,7 +29,6 @@ install_packages() {
 	command -v iptables >/dev/null || missing+=(iptables)
 	command -v conntrack >/dev/null || missing+=(conntrack)
 	command -v ip >/dev/null || missing+=(iproute2)
-	command -v openssl >/dev/null || missing+=(openssl)
 	if [ ${#missing[@]} -eq 0 ]; then
 		log "node packages present"
 		return

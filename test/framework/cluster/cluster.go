@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -690,9 +689,4 @@ func run(name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
 	}
 	return nil
-}
-
-// URL is where the API server listens.
-func URL() string {
-	return fmt.Sprintf("https://%s", net.JoinHostPort(NodeIP, fmt.Sprint(apiserverPort)))
 }

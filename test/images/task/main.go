@@ -37,7 +37,7 @@ func main() {
 	flag.Parse()
 	args := flag.Args()
 	if len(args) == 0 {
-		fail(errors.New("usage: task [-full] env|file-from-env|flytekit|whoami|sleep ..."))
+		fail(errors.New("usage: task [-full] env|file-from-env|flytekit|whoami|pyflyte-execute|sleep ARGS"))
 	}
 	var err error
 	switch args[0] {
