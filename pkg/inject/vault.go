@@ -65,8 +65,8 @@ func planVault(cfg Config, secrets []securityctx.Secret, fields []string) (*secr
 			continue
 		}
 		if s.Key == "" {
-			errs = append(errs, securityctx.Required(field+".key"))
-			errs[len(errs)-1].Detail = "required with the vault backend: each file holds one key of a Vault secret"
+			errs = append(errs, &securityctx.FieldError{Field: field + ".key",
+				Detail: "required with the vault backend: each file holds one key of a Vault secret"})
 			continue
 		}
 		file := path.Join(strings.ToLower(s.Group), strings.ToLower(s.GroupVersion), strings.ToLower(s.Key))
