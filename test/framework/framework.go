@@ -105,8 +105,6 @@ func BuildImages(ctx context.Context, root, out string) ([]string, error) {
 // Secctx is secctx deployed in a cluster.
 type Secctx struct {
 	Namespace string
-	// Overlay is the kustomize directory that was applied.
-	Overlay string
 }
 
 // DeploySecctx applies config/flyte (config/default plus the webhook for
@@ -120,6 +118,7 @@ func DeploySecctx(ctx context.Context, c *cluster.Cluster, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
+	defer os.RemoveAll(dir)
 	// kustomize takes no absolute paths, so the overlay names config/ by a
 	// relative one.
 	base, err := filepath.Rel(dir, filepath.Join(Root(), "config", "flyte"))
@@ -142,7 +141,7 @@ images:
 	if _, _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", dir); err != nil {
 		return nil, err
 	}
-	s := &Secctx{Namespace: ns, Overlay: dir}
+	s := &Secctx{Namespace: ns}
 	if err := s.WaitReady(ctx, c, 2); err != nil {
 		return nil, err
 	}

@@ -682,8 +682,6 @@ func poll(ctx context.Context, timeout time.Duration, p *process, ok func() bool
 	}
 }
 
-func sleep100ms() { time.Sleep(100 * time.Millisecond) }
-
 func run(name string, args ...string) error {
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // The kernel settings kubelet, kube-proxy and the bridge plugin change.
@@ -301,7 +302,7 @@ func removeCgroup(root string) error {
 				break
 			}
 			killCgroup(d)
-			sleep100ms()
+			time.Sleep(100 * time.Millisecond)
 		}
 		if last != nil {
 			return fmt.Errorf("remove cgroup %s: %w", d, last)
