@@ -28,11 +28,12 @@ func main() {
 	}
 	var o options
 	flag.StringVar(&o.out, "out", "docs/performance.md", "the page to write the results into")
-	flag.IntVar(&o.rounds, "rounds", 2, "HTTPS and API-server rounds per target")
+	flag.IntVar(&o.rounds, "rounds", 3, "HTTPS and API-server rounds per target")
 	flag.IntVar(&o.seconds, "seconds", 10, "length of each HTTPS measurement")
 	flag.IntVar(&o.pods, "pods", 1000, "pods per API-server run")
 	flag.BoolVar(&o.goBench, "gobench", true, "run the Go benchmarks of the handler")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of secctx (HTTPS saturation) and kube-apiserver (pods with secctx) into this directory")
+	flag.StringVar(&o.only, "only", "", "run only these sections (comma-separated: go, start, https, api) and print them instead of writing the page")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

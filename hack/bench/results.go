@@ -53,11 +53,11 @@ func (r *results) markdown(o options) string {
 
 	p("### 1. The handler (Go benchmarks)")
 	p("")
-	p("`BenchmarkServeHTTP`, median of 6 runs of 1 s: AdmissionReview bytes in, response bytes out, the 4.2 KB Flyte task pod.")
+	p("`BenchmarkServeHTTP`, median of 6 runs of 1 s: AdmissionReview bytes in, response bytes out, the 4.2 KB Flyte task pod. `secrets=3,uncached` gives every request a SecurityContext the injector has not seen lately (the first pod of a task); the others repeat one, as the pods of a task, its retries and a map task's instances do.")
 	p("")
 	p("| benchmark | ns/op | B/op | allocs/op | runs (µs) |")
 	p("|---|---:|---:|---:|---|")
-	var three goBench
+	var three, uncached goBench
 	for _, g := range r.Go {
 		var runs []string
 		for _, x := range g.Runs {
@@ -65,8 +65,11 @@ func (r *results) markdown(o options) string {
 		}
 		name := strings.TrimPrefix(g.Name, "Benchmark")
 		p("| %s | %.0f | %d | %d | %s |", name, g.NsOp, g.BytesOp, g.Allc, strings.Join(runs, ", "))
-		if g.Name == "BenchmarkServeHTTP/secrets=3" {
+		switch g.Name {
+		case "BenchmarkServeHTTP/secrets=3":
 			three = g
+		case "BenchmarkServeHTTP/secrets=3,uncached":
+			uncached = g
 		}
 	}
 	p("")
@@ -138,7 +141,8 @@ func (r *results) markdown(o options) string {
 	p("")
 	p("| target | measured | |")
 	p("|---|---|---|")
-	p("| handler < 50 µs, < 300 allocs (3 secrets) | %.1f µs, %d allocs | %s |", three.NsOp/1e3, three.Allc, pass(three.NsOp < 50000 && three.Allc < 300))
+	p("| handler < 50 µs, < 300 allocs (3 secrets) | %.1f µs, %d allocs (first pod of a SecurityContext: %.1f µs, %d allocs) | %s |", three.NsOp/1e3, three.Allc,
+		uncached.NsOp/1e3, uncached.Allc, pass(max(three.NsOp, uncached.NsOp) < 50000 && max(three.Allc, uncached.Allc) < 300))
 	p("| HTTPS ≥ 1.5× the no-op controller-runtime webhook | %.2f× | %s |", ratio(sec.Saturation, noop.Saturation), pass(ratio(sec.Saturation, noop.Saturation) >= 1.5))
 	p("| HTTPS ≥ 0.5× bare TLS | %.2f× | %s |", ratio(sec.Saturation, bare.Saturation), pass(ratio(sec.Saturation, bare.Saturation) >= 0.5))
 	p("| p99 at 500 req/s ≤ the no-op's | %s vs %s | %s |", ms(sec.P99), ms(noop.P99), pass(sec.P99 <= noop.P99))

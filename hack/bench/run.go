@@ -38,6 +38,13 @@ type options struct {
 	out, profile    string
 	rounds, seconds int
 	pods            int
+	// only, when set, lists the sections to run (go, start, https, api);
+	// the page is then not written, since it would be partial.
+	only string
+}
+
+func (o options) runs(section string) bool {
+	return o.only == "" || slices.Contains(strings.Split(o.only, ","), section)
 }
 
 // env is what the measurements share.
@@ -97,7 +104,7 @@ func run(o options) error {
 	}
 	res := &results{Machine: machine(), BodyBytes: len(e.body)}
 
-	if o.goBench {
+	if o.goBench && o.runs("go") {
 		log("Go benchmarks of the handler")
 		if res.Go, err = goBenchmarks(ctx, root); err != nil {
 			return err
@@ -118,28 +125,37 @@ func run(o options) error {
 		return err
 	}
 
-	log("time from start to ready")
-	for range 5 {
-		p, d, err := e.startSecctx(true)
-		if err != nil {
+	if o.runs("start") {
+		log("time from start to ready")
+		for range 5 {
+			p, d, err := e.startSecctx(true)
+			if err != nil {
+				return err
+			}
+			res.Ready = append(res.Ready, d)
+			time.Sleep(time.Second)
+			if m, err := peakRSS(serverPID(p)); err == nil {
+				res.IdleRSS = m
+			}
+			p.stop()
+		}
+	}
+
+	if o.runs("https") {
+		log("HTTPS load")
+		if res.HTTPS, res.RSS, err = e.https(); err != nil {
 			return err
 		}
-		res.Ready = append(res.Ready, d)
-		time.Sleep(time.Second)
-		if m, err := peakRSS(serverPID(p)); err == nil {
-			res.IdleRSS = m
+	}
+
+	if o.runs("api") {
+		log("pod creation through kube-apiserver")
+		if res.API, res.APIRSS, err = e.apiServer(ctx); err != nil {
+			return err
 		}
-		p.stop()
 	}
-
-	log("HTTPS load")
-	if res.HTTPS, res.RSS, err = e.https(); err != nil {
-		return err
-	}
-
-	log("pod creation through kube-apiserver")
-	if res.API, res.APIRSS, err = e.apiServer(ctx); err != nil {
-		return err
+	if o.only != "" {
+		return nil // partial: the log lines above are the numbers
 	}
 
 	md := res.markdown(o)
@@ -406,8 +422,9 @@ func (e *env) https() ([]httpsResult, int64, error) {
 			url := "https://127.0.0.1:" + t.port + "/mutate-v1-pod"
 			r, err := e.measure(p, url)
 			if t.port == secctxPort {
-				if m, err := peakRSS(serverPID(p)); err == nil && m > rss {
-					rss = m
+				if m, err := peakRSS(serverPID(p)); err == nil {
+					log(fmt.Sprintf("  round %d secctx peak RSS %.1f MiB", round, float64(m)/(1<<20)))
+					rss = max(rss, m)
 				}
 			}
 			p.stop()
@@ -446,6 +463,9 @@ func (e *env) measure(p *proc, url string) (httpsResult, error) {
 	c1, err := cpuTime(serverPID(p))
 	if err != nil {
 		return r, err
+	}
+	if e.o.profile != "" && strings.Contains(url, ":"+secctxPort+"/") {
+		e.saveProfile("http://127.0.0.1:6060/debug/pprof/heap?gc=1", "secctx-heap.pprof")
 	}
 	fixed, err := e.attack(url, 500, e.o.seconds)
 	if err != nil {

@@ -7,16 +7,17 @@ import (
 	"slices"
 	"strings"
 
-	jsonv2 "github.com/go-json-experiment/json"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/lru"
 
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
 // Injector applies SecurityContexts to pods.
 type Injector struct {
-	cfg Config
-	sas ServiceAccounts
+	cfg   Config
+	sas   ServiceAccounts
+	plans *lru.Cache // of *prepared, by planKey
 }
 
 // New returns an Injector. sas may be nil: the service-account check is then
@@ -25,7 +26,7 @@ func New(cfg Config, sas ServiceAccounts) (*Injector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Injector{cfg: cfg, sas: sas}, nil
+	return &Injector{cfg: cfg, sas: sas, plans: newPlanCache()}, nil
 }
 
 // Result says what Inject did.
@@ -45,6 +46,34 @@ type Status struct {
 	ExecutionIdentity bool     `json:"executionIdentity,omitzero"`
 }
 
+// appendJSON writes the status as jsonv2.Marshal does (a test holds them to
+// it), without reflection: one more step off every request.
+func (s *Status) appendJSON(b []byte) ([]byte, error) {
+	var err error
+	list := func(name string, l []string) {
+		b = append(b, name...)
+		for i, v := range l {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendQuoteErr(b, v, &err)
+		}
+		b = append(b, ']')
+	}
+	list(`{"containers":[`, s.Containers)
+	if len(s.Secrets) > 0 {
+		list(`,"secrets":[`, s.Secrets)
+	}
+	if s.ServiceAccount != "" {
+		b = append(b, `,"serviceAccount":`...)
+		b = appendQuoteErr(b, s.ServiceAccount, &err)
+	}
+	if s.ExecutionIdentity {
+		b = append(b, `,"executionIdentity":true`...)
+	}
+	return append(b, '}'), err
+}
+
 // Inject returns a copy of pod with its SecurityContext applied; pod itself
 // is not changed. namespace is the admission request's namespace (a pod being
 // created may not carry one yet). A pod without the SecurityContext annotation
@@ -59,36 +88,15 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	deny := func(problems ...string) error {
 		return &DeniedError{Pod: podRef(pod, namespace), Problems: problems}
 	}
-	var sc *securityctx.SecurityContext
-	var errs securityctx.ErrorList
-	if hasSC {
-		if sc, errs = securityctx.Parse([]byte(raw)); sc == nil {
-			return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + errs.Error())
-		}
+	pr := in.prepare(raw, hasSC, hasFlyte, pod.Annotations)
+	if pr.unparsable != "" {
+		return nil, Result{}, deny(pr.unparsable)
 	}
-	// Flyte's own annotations, as flytepropeller writes them, merge with
-	// secctx's; fields names where each secret came from.
-	var fields []string
-	if hasFlyte {
-		flyte, flyteErrs := securityctx.DecodeFlyteAnnotations(pod.Annotations)
-		var mergeErrs securityctx.ErrorList
-		sc, fields, mergeErrs = securityctx.MergeFlyte(sc, flyte)
-		errs = append(errs, flyteErrs...)
-		errs = append(errs, mergeErrs...)
-	}
-	if len(errs) == 0 && isEmpty(sc) {
+	if pr.empty {
 		return pod, Result{}, nil
 	}
-	var plan *secretPlan
-	var planErrs securityctx.ErrorList
-	if in.cfg.Backend == BackendVault {
-		plan, planErrs = planVault(in.cfg, sc.Secrets, fields)
-	} else {
-		plan, planErrs = planSecrets(in.cfg, sc.Secrets, fields)
-	}
-	errs = append(errs, planErrs...)
-	errs = append(errs, validateIdentity(sc.RunAs, pod)...)
-	errs = append(errs, validateTokens(sc)...)
+	sc := pr.sc
+	errs := slices.Concat(pr.errs, validateIdentity(sc.RunAs, pod), pr.tokenErrs)
 	problems := groupProblems(errs)
 	out := shallowCopy(pod)
 	tgts, tgtErr := targets(out)
@@ -98,6 +106,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	if len(problems) > 0 {
 		return nil, Result{}, deny(problems...)
 	}
+	plan := pr.plan.clone()
 
 	var res Result
 	sa := ""
@@ -130,7 +139,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	for _, c := range tgts {
 		st.Containers = append(st.Containers, c.Name)
 	}
-	b, err := jsonv2.Marshal(st)
+	b, err := st.appendJSON(make([]byte, 0, 128))
 	if err != nil {
 		return nil, Result{}, fmt.Errorf("encode status: %w", err)
 	}

@@ -2,8 +2,9 @@ package inject
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"strings"
 	"testing"
 
@@ -205,7 +206,7 @@ func TestExecutionIdentityLabel(t *testing.T) {
 	}
 }
 
-func TestDiffEscapesKeysAndOnlyAdds(t *testing.T) {
+func TestAppendPatchEscapesKeysAndOnlyAdds(t *testing.T) {
 	before := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "1"}, Annotations: map[string]string{"x": "1"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Env: []corev1.EnvVar{{Name: "A"}}}}}}
 	after := before.DeepCopy()
@@ -214,20 +215,24 @@ func TestDiffEscapesKeysAndOnlyAdds(t *testing.T) {
 	after.Annotations["a~b/c"] = "3"
 	after.Spec.Containers[0].Env = append(after.Spec.Containers[0].Env, corev1.EnvVar{Name: "B"})
 	after.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}
-	got, err := json.Marshal(Diff(before, after))
+	got, err := AppendPatch([]byte("kept"), before, after)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `[{"op":"add","path":"/metadata/labels/secctx.dev~1execution-identity","value":"b"},` +
+	want := `kept[{"op":"add","path":"/metadata/labels/secctx.dev~1execution-identity","value":"b"},` +
 		`{"op":"add","path":"/metadata/annotations/a~0b~1c","value":"3"},` +
 		`{"op":"add","path":"/metadata/annotations/x","value":"2"},` +
 		`{"op":"add","path":"/spec/containers/0/env/-","value":{"name":"B"}},` +
 		`{"op":"add","path":"/spec/containers/0/volumeMounts","value":[{"name":"v","mountPath":"/v"}]}]`
 	if string(got) != want {
-		t.Errorf("Diff:\n got %s\nwant %s", got, want)
+		t.Errorf("AppendPatch:\n got %s\nwant %s", got, want)
 	}
-	if ops := Diff(before, before); len(ops) != 0 {
-		t.Errorf("Diff of a pod with itself = %v", ops)
+	if p, err := AppendPatch([]byte("kept"), before, before); string(p) != "kept" || err != nil {
+		t.Errorf("AppendPatch of a pod with itself = %s, %v", p, err)
+	}
+	after.Annotations["x"] = "\xff"
+	if _, err := AppendPatch(nil, before, after); err == nil {
+		t.Error("AppendPatch of invalid UTF-8: no error")
 	}
 }
 
@@ -249,5 +254,114 @@ func TestNameChecksMatchAPIMachinery(t *testing.T) {
 		if got, want := isSecretKey(s), len(validation.IsConfigMapKey(s)) == 0; got != want {
 			t.Errorf("isSecretKey(%q) = %v, apimachinery says %v", s, got, want)
 		}
+	}
+}
+
+// TestPlanCache: pods with the same annotations share a prepared plan, yet
+// no pod shares memory with it: changing one injected pod, in every pointer
+// Inject put there, does not change the next, and concurrent injections
+// agree (go test -race checks they do not race).
+func TestPlanCache(t *testing.T) {
+	in := newTestInjector(t, DefaultConfig())
+	sc := `{"secrets":[{"group":"db","key":"password","mountRequirement":"ENV_VAR","envVar":"DB_PASSWORD"},` +
+		`{"group":"certs","key":"tls.key","mountRequirement":"FILE","envVar":"TLS_KEY_PATH"},{"group":"app","mountRequirement":"ENV_VAR"}]}`
+	first, err := in.Patch(context.Background(), testPod(sc), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range first.Pod.Spec.Containers {
+		for i := range c.Env {
+			if f := c.Env[i].ValueFrom; f != nil && f.SecretKeyRef != nil {
+				f.SecretKeyRef.Name, f.SecretKeyRef.Key = "changed", "changed"
+			}
+		}
+		for i := range c.EnvFrom {
+			c.EnvFrom[i].SecretRef.Name = "changed"
+		}
+	}
+	for _, v := range first.Pod.Spec.Volumes {
+		if v.Secret != nil {
+			v.Secret.SecretName = "changed"
+			v.Secret.Items[0].Key = "changed"
+			*v.Secret.DefaultMode = 0o777
+		}
+	}
+	if in.plans.Len() != 1 {
+		t.Fatalf("cache holds %d plans, want 1", in.plans.Len())
+	}
+	done := make(chan *Outcome, 8)
+	for range cap(done) {
+		go func() {
+			out, err := in.Patch(context.Background(), testPod(sc), "default")
+			if err != nil {
+				t.Error(err)
+			}
+			done <- out
+		}()
+	}
+	fresh, err := New(DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := fresh.Patch(context.Background(), testPod(sc), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range cap(done) {
+		if got := <-done; got == nil || string(got.Patch) != string(want.Patch) {
+			t.Fatalf("from the cache after changing a pod:\n%s\nwant\n%s", got.Patch, want.Patch)
+		}
+	}
+}
+
+// TestPlanKey: different annotations never share a key.
+func TestPlanKey(t *testing.T) {
+	keys := map[string]string{}
+	for _, c := range []struct {
+		raw          string
+		hasSC, flyte bool
+		ann          map[string]string
+	}{
+		{"", false, true, map[string]string{"flyte.secrets/s0": "a"}},
+		{"", true, true, map[string]string{"flyte.secrets/s0": "a"}},
+		{"", true, false, nil},
+		{"{}", true, false, nil},
+		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a"}},
+		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a", "other": "x"}},
+		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a1:b"}},
+		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a", "flyte.secrets/s1": "b"}},
+		{"{}", true, true, map[string]string{"flyte.secrets/s1": "a", "flyte.secrets/s0": "b"}},
+	} {
+		k := planKey(c.raw, c.hasSC, c.flyte, c.ann)
+		desc := fmt.Sprint(c)
+		if prev, ok := keys[k]; ok && !strings.Contains(desc, "other") {
+			t.Errorf("%s and %s share key %q", prev, desc, k)
+		}
+		keys[k] = desc
+	}
+}
+
+func TestStatusJSONMatchesJSONv2(t *testing.T) {
+	for _, st := range []Status{
+		{},
+		{Containers: []string{}},
+		{Containers: []string{"main", "side\"car"}, Secrets: []string{"db/password (ENV_VAR)", "certs (FILE)"}},
+		{Containers: []string{"main"}, ServiceAccount: "data-processing-sa", ExecutionIdentity: true},
+		{Containers: []string{"main"}, Secrets: []string{}, ExecutionIdentity: true},
+	} {
+		got, err := st.appendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := jsonv2.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%+v:\n got %s\nwant %s", st, got, want)
+		}
+	}
+	if _, err := (&Status{Containers: []string{"\xff"}}).appendJSON(nil); err == nil {
+		t.Error("invalid UTF-8: no error")
 	}
 }

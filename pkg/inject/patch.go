@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-json-experiment/json/jsontext"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -16,63 +17,127 @@ type Op struct {
 	Value any    `json:"value"`
 }
 
-// Diff returns the operations that turn before into after, where after came
-// from Inject(before). It looks only at what Inject may change: the ends of
+// AppendPatch appends to b the JSON patch that turns before into after,
+// where after came from Inject(before), and returns b unchanged when there
+// is nothing to do. It looks only at what Inject may change: the ends of
 // env, envFrom and volumeMounts lists in each container, the end of the
 // volume list, the service account, and label and annotation keys. Because
 // every operation is an append or a keyed add, fields secctx does not know
 // (newer API fields, native sidecars' restartPolicy) are never touched.
-func Diff(before, after *corev1.Pod) []Op {
-	ops := make([]Op, 0, 16)
-	ops = diffMap(ops, "/metadata/labels", before.Labels, after.Labels)
-	ops = diffMap(ops, "/metadata/annotations", before.Annotations, after.Annotations)
+//
+// The operations are written straight into b, values included, instead of
+// being collected as []Op and encoded: the boxed values, path strings and
+// buffers of that detour were a fifth of the memory a request allocated,
+// and allocation is what makes the garbage collector run
+// (docs/performance.md).
+func AppendPatch(b []byte, before, after *corev1.Pod) ([]byte, error) {
+	w := patchWriter{b: b, start: len(b)}
+	w.diffMap("/metadata/labels", before.Labels, after.Labels)
+	w.diffMap("/metadata/annotations", before.Annotations, after.Annotations)
 	for i := range after.Spec.InitContainers {
-		ops = diffContainer(ops, "/spec/initContainers/"+strconv.Itoa(i), &before.Spec.InitContainers[i], &after.Spec.InitContainers[i])
+		w.diffContainer("/spec/initContainers/", i, &before.Spec.InitContainers[i], &after.Spec.InitContainers[i])
 	}
 	for i := range after.Spec.Containers {
-		ops = diffContainer(ops, "/spec/containers/"+strconv.Itoa(i), &before.Spec.Containers[i], &after.Spec.Containers[i])
+		w.diffContainer("/spec/containers/", i, &before.Spec.Containers[i], &after.Spec.Containers[i])
 	}
-	ops = diffList(ops, "/spec/volumes", before.Spec.Volumes, after.Spec.Volumes)
+	diffList(&w, "/spec/volumes", -1, "", before.Spec.Volumes, after.Spec.Volumes)
 	if after.Spec.ServiceAccountName != before.Spec.ServiceAccountName {
-		ops = append(ops, Op{Op: "add", Path: "/spec/serviceAccountName", Value: after.Spec.ServiceAccountName})
+		w.op("/spec/serviceAccountName", -1, "", "")
+		w.value(after.Spec.ServiceAccountName)
 	}
 	if after.Spec.DeprecatedServiceAccount != before.Spec.DeprecatedServiceAccount {
-		ops = append(ops, Op{Op: "add", Path: "/spec/serviceAccount", Value: after.Spec.DeprecatedServiceAccount})
+		w.op("/spec/serviceAccount", -1, "", "")
+		w.value(after.Spec.DeprecatedServiceAccount)
 	}
-	return ops
+	if w.err != nil || len(w.b) == w.start {
+		return b, w.err
+	}
+	return append(w.b, "}]"...), nil
 }
 
-func diffContainer(ops []Op, base string, before, after *corev1.Container) []Op {
-	ops = diffList(ops, base+"/env", before.Env, after.Env)
-	ops = diffList(ops, base+"/envFrom", before.EnvFrom, after.EnvFrom)
-	return diffList(ops, base+"/volumeMounts", before.VolumeMounts, after.VolumeMounts)
+// patchWriter writes operations one after another; the first error sticks.
+type patchWriter struct {
+	b     []byte
+	start int
+	err   error
 }
 
-// diffList emits the appended tail. An empty or missing list is set whole,
+// open starts an add operation and leaves the writer where the path goes.
+func (w *patchWriter) open() {
+	if len(w.b) == w.start {
+		w.b = append(w.b, `[{"op":"add","path":`...)
+	} else {
+		w.b = append(w.b, `},{"op":"add","path":`...)
+	}
+}
+
+// op starts an add operation at base, then index (if not negative), then
+// field, then suffix, all plain JSON pointer text, and leaves the writer
+// where the value goes.
+func (w *patchWriter) op(base string, index int, field, suffix string) {
+	w.open()
+	w.b = append(w.b, '"')
+	w.b = append(w.b, base...)
+	if index >= 0 {
+		w.b = strconv.AppendInt(w.b, int64(index), 10)
+	}
+	w.b = append(w.b, field...)
+	w.b = append(w.b, suffix...)
+	w.b = append(w.b, `","value":`...)
+}
+
+// opKey starts an add operation at base/key, key escaped as a JSON pointer
+// token, the path quoted as JSON.
+func (w *patchWriter) opKey(base, key string) {
+	w.open()
+	if w.err == nil {
+		w.b, w.err = jsontext.AppendQuote(w.b, base+"/"+escapePointer(key))
+	}
+	w.b = append(w.b, `,"value":`...)
+}
+
+func (w *patchWriter) value(v any) {
+	if w.err != nil {
+		return
+	}
+	w.b, w.err = appendValue(w.b, v)
+}
+
+func (w *patchWriter) diffContainer(base string, i int, before, after *corev1.Container) {
+	diffList(w, base, i, "/env", before.Env, after.Env)
+	diffList(w, base, i, "/envFrom", before.EnvFrom, after.EnvFrom)
+	diffList(w, base, i, "/volumeMounts", before.VolumeMounts, after.VolumeMounts)
+}
+
+// diffList writes the appended tail. An empty or missing list is set whole,
 // since "/-" cannot append to a list that is not there.
-func diffList[T any](ops []Op, path string, before, after []T) []Op {
+func diffList[T any](w *patchWriter, base string, index int, field string, before, after []T) {
 	switch {
 	case len(after) == len(before):
-		return ops
+		return
 	case len(before) == 0:
-		return append(ops, Op{Op: "add", Path: path, Value: after})
+		w.op(base, index, field, "")
+		w.value(after)
+		return
 	}
 	for i := len(before); i < len(after); i++ {
-		ops = append(ops, Op{Op: "add", Path: path + "/-", Value: after[i]})
+		w.op(base, index, field, "/-")
+		w.value(&after[i])
 	}
-	return ops
 }
 
-// diffMap emits one add per key that is new or changed, in key order. A map
+// diffMap writes one add per key that is new or changed, in key order. A map
 // that was empty or missing is set whole.
-func diffMap(ops []Op, path string, before, after map[string]string) []Op {
+func (w *patchWriter) diffMap(path string, before, after map[string]string) {
 	if len(before) == 0 {
-		if len(after) == 0 {
-			return ops
+		if len(after) != 0 {
+			w.op(path, -1, "", "")
+			w.value(after)
 		}
-		return append(ops, Op{Op: "add", Path: path, Value: after})
+		return
 	}
-	var keys []string
+	var buf [4]string
+	keys := buf[:0]
 	for k, v := range after {
 		if old, ok := before[k]; !ok || old != v {
 			keys = append(keys, k)
@@ -80,9 +145,19 @@ func diffMap(ops []Op, path string, before, after map[string]string) []Op {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		ops = append(ops, Op{Op: "add", Path: path + "/" + escapePointer(k), Value: after[k]})
+		w.opKey(path, k)
+		w.value(after[k])
 	}
-	return ops
+}
+
+// appendQuoteErr appends s quoted, unless *err is set; the first error
+// sticks, so a run of appends checks once.
+func appendQuoteErr(b []byte, s string, err *error) []byte {
+	if *err != nil {
+		return b
+	}
+	b, *err = jsontext.AppendQuote(b, s)
+	return b
 }
 
 var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

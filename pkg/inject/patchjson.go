@@ -10,67 +10,39 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// MarshalPatch encodes ops as a JSON patch document; nil when there are none.
-//
-// The values secctx adds are few and simple (a secret env var, a read-only
-// mount, a secret volume), so they are written directly; anything else goes
-// through the generic encoder. Reflection-based encoding of these values was
-// a sixth of a whole admission request (docs/performance.md); a test checks
-// the two encodings agree.
-func MarshalPatch(ops []Op) ([]byte, error) {
-	if len(ops) == 0 {
-		return nil, nil
-	}
-	b := make([]byte, 0, 128*len(ops))
-	b = append(b, '[')
-	var err error
-	for i, op := range ops {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"op":`...)
-		if b, err = jsontext.AppendQuote(b, op.Op); err != nil {
-			return nil, err
-		}
-		b = append(b, `,"path":`...)
-		if b, err = jsontext.AppendQuote(b, op.Path); err != nil {
-			return nil, err
-		}
-		b = append(b, `,"value":`...)
-		if b, err = appendValue(b, op.Value); err != nil {
-			return nil, err
-		}
-		b = append(b, '}')
-	}
-	return append(b, ']'), nil
-}
-
+// appendValue writes an operation's value. The values secctx adds are few
+// and simple (a secret env var, a read-only mount, a secret volume), so they
+// are written directly; anything else goes through encoding/json.
+// Reflection-based encoding of these values was a sixth of a whole
+// admission request (docs/performance.md); a test checks the two encodings
+// agree. List items come as pointers, so that passing them as any does not
+// copy them to the heap.
 func appendValue(b []byte, v any) ([]byte, error) {
 	switch v := v.(type) {
 	case string:
 		return jsontext.AppendQuote(b, v)
-	case corev1.EnvVar:
-		if simpleEnv(&v) {
-			return appendEnv(b, &v)
+	case *corev1.EnvVar:
+		if simpleEnv(v) {
+			return appendEnv(b, v)
 		}
 	case []corev1.EnvVar:
 		return appendList(b, v)
-	case corev1.VolumeMount:
-		if onlySet(v, func(m *corev1.VolumeMount) { m.Name, m.ReadOnly, m.MountPath = "", false, "" }) {
-			return appendMount(b, &v)
+	case *corev1.VolumeMount:
+		if onlySetReflect(*v, func(m *corev1.VolumeMount) { m.Name, m.ReadOnly, m.MountPath = "", false, "" }) {
+			return appendMount(b, v)
 		}
 	case []corev1.VolumeMount:
 		return appendList(b, v)
-	case corev1.Volume:
-		if simpleSecretVolume(&v) {
-			return appendSecretVolume(b, &v)
+	case *corev1.Volume:
+		if simpleSecretVolume(v) {
+			return appendSecretVolume(b, v)
 		}
 	case []corev1.Volume:
 		return appendList(b, v)
-	case corev1.EnvFromSource:
-		if v.SecretRef != nil && onlySet(v, func(f *corev1.EnvFromSource) { f.Prefix, f.SecretRef = "", nil }) &&
+	case *corev1.EnvFromSource:
+		if v.SecretRef != nil && onlySet(*v, func(f *corev1.EnvFromSource) { f.Prefix, f.SecretRef = "", nil }) &&
 			onlySet(*v.SecretRef, func(r *corev1.SecretEnvSource) { r.Name = "" }) {
-			return appendEnvFrom(b, &v)
+			return appendEnvFrom(b, v)
 		}
 	case []corev1.EnvFromSource:
 		return appendList(b, v)
@@ -92,7 +64,7 @@ func appendList[T any](b []byte, list []T) ([]byte, error) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if b, err = appendValue(b, list[i]); err != nil {
+		if b, err = appendValue(b, &list[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -124,9 +96,18 @@ func appendMap(b []byte, m map[string]string) ([]byte, error) {
 }
 
 // onlySet reports whether v has no field set besides those clear zeroes.
-// It looks at every field by reflection, so a field added to the API later
-// sends the value to the generic encoder rather than being dropped.
-func onlySet[T any](v T, clear func(*T)) bool {
+// It compares the whole struct, so a field added to the API later sends the
+// value to the generic encoder rather than being dropped (and a field that
+// makes the type incomparable stops the build here).
+func onlySet[T comparable](v T, clear func(*T)) bool {
+	clear(&v)
+	var zero T
+	return v == zero
+}
+
+// onlySetReflect is onlySet for types that hold slices; it looks at every
+// field by reflection, which copies v to the heap: a few values a request.
+func onlySetReflect[T any](v T, clear func(*T)) bool {
 	clear(&v)
 	return reflect.ValueOf(&v).Elem().IsZero()
 }
@@ -193,8 +174,10 @@ func appendMount(b []byte, m *corev1.VolumeMount) ([]byte, error) {
 // defaultMode, nothing else.
 func simpleSecretVolume(v *corev1.Volume) bool {
 	s := v.Secret
-	if s == nil || !onlySet(*v, func(v *corev1.Volume) { v.Name, v.Secret = "", nil }) ||
-		!onlySet(*s, func(s *corev1.SecretVolumeSource) { s.SecretName, s.Items, s.DefaultMode = "", nil, nil }) {
+	if s == nil || !onlySet(*v, func(v *corev1.Volume) { v.Name, v.Secret = "", nil }) {
+		return false
+	}
+	if !onlySetReflect(*s, func(s *corev1.SecretVolumeSource) { s.SecretName, s.Items, s.DefaultMode = "", nil, nil }) {
 		return false
 	}
 	for _, it := range s.Items {

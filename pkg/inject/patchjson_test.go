@@ -2,16 +2,18 @@ package inject
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 )
 
-// TestMarshalPatchMatchesEncodingJSON: the direct encoding of each value
+// TestAppendValueMatchesEncodingJSON: the direct encoding of each value
 // means the same as encoding/json's, for the values secctx adds and for
-// values it hands to the generic encoder.
-func TestMarshalPatchMatchesEncodingJSON(t *testing.T) {
+// values it hands to the generic encoder. List items come to appendValue as
+// pointers, the way AppendPatch passes them.
+func TestAppendValueMatchesEncodingJSON(t *testing.T) {
 	mode := int32(0o400)
 	yes := true
 	ref := &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "k"}}
@@ -46,30 +48,32 @@ func TestMarshalPatchMatchesEncodingJSON(t *testing.T) {
 		42,
 	}
 	for _, v := range values {
-		ops := []Op{{Op: "add", Path: "/a~1b/-", Value: v}}
-		got, err := MarshalPatch(ops)
-		if err != nil {
-			t.Fatalf("MarshalPatch(%#v): %v", v, err)
+		arg := v
+		if k := reflect.TypeOf(v).Kind(); k == reflect.Struct {
+			p := reflect.New(reflect.TypeOf(v))
+			p.Elem().Set(reflect.ValueOf(v))
+			arg = p.Interface()
 		}
-		want, err := json.Marshal(ops)
+		got, err := appendValue([]byte("x"), arg)
+		if err != nil {
+			t.Fatalf("appendValue(%#v): %v", v, err)
+		}
+		want, err := json.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var g, w any
-		if err := json.Unmarshal(got, &g); err != nil {
-			t.Fatalf("MarshalPatch(%#v) is not JSON: %s", v, got)
+		if err := json.Unmarshal(got[1:], &g); err != nil || string(got[:1]) != "x" {
+			t.Fatalf("appendValue(%#v) is not x followed by JSON: %s", v, got)
 		}
 		if err := json.Unmarshal(want, &w); err != nil {
 			t.Fatal(err)
 		}
 		if diff := cmp.Diff(w, g); diff != "" {
-			t.Errorf("MarshalPatch(%#v) (-encoding/json +direct):\n%s", v, diff)
+			t.Errorf("appendValue(%#v) (-encoding/json +direct):\n%s", v, diff)
 		}
 	}
-	if p, err := MarshalPatch(nil); p != nil || err != nil {
-		t.Errorf("MarshalPatch(nil) = %s, %v", p, err)
-	}
-	if _, err := MarshalPatch([]Op{{Op: "add", Path: "/x", Value: "\xff"}}); err == nil {
-		t.Error("MarshalPatch of invalid UTF-8: no error")
+	if _, err := appendValue(nil, "\xff"); err == nil {
+		t.Error("appendValue of invalid UTF-8: no error")
 	}
 }

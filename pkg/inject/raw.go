@@ -15,7 +15,8 @@ var ErrDecodePod = errors.New("decode pod")
 // Outcome is Inject's answer, with the patch.
 type Outcome struct {
 	// Pod is the pod as Inject leaves it. From InjectJSON it holds only the
-	// fields of PodView.
+	// fields of PodView (of a volume, its name and a secret source that is
+	// its only source).
 	Pod *corev1.Pod
 	// Patch is the JSON patch that turns the input into Pod; nil when the pod
 	// is left as it is.
@@ -26,22 +27,29 @@ type Outcome struct {
 // PodView is the part of a pod that Inject reads and changes. Decoding a pod
 // into it skips everything else (images, resources, probes, status...)
 // instead of building it, which more than halves the cost of reading a
-// typical task pod; the patch only ever touches these fields anyway.
+// typical task pod; the patch only ever touches these fields anyway. Its
+// decoder is written out by hand (podview.go).
 type PodView struct {
-	Metadata struct {
-		Name         string            `json:"name"`
-		GenerateName string            `json:"generateName"`
-		Namespace    string            `json:"namespace"`
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-	} `json:"metadata"`
-	Spec struct {
-		InitContainers           []ContainerView `json:"initContainers"`
-		Containers               []ContainerView `json:"containers"`
-		Volumes                  []corev1.Volume `json:"volumes"`
-		ServiceAccountName       string          `json:"serviceAccountName"`
-		DeprecatedServiceAccount string          `json:"serviceAccount"`
-	} `json:"spec"`
+	Metadata podMeta `json:"metadata"`
+	Spec     podSpec `json:"spec"`
+}
+
+type podMeta struct {
+	Name         string            `json:"name"`
+	GenerateName string            `json:"generateName"`
+	Namespace    string            `json:"namespace"`
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+}
+
+type podSpec struct {
+	InitContainers []ContainerView `json:"initContainers"`
+	Containers     []ContainerView `json:"containers"`
+	// Volumes hold their name, and their secret source when that is their
+	// only one.
+	Volumes                  []corev1.Volume `json:"volumes"`
+	ServiceAccountName       string          `json:"serviceAccountName"`
+	DeprecatedServiceAccount string          `json:"serviceAccount"`
 }
 
 // ContainerView is the part of a container that Inject reads and changes.
@@ -89,14 +97,25 @@ func (in *Injector) InjectJSON(ctx context.Context, namespace string, raw []byte
 // Patch injects into a copy of pod, as Inject does, and returns the JSON
 // patch that turns pod into it.
 func (in *Injector) Patch(ctx context.Context, pod *corev1.Pod, namespace string) (*Outcome, error) {
+	return in.PatchTo(ctx, nil, pod, namespace)
+}
+
+// PatchTo is Patch with the patch appended to dst, so that a server can
+// reuse one buffer for every request; Outcome.Patch then shares dst's array
+// and is only valid until the buffer is reused.
+func (in *Injector) PatchTo(ctx context.Context, dst []byte, pod *corev1.Pod, namespace string) (*Outcome, error) {
 	out, res, err := in.Inject(ctx, pod, namespace)
 	if err != nil {
 		return nil, err
 	}
 	o := &Outcome{Pod: out, Result: res}
 	if out != pod {
-		if o.Patch, err = MarshalPatch(Diff(pod, out)); err != nil {
+		p, err := AppendPatch(dst, pod, out)
+		if err != nil {
 			return nil, fmt.Errorf("encode patch: %w", err)
+		}
+		if len(p) > len(dst) {
+			o.Patch = p[len(dst):]
 		}
 	}
 	return o, nil

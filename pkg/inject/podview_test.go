@@ -1,0 +1,115 @@
+package inject
+
+import (
+	"path/filepath"
+	"testing"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// reflectView has PodView's fields but not its decoder, so go-json-experiment
+// decodes it by reflection: the reference the hand-written decoder is held to.
+type reflectView struct {
+	Metadata podMeta `json:"metadata"`
+	Spec     podSpec `json:"spec"`
+}
+
+// decodeBoth decodes raw with the hand-written decoder and by reflection,
+// with the default options and with repeated names allowed (as the webhook
+// reads reviews), and reports a difference in outcome or result. Volumes are
+// compared as the view keeps them: the name, and the secret source when it
+// is the only one.
+func decodeBoth(t *testing.T, raw []byte) {
+	t.Helper()
+	decodeBothWith(t, raw)
+	decodeBothWith(t, raw, jsontext.AllowDuplicateNames(true))
+}
+
+func decodeBothWith(t *testing.T, raw []byte, opts ...jsonv2.Options) {
+	t.Helper()
+	var got PodView
+	gotErr := jsonv2.Unmarshal(raw, &got, opts...)
+	var want reflectView
+	wantErr := jsonv2.Unmarshal(raw, &want, opts...)
+	if (gotErr == nil) != (wantErr == nil) {
+		t.Fatalf("%s\nhand-written decoder: %v\nreflection: %v", raw, gotErr, wantErr)
+	}
+	if gotErr != nil {
+		return
+	}
+	for i := range want.Spec.Volumes {
+		v := &want.Spec.Volumes[i]
+		secret, rest := v.Secret, v.VolumeSource
+		rest.Secret = nil
+		if rest != (corev1.VolumeSource{}) {
+			secret = nil
+		}
+		v.VolumeSource = corev1.VolumeSource{Secret: secret}
+	}
+	if diff := cmp.Diff(want, reflectView(got)); diff != "" {
+		t.Fatalf("%s\n(-reflection +hand-written):\n%s", raw, diff)
+	}
+}
+
+func TestPodViewMatchesReflection(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/pods/*.in.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	for _, in := range inputs {
+		t.Run(filepath.Base(in), func(t *testing.T) { decodeBoth(t, readPodJSON(t, in)) })
+	}
+	for _, raw := range podViewEdgeCases {
+		decodeBoth(t, []byte(raw))
+	}
+}
+
+// podViewEdgeCases are inputs a real API server does not send; both
+// decoders must still agree on them.
+var podViewEdgeCases = []string{
+	`null`, `{}`, `[]`, `"pod"`, `{"metadata":null,"spec":null}`,
+	`{"metadata":{"name":null,"labels":null,"annotations":{}}}`,
+	`{"metadata":{"labels":{"a":null,"b":"2"}}}`,
+	`{"metadata":{"labels":{"a":"1","a":"2"}}}`,
+	`{"metadata":{"name":"a","name":"b"}}`,
+	`{"metadata":{"name":1}}`, `{"metadata":{"labels":[]}}`, `{"metadata":{"labels":{"a":1}}}`,
+	`{"metadata":{"Name":"upper","nAme":"mixed"}}`,
+	`{"metadata":{"n\u0061me":"escaped","annotations":{"k\"ey":"v\u00e9"}}}`,
+	`{"spec":{"containers":null,"initContainers":[]}}`,
+	`{"spec":{"containers":[null,{}]}}`,
+	`{"spec":{"containers":[{"name":"c","env":[{"name":"A","value":"1","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}},{"name":"B","future":{"x":[1,2]}}]}]}}`,
+	`{"spec":{"containers":[{"name":"c","env":{}}]}}`,
+	`{"spec":{"containers":[{"name":"c","env":[1]}]}}`,
+	`{"spec":{"containers":[{"name":"c","envFrom":[{"prefix":"P_","secretRef":{"name":"s","optional":true}}]}]}}`,
+	`{"spec":{"containers":[{"name":"c","volumeMounts":[{"name":"v","mountPath":"/p","readOnly":true,"subPath":"x","subPathExpr":"y","mountPropagation":"None","recursiveReadOnly":"Disabled","bindMountOptions":["ro"]}]}]}}`,
+	`{"spec":{"containers":[{"name":"c","volumeMounts":[{"readOnly":"yes"}]}]}}`,
+	`{"spec":{"containers":[{"name":"c","volumeMounts":[{"readOnly":null}]}]}}`,
+	`{"spec":{"volumes":[{"name":"s","secret":{"secretName":"x","items":[{"key":"a","path":"a"}],"defaultMode":256}}]}}`,
+	`{"spec":{"volumes":[{"name":"both","secret":{"secretName":"x"},"emptyDir":{}}]}}`,
+	`{"spec":{"volumes":[{"name":"n","secret":null,"emptyDir":null}]}}`,
+	`{"spec":{"volumes":[{"name":"n","secret":{"secretName":"x"},"emptyDir":null,"futureSource":{}}]}}`,
+	`{"spec":{"volumes":[{"name":"p","projected":{"sources":[{"serviceAccountToken":{"path":"token"}}]}}]}}`,
+	`{"spec":{"volumes":[{"name":"bad","secret":"x"}]}}`,
+	`{"spec":{"serviceAccountName":"a","serviceAccount":"b","nodeName":"n"}}`,
+	`{"spec":{"serviceAccountName":true}}`,
+	`{"spec":{"containers":[{"name":"c"}]`, `{"spec":{"containers":[{"name":"c"},]}}`, `{"metadata":{"name":"\xff"}}`,
+	`{"metadata":{}} trailing`,
+	`{"metadata":{"labels":{"a":"1"},"labels":null,"name":"x"},"metadata":{"namespace":"n"}}`,
+	`{"metadata":{"name":"x"},"metadata":null,"spec":{"containers":[{"name":"a","env":[{"name":"A"}],"env":null}]}}`,
+	`{"spec":{"containers":[{"name":"a"}],"containers":[{"name":"b"}]}}`,
+	`{"spec":{"volumes":[{"name":"v","emptyDir":{},"secret":{"secretName":"s"},"emptyDir":null}]}}`,
+	`{"spec":{"volumes":[{"name":"v","secret":{"secretName":"s"},"secret":{"items":[{"key":"k","path":"p"}]}}]}}`,
+	`{"spec":{"volumes":[{"name":"v","secret":{"secretName":"s"}},null]},"spec":{"serviceAccountName":"sa"}}`,
+	`{"spec":{"containers":[{"volumeMounts":[{"name":"a","readOnly":true,"readOnly":null}],"env":[{"valueFrom":{"fieldRef":{"fieldPath":"x"}},"valueFrom":{"secretKeyRef":{"key":"k"}}}]}]}}`,
+	`{"metadata":{"annotations":{"a":"1"}},"metadata":{"annotations":{"b":"2"}}}`,
+}
+
+func FuzzPodView(f *testing.F) {
+	for _, s := range podViewEdgeCases {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) { decodeBoth(t, raw) })
+}

@@ -1,0 +1,150 @@
+package inject
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/utils/lru"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// prepared is what a pod's annotations ask for, worked out without the pod:
+// the SecurityContext (merged with Flyte's annotations) and its plan, or
+// what is wrong with them. The pods of one task, its retries and a map
+// task's instances carry the same annotations, so an Injector keeps the last
+// few hundred: parsing and planning were a fifth of the handler's time
+// (docs/performance.md). A prepared value is shared and never changed; Inject
+// works on a clone of its plan.
+type prepared struct {
+	// unparsable, when set, is the whole refusal: the annotation is not a
+	// SecurityContext at all.
+	unparsable string
+	// empty: the pod asks for nothing and is left as it is.
+	empty     bool
+	sc        *securityctx.SecurityContext
+	plan      *secretPlan
+	errs      securityctx.ErrorList // parse, Flyte and plan problems
+	tokenErrs securityctx.ErrorList
+}
+
+const (
+	// planCacheSize bounds the cache by entries, maxCachedKey by key size;
+	// together at most about 2 MiB.
+	planCacheSize = 256
+	maxCachedKey  = 8 << 10
+)
+
+func newPlanCache() *lru.Cache { return lru.New(planCacheSize) }
+
+// prepare returns the prepared plan for these annotations, from the cache
+// when it has them.
+func (in *Injector) prepare(raw string, hasSC, hasFlyte bool, annotations map[string]string) *prepared {
+	key := planKey(raw, hasSC, hasFlyte, annotations)
+	cacheable := len(key) <= maxCachedKey
+	if cacheable {
+		if v, ok := in.plans.Get(key); ok {
+			return v.(*prepared)
+		}
+	}
+	p := in.prepareUncached(raw, hasSC, hasFlyte, annotations)
+	if cacheable {
+		in.plans.Add(key, p)
+	}
+	return p
+}
+
+// planKey holds everything prepareUncached reads: whether the annotation is
+// there, its value, and every Flyte secret annotation, each with its length
+// so that no two different inputs give one key.
+func planKey(raw string, hasSC, hasFlyte bool, annotations map[string]string) string {
+	if !hasFlyte {
+		if !hasSC {
+			return "-"
+		}
+		return "+" + raw
+	}
+	var flyte []string
+	for k := range annotations {
+		if strings.HasPrefix(k, securityctx.FlyteAnnotationPrefix) {
+			flyte = append(flyte, k)
+		}
+	}
+	slices.Sort(flyte)
+	var b strings.Builder
+	if hasSC {
+		b.WriteString("+")
+	} else {
+		b.WriteString("-")
+	}
+	b.WriteString(strconv.Itoa(len(raw)))
+	b.WriteByte(':')
+	b.WriteString(raw)
+	for _, k := range flyte {
+		for _, part := range [2]string{k, annotations[k]} {
+			b.WriteString(strconv.Itoa(len(part)))
+			b.WriteByte(':')
+			b.WriteString(part)
+		}
+	}
+	return b.String()
+}
+
+func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotations map[string]string) *prepared {
+	p := &prepared{}
+	var errs securityctx.ErrorList
+	if hasSC {
+		if p.sc, errs = securityctx.Parse([]byte(raw)); p.sc == nil {
+			p.unparsable = securityctx.AnnotationSecurityContext + ": " + errs.Error()
+			return p
+		}
+	}
+	// Flyte's own annotations, as flytepropeller writes them, merge with
+	// secctx's; fields names where each secret came from.
+	var fields []string
+	if hasFlyte {
+		flyte, flyteErrs := securityctx.DecodeFlyteAnnotations(annotations)
+		var mergeErrs securityctx.ErrorList
+		p.sc, fields, mergeErrs = securityctx.MergeFlyte(p.sc, flyte)
+		errs = append(errs, flyteErrs...)
+		errs = append(errs, mergeErrs...)
+	}
+	if len(errs) == 0 && isEmpty(p.sc) {
+		p.empty = true
+		return p
+	}
+	var planErrs securityctx.ErrorList
+	if in.cfg.Backend == BackendVault {
+		p.plan, planErrs = planVault(in.cfg, p.sc.Secrets, fields)
+	} else {
+		p.plan, planErrs = planSecrets(in.cfg, p.sc.Secrets, fields)
+	}
+	p.errs = append(errs, planErrs...)
+	p.tokenErrs = validateTokens(p.sc)
+	return p
+}
+
+// clone copies what Inject puts into a pod, pointers included, so that no
+// pod shares memory with the cache. The record and annotations are only
+// read.
+func (p *secretPlan) clone() *secretPlan {
+	c := *p
+	c.env = slices.Clone(p.env)
+	for i := range c.env {
+		if f := c.env[i].env.ValueFrom; f != nil {
+			c.env[i].env.ValueFrom = f.DeepCopy()
+		}
+	}
+	c.envFrom = slices.Clone(p.envFrom)
+	for i := range c.envFrom {
+		c.envFrom[i] = *c.envFrom[i].DeepCopy()
+	}
+	c.volumes = make([]*secretVolume, len(p.volumes))
+	for i, v := range p.volumes {
+		cv := *v
+		v.volume.DeepCopyInto(&cv.volume)
+		c.volumes[i] = &cv
+	}
+	return &c
+}
