@@ -26,7 +26,7 @@ func TestBenchRuns(t *testing.T) {
 	if err := os.WriteFile(out, []byte("# page\n\nbefore\n\n"+startMarker+"\nold\n"+endMarker+"\n\nafter\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(options{out: out, rounds: 1, seconds: 1, pods: 50}); err != nil {
+	if err := run(options{out: out, rounds: 1, seconds: 1, pods: 50, goBench: true, goBenchTime: "20x", goBenchCount: 1}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(out)
@@ -34,7 +34,7 @@ func TestBenchRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := string(b)
-	for _, want := range []string{"before", "after", "### 2. HTTPS load", "| secctx serve |", "| bare net/http TLS |",
+	for _, want := range []string{"before", "after", "| ServeHTTP/secrets=3 |", "| ServeHTTP/secrets=3,uncached |", "### 2. HTTPS load", "| secctx serve |", "| bare net/http TLS |",
 		"| no-op controller-runtime webhook |", "| secctx registered |", "### Against the targets"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q:\n%s", want, page)

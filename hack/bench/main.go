@@ -32,6 +32,8 @@ func main() {
 	flag.IntVar(&o.seconds, "seconds", 10, "length of each HTTPS measurement")
 	flag.IntVar(&o.pods, "pods", 1000, "pods per API-server run")
 	flag.BoolVar(&o.goBench, "gobench", true, "run the Go benchmarks of the handler")
+	flag.StringVar(&o.goBenchTime, "gobench-time", "1s", "-benchtime of the Go benchmarks")
+	flag.IntVar(&o.goBenchCount, "gobench-count", 6, "-count of the Go benchmarks (the median is reported)")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of secctx (HTTPS saturation) and kube-apiserver (pods with secctx) into this directory")
 	flag.StringVar(&o.only, "only", "", "run only these sections (comma-separated: go, start, https, api) and print them instead of writing the page")
 	flag.Parse()

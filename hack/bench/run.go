@@ -38,6 +38,10 @@ type options struct {
 	out, profile    string
 	rounds, seconds int
 	pods            int
+	// goBenchTime and goBenchCount are the Go benchmarks' -benchtime and
+	// -count.
+	goBenchTime  string
+	goBenchCount int
 	// only, when set, lists the sections to run (go, start, https, api);
 	// the page is then not written, since it would be partial.
 	only string
@@ -106,7 +110,7 @@ func run(o options) error {
 
 	if o.goBench && o.runs("go") {
 		log("Go benchmarks of the handler")
-		if res.Go, err = goBenchmarks(ctx, root); err != nil {
+		if res.Go, err = goBenchmarks(ctx, root, o.goBenchTime, o.goBenchCount); err != nil {
 			return err
 		}
 	}
@@ -530,9 +534,9 @@ type goBench struct {
 	BytesOp, Allc int64
 }
 
-func goBenchmarks(ctx context.Context, root string) ([]goBench, error) {
+func goBenchmarks(ctx context.Context, root, benchtime string, count int) ([]goBench, error) {
 	cmd := exec.CommandContext(ctx, "go", "test", "./pkg/webhook/", "-run", "^$", "-bench", "BenchmarkServeHTTP|BenchmarkControllerRuntimeAdmission",
-		"-benchmem", "-benchtime", "1s", "-count", "6")
+		"-benchmem", "-benchtime", benchtime, "-count", strconv.Itoa(count))
 	cmd.Dir = root
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -18,7 +18,7 @@ import (
 // slices and maps and allocating strings, not reading bytes. Values that are
 // rare or deep (env valueFrom, envFrom, a secret volume's source) still go
 // through go-json-experiment. Field names match case-sensitively, unknown
-// fields are skipped and null leaves the zero value, as with the reflection
+// fields are skipped and null sets the zero value, as with the reflection
 // decoder; TestPodViewMatchesReflection and FuzzPodView hold the two to the
 // same result on every input.
 //
