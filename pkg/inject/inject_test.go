@@ -314,30 +314,27 @@ func TestPlanCache(t *testing.T) {
 	}
 }
 
-// TestPlanKey: different annotations never share a key.
-func TestPlanKey(t *testing.T) {
+// TestFlyteKey: different sets of Flyte annotations never share a key, and
+// other annotations do not count.
+func TestFlyteKey(t *testing.T) {
 	keys := map[string]string{}
-	for _, c := range []struct {
-		raw          string
-		hasSC, flyte bool
-		ann          map[string]string
-	}{
-		{"", false, true, map[string]string{"flyte.secrets/s0": "a"}},
-		{"", true, true, map[string]string{"flyte.secrets/s0": "a"}},
-		{"", true, false, nil},
-		{"{}", true, false, nil},
-		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a"}},
-		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a", "other": "x"}},
-		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a1:b"}},
-		{"{}", true, true, map[string]string{"flyte.secrets/s0": "a", "flyte.secrets/s1": "b"}},
-		{"{}", true, true, map[string]string{"flyte.secrets/s1": "a", "flyte.secrets/s0": "b"}},
+	for _, ann := range []map[string]string{
+		{},
+		{"flyte.secrets/s0": "a"},
+		{"flyte.secrets/s0": "a1:b"},
+		{"flyte.secrets/s0": "a", "flyte.secrets/s1": "b"},
+		{"flyte.secrets/s1": "a", "flyte.secrets/s0": "b"},
+		{"flyte.secrets/s0": "a", "flyte.secrets/s1": ""},
+		{"flyte.secrets/s0": "1:a"},
 	} {
-		k := planKey(c.raw, c.hasSC, c.flyte, c.ann)
-		desc := fmt.Sprint(c)
-		if prev, ok := keys[k]; ok && !strings.Contains(desc, "other") {
-			t.Errorf("%s and %s share key %q", prev, desc, k)
+		k := flyteKey(ann)
+		if prev, ok := keys[k]; ok {
+			t.Errorf("%v and %v share key %q", prev, ann, k)
 		}
-		keys[k] = desc
+		keys[k] = fmt.Sprint(ann)
+	}
+	if a, b := flyteKey(map[string]string{"flyte.secrets/s0": "a"}), flyteKey(map[string]string{"flyte.secrets/s0": "a", "other": "x"}); a != b {
+		t.Errorf("another annotation changed the key: %q, %q", a, b)
 	}
 }
 

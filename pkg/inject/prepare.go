@@ -41,8 +41,11 @@ func newPlanCache() *lru.Cache { return lru.New(planCacheSize) }
 // prepare returns the prepared plan for these annotations, from the cache
 // when it has them.
 func (in *Injector) prepare(raw string, hasSC, hasFlyte bool, annotations map[string]string) *prepared {
-	key := planKey(raw, hasSC, hasFlyte, annotations)
-	cacheable := len(key) <= maxCachedKey
+	key := planKey{hasSC: hasSC, sc: raw}
+	if hasFlyte {
+		key.flyte = flyteKey(annotations)
+	}
+	cacheable := len(key.sc)+len(key.flyte) <= maxCachedKey
 	if cacheable {
 		if v, ok := in.plans.Get(key); ok {
 			return v.(*prepared)
@@ -56,32 +59,25 @@ func (in *Injector) prepare(raw string, hasSC, hasFlyte bool, annotations map[st
 }
 
 // planKey holds everything prepareUncached reads: whether the annotation is
-// there, its value, and every Flyte secret annotation, each with its length
-// so that no two different inputs give one key.
-func planKey(raw string, hasSC, hasFlyte bool, annotations map[string]string) string {
-	if !hasFlyte {
-		if !hasSC {
-			return "-"
-		}
-		return "+" + raw
-	}
-	var flyte []string
+// there, its value, and the Flyte secret annotations. The value is the
+// annotation's own string, not a copy.
+type planKey struct {
+	hasSC     bool
+	sc, flyte string
+}
+
+// flyteKey lists every Flyte secret annotation, name and value, each with
+// its length so that no two different sets give one key.
+func flyteKey(annotations map[string]string) string {
+	var names []string
 	for k := range annotations {
 		if strings.HasPrefix(k, securityctx.FlyteAnnotationPrefix) {
-			flyte = append(flyte, k)
+			names = append(names, k)
 		}
 	}
-	slices.Sort(flyte)
+	slices.Sort(names)
 	var b strings.Builder
-	if hasSC {
-		b.WriteString("+")
-	} else {
-		b.WriteString("-")
-	}
-	b.WriteString(strconv.Itoa(len(raw)))
-	b.WriteByte(':')
-	b.WriteString(raw)
-	for _, k := range flyte {
+	for _, k := range names {
 		for _, part := range [2]string{k, annotations[k]} {
 			b.WriteString(strconv.Itoa(len(part)))
 			b.WriteByte(':')

@@ -47,8 +47,8 @@ type PodMutator struct {
 	injector  *inject.Injector
 	log       logr.Logger
 	decisions *prometheus.CounterVec
-	// counted holds decisions' counters, looked up once: by label value on
-	// every request they were a hash and a map lookup each.
+	// counted holds decisions' counters, looked up once: WithLabelValues
+	// hashes the label values and takes a lock on every call.
 	counted map[string]prometheus.Counter
 }
 
