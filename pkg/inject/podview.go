@@ -29,7 +29,7 @@ func (v *PodView) UnmarshalJSONFrom(d *jsontext.Decoder) error {
 	s := stringsPool.Get().(*stringTable)
 	defer stringsPool.Put(s)
 	r := viewReader{d: d, strs: s}
-	return r.object(func() { *v = PodView{} }, func(name []byte) error {
+	return DecodeObject(r.d, func() { *v = PodView{} }, func(name []byte) error {
 		switch string(name) {
 		case "metadata":
 			return r.metadata(&v.Metadata)
@@ -47,7 +47,7 @@ type viewReader struct {
 }
 
 func (r *viewReader) metadata(m *podMeta) error {
-	return r.object(func() { *m = podMeta{} }, func(name []byte) error {
+	return DecodeObject(r.d, func() { *m = podMeta{} }, func(name []byte) error {
 		var err error
 		switch string(name) {
 		case "name":
@@ -72,7 +72,7 @@ func (r *viewReader) metadata(m *podMeta) error {
 }
 
 func (r *viewReader) spec(s *podSpec) error {
-	return r.object(func() { *s = podSpec{} }, func(name []byte) error {
+	return DecodeObject(r.d, func() { *s = podSpec{} }, func(name []byte) error {
 		var err error
 		switch string(name) {
 		case "initContainers":
@@ -93,7 +93,7 @@ func (r *viewReader) spec(s *podSpec) error {
 }
 
 func (r *viewReader) container(c *ContainerView) error {
-	return r.object(func() { *c = ContainerView{} }, func(name []byte) error {
+	return DecodeObject(r.d, func() { *c = ContainerView{} }, func(name []byte) error {
 		var err error
 		switch string(name) {
 		case "name":
@@ -112,7 +112,7 @@ func (r *viewReader) container(c *ContainerView) error {
 }
 
 func (r *viewReader) envVar(e *corev1.EnvVar) error {
-	return r.object(func() { *e = corev1.EnvVar{} }, func(name []byte) error {
+	return DecodeObject(r.d, func() { *e = corev1.EnvVar{} }, func(name []byte) error {
 		var err error
 		switch string(name) {
 		case "name":
@@ -129,7 +129,7 @@ func (r *viewReader) envVar(e *corev1.EnvVar) error {
 }
 
 func (r *viewReader) volumeMount(m *corev1.VolumeMount) error {
-	return r.object(func() { *m = corev1.VolumeMount{} }, func(name []byte) error {
+	return DecodeObject(r.d, func() { *m = corev1.VolumeMount{} }, func(name []byte) error {
 		var err error
 		switch string(name) {
 		case "name":
@@ -157,7 +157,7 @@ func (r *viewReader) volumeMount(m *corev1.VolumeMount) error {
 
 func (r *viewReader) volume(v *corev1.Volume) error {
 	var others uint64 // bit i: volumeSources[name] == i is set, not null
-	err := r.object(func() { *v = corev1.Volume{}; others = 0 }, func(name []byte) error {
+	err := DecodeObject(r.d, func() { *v = corev1.Volume{}; others = 0 }, func(name []byte) error {
 		switch string(name) {
 		case "name":
 			var err error
@@ -195,11 +195,6 @@ var volumeSources = func() map[string]int {
 	}
 	return m
 }()
-
-// object reads an object; see DecodeObject.
-func (r *viewReader) object(null func(), field func(name []byte) error) error {
-	return DecodeObject(r.d, null, field)
-}
 
 // DecodeObject reads a JSON object from d, calling field for each member
 // with the member's unescaped name (valid only during the call) to read its
@@ -335,7 +330,7 @@ func (r *viewReader) stringMap(m map[string]string, size int, internValues bool)
 	if m == nil && r.d.PeekKind() == '{' {
 		m = make(map[string]string, size)
 	}
-	err := r.object(func() { m = nil }, func(name []byte) error {
+	err := DecodeObject(r.d, func() { m = nil }, func(name []byte) error {
 		k := r.strs.intern(name)
 		v, err := r.str(internValues)
 		m[k] = v
