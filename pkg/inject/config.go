@@ -25,6 +25,31 @@ type Config struct {
 	Backend string `json:"backend"`
 	// Vault configures the vault backend.
 	Vault VaultConfig `json:"vault"`
+	// Flyte turns on Flyte mode: pods labelled inject-flyte-secrets: "true"
+	// have their flyte.secrets/s<N> annotations honoured. Off, those
+	// annotations are not secctx's and are left alone.
+	Flyte FlyteConfig `json:"flyte"`
+	// Limits cap the work one pod can ask for.
+	Limits Limits `json:"limits"`
+}
+
+// FlyteConfig is Flyte mode.
+type FlyteConfig struct {
+	Enabled bool `json:"enabled"`
+}
+
+// Limits cap what one pod can ask for; a pod beyond them is denied, naming
+// the limit. A zero field means the default. The defaults are far above what a task needs (a handful of
+// secrets), and keep one request's work and answer small: without them, a
+// pod with 10,000 secrets took seconds and a 9.5 MB answer.
+type Limits struct {
+	// MaxSecrets is the most secrets one pod may ask for, in
+	// secctx.dev/security-context and Flyte's annotations together.
+	MaxSecrets int `json:"maxSecrets"`
+	// MaxTokens is the most OAuth2 tokens one pod may ask for.
+	MaxTokens int `json:"maxTokens"`
+	// MaxContainerSecrets bounds target containers × secrets.
+	MaxContainerSecrets int `json:"maxContainerSecrets"`
 }
 
 // Backends.
@@ -53,7 +78,23 @@ func DefaultConfig() Config {
 		AnyMountAs:   securityctx.MountFile,
 		Backend:      BackendKubernetes,
 		Vault:        VaultConfig{Role: "flyte", KVVersion: "2"},
+		Limits:       defaultLimits,
 	}
+}
+
+var defaultLimits = Limits{MaxSecrets: 256, MaxTokens: 32, MaxContainerSecrets: 4096}
+
+// orDefaults fills the fields left zero.
+func (l Limits) orDefaults() Limits {
+	for _, f := range []struct{ v, def *int }{
+		{&l.MaxSecrets, &defaultLimits.MaxSecrets}, {&l.MaxTokens, &defaultLimits.MaxTokens},
+		{&l.MaxContainerSecrets, &defaultLimits.MaxContainerSecrets},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	return l
 }
 
 var envPrefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -68,6 +109,14 @@ func (c Config) Validate() error {
 	}
 	if c.AnyMountAs != securityctx.MountFile && c.AnyMountAs != securityctx.MountEnvVar {
 		return fmt.Errorf("inject.anyMountAs %q: must be FILE or ENV_VAR", c.AnyMountAs)
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"maxSecrets", c.Limits.MaxSecrets}, {"maxTokens", c.Limits.MaxTokens}, {"maxContainerSecrets", c.Limits.MaxContainerSecrets}} {
+		if l.v < 0 {
+			return fmt.Errorf("inject.limits.%s %d: must be at least 1 (0: the default)", l.name, l.v)
+		}
 	}
 	switch c.Backend {
 	case BackendKubernetes, "": // empty: the default, for Configs built in code

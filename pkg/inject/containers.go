@@ -2,18 +2,25 @@ package inject
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
 // targets returns the containers to inject into, init containers first, as
-// pointers into pod. Without the containers annotation that is every
-// container and init container (native sidecars included); with it, the
-// named ones, and a name that is not in the pod is an error.
+// pointers into pod:
+//   - with the containers annotation, the containers it names (a name that
+//     is not in the pod is an error);
+//   - else, once secctx has run (the status annotation is there, as on a
+//     reinvocation), the containers of that first pass that are still there:
+//     a container another webhook added after secctx (a mesh proxy, an
+//     agent) gets nothing;
+//   - else every container and init container, native sidecars included.
 func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 	var all []*corev1.Container
 	for i := range pod.Spec.InitContainers {
@@ -22,9 +29,18 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 	for i := range pod.Spec.Containers {
 		all = append(all, &pod.Spec.Containers[i])
 	}
-	v, ok := pod.Annotations[securityctx.AnnotationContainers]
-	if !ok {
-		return all, ""
+	v, named := pod.Annotations[securityctx.AnnotationContainers]
+	if !named {
+		st, ok := pod.Annotations[securityctx.AnnotationStatus]
+		if !ok {
+			return all, ""
+		}
+		var prev Status
+		if err := jsonv2.Unmarshal([]byte(st), &prev); err != nil {
+			return nil, fmt.Sprintf("%s %s: is not a record secctx wrote (%s); remove it, secctx writes it",
+				securityctx.AnnotationStatus, securityctx.Quote(st), securityctx.Shorten(err.Error()))
+		}
+		return slices.DeleteFunc(all, func(c *corev1.Container) bool { return !slices.Contains(prev.Containers, c.Name) }), ""
 	}
 	want := map[string]bool{}
 	var order []string
@@ -35,7 +51,7 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 		}
 	}
 	if len(want) == 0 {
-		return nil, fmt.Sprintf("%s %q: names no container; list container names separated by commas, or remove the annotation to inject into all", securityctx.AnnotationContainers, v)
+		return nil, fmt.Sprintf("%s %s: names no container; list container names separated by commas, or remove the annotation to inject into all", securityctx.AnnotationContainers, securityctx.Quote(v))
 	}
 	var picked []*corev1.Container
 	names := make([]string, 0, len(all))
@@ -48,7 +64,8 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 	}
 	for _, n := range order {
 		if want[n] {
-			return nil, fmt.Sprintf("%s %q: the pod has no container %q; it has %s", securityctx.AnnotationContainers, v, n, strings.Join(names, ", "))
+			return nil, fmt.Sprintf("%s %s: the pod has no container %s; it has %s", securityctx.AnnotationContainers,
+				securityctx.Quote(v), securityctx.Quote(n), securityctx.Shorten(strings.Join(names, ", ")))
 		}
 	}
 	return picked, ""
@@ -56,9 +73,11 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 
 // applyToContainer adds the plan's env, envFrom and mounts to c. What is
 // already there and equal is left alone; what is there and different is a
-// clash, reported with both sides.
-func applyToContainer(c *corev1.Container, p *secretPlan) []string {
+// clash, reported with both sides. volumes are the pod's, to tell which of
+// c's mounts are read-only.
+func applyToContainer(c *corev1.Container, p *secretPlan, volumes []corev1.Volume) []string {
 	var clashes []string
+	q := securityctx.Quote
 	// Clip, then Grow: one new array for what will be appended, never the
 	// spare capacity of the input pod's array, which another Inject of the
 	// same pod would write over.
@@ -68,8 +87,8 @@ func applyToContainer(c *corev1.Container, p *secretPlan) []string {
 	for _, it := range p.env {
 		if i := findEnv(c.Env, it.env.Name); i >= 0 {
 			if !sameEnv(c.Env[i], it.env) {
-				clashes = append(clashes, fmt.Sprintf("container %q already sets env %s %s; %s would set it %s",
-					c.Name, it.env.Name, describeEnv(c.Env[i]), it.by, it.describe()))
+				clashes = append(clashes, fmt.Sprintf("container %s already sets env %s %s; %s would set it %s",
+					q(c.Name), it.env.Name, describeEnv(c.Env[i]), it.by, it.describe()))
 			}
 			continue
 		}
@@ -81,31 +100,66 @@ func applyToContainer(c *corev1.Container, p *secretPlan) []string {
 		}
 	}
 	for _, v := range p.volumes {
-		m := corev1.VolumeMount{Name: v.volume.Name, MountPath: v.dir, ReadOnly: true}
-		if i := findMount(c.VolumeMounts, m.MountPath); i >= 0 {
-			if have := c.VolumeMounts[i]; have.Name != m.Name || !have.ReadOnly || have.SubPath != "" || have.SubPathExpr != "" {
-				clashes = append(clashes, fmt.Sprintf("container %q already mounts volume %q at %s; %s would mount Secret %q there",
-					c.Name, have.Name, m.MountPath, v.by, v.volume.Secret.SecretName))
+		present := false
+		// The pod's mounts are compared by the directory they name, the
+		// way the runtime resolves them: "/etc/flyte/secrets/g/",
+		// "/etc//flyte/./secrets/g" and "/etc/flyte/secrets/g" are one.
+		for _, have := range c.VolumeMounts {
+			at := cleanMountPath(have.MountPath)
+			switch {
+			case at == v.dir:
+				if have.Name == v.volume.Name && have.ReadOnly && have.SubPath == "" && have.SubPathExpr == "" {
+					present = true
+					continue
+				}
+				clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s; %s would mount Secret %s there",
+					q(c.Name), q(have.Name), q(have.MountPath), v.by, q(v.volume.Secret.SecretName)))
+			case within(at, v.dir):
+				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s at %s, inside %s where %s mounts Secret %s read-only: "+
+					"the mount point cannot be made there, and it would hide the secret's files; mount it elsewhere",
+					q(c.Name), q(have.Name), q(have.MountPath), v.dir, v.by, q(v.volume.Secret.SecretName)))
+			case within(v.dir, at) && mountReadOnly(have, volumes):
+				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s read-only at %s, and %s would mount Secret %s at %s inside it: "+
+					"the mount point cannot be made in a read-only volume, so the container would not start; mount it elsewhere or writable",
+					q(c.Name), q(have.Name), q(have.MountPath), v.by, q(v.volume.Secret.SecretName), v.dir))
 			}
-			continue
 		}
-		c.VolumeMounts = append(c.VolumeMounts, m)
+		if !present {
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v.volume.Name, MountPath: v.dir, ReadOnly: true})
+		}
 	}
 	return clashes
+}
+
+// cleanMountPath is the directory a mount path names inside the container:
+// runtimes resolve it against the root, so a relative path, repeated or
+// trailing slashes and "." or ".." elements name the same directory as
+// their clean absolute form.
+func cleanMountPath(p string) string { return path.Clean("/" + p) }
+
+// within reports whether p is strictly inside dir; both are clean.
+func within(p, dir string) bool {
+	return dir == "/" && p != "/" || strings.HasPrefix(p, dir) && len(p) > len(dir) && p[len(dir)] == '/'
+}
+
+// mountReadOnly reports whether nothing can be created under the mount in
+// the container: it is mounted read-only, or its volume is of a kind the
+// kubelet always mounts read-only.
+func mountReadOnly(m corev1.VolumeMount, volumes []corev1.Volume) bool {
+	if m.ReadOnly {
+		return true
+	}
+	for i := range volumes {
+		if v := &volumes[i]; v.Name == m.Name {
+			return v.Secret != nil || v.ConfigMap != nil || v.Projected != nil || v.DownwardAPI != nil
+		}
+	}
+	return false
 }
 
 func findEnv(env []corev1.EnvVar, name string) int {
 	for i := range env {
 		if env[i].Name == name {
-			return i
-		}
-	}
-	return -1
-}
-
-func findMount(mounts []corev1.VolumeMount, path string) int {
-	for i := range mounts {
-		if mounts[i].MountPath == path {
 			return i
 		}
 	}
@@ -135,8 +189,8 @@ func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 			}
 			found = true
 			if !sameSecretVolume(have, &v.volume) {
-				clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %q; %s needs that name for Secret %q",
-					have.Name, v.by, v.volume.Secret.SecretName))
+				clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; %s needs that name for Secret %s",
+					securityctx.Quote(have.Name), v.by, securityctx.Quote(v.volume.Secret.SecretName)))
 			}
 		}
 		if !found {

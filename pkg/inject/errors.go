@@ -2,7 +2,9 @@ package inject
 
 import (
 	"errors"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // DeniedError is a refusal: the pod asks for something secctx cannot or will
@@ -14,8 +16,43 @@ type DeniedError struct {
 	Problems []string
 }
 
+// The message's bounds. Every value in a problem is already quoted short
+// (securityctx.Quote); these hold whatever a pod sends: the message goes
+// back through the API server to the client, into its audit log and into
+// secctx's own log line.
+const (
+	maxProblems     = 10
+	maxProblemBytes = 4096
+)
+
 func (e *DeniedError) Error() string {
-	return "pod " + e.Pod + ": " + strings.Join(e.Problems, "; ")
+	var b strings.Builder
+	b.WriteString("pod ")
+	b.WriteString(clip(e.Pod, maxProblemBytes))
+	b.WriteString(": ")
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		if i == maxProblems {
+			b.WriteString("and " + strconv.Itoa(len(e.Problems)-maxProblems) + " more problems")
+			break
+		}
+		b.WriteString(clip(p, maxProblemBytes))
+	}
+	return b.String()
+}
+
+// clip cuts s to at most n bytes at a character boundary, saying how long it was.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	c := s[:n]
+	for len(c) > 0 && !utf8.ValidString(c) {
+		c = c[:len(c)-1]
+	}
+	return c + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // IsDenied reports whether err is a refusal rather than an internal failure.

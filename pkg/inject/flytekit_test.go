@@ -7,10 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"text/template"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,6 +69,7 @@ func TestFlytekitFindsEveryVector(t *testing.T) {
 				}
 				cfg := DefaultConfig()
 				cfg.Backend = backend
+				cfg.Flyte.Enabled = true
 				in := newTestInjector(t, cfg)
 				pod := &corev1.Pod{
 					ObjectMeta: metav1.ObjectMeta{Name: "task", Namespace: "ns", Labels: map[string]string{securityctx.LabelFlyteInject: "true"}, Annotations: vec.Annotations},
@@ -84,11 +85,17 @@ func TestFlytekitFindsEveryVector(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				run := runAsKubelet
-				if backend == BackendVault {
-					run = runAsVaultAgent
+				st := newStore()
+				for _, s := range vec.Secrets {
+					st.put(s.Group, s.GroupVersion, s.Key)
 				}
-				env, files := run(t, out)
+				var env flytekit.Env
+				var files fakeFiles
+				if backend == BackendVault {
+					env, files = runAsVaultAgent(t, out, st)
+				} else {
+					env, files = runAsKubelet(t, out, st)
+				}
 				for _, s := range vec.Secrets {
 					key := s.Key
 					if key == "" {
@@ -133,43 +140,61 @@ func (f fakeFiles) read(p string) ([]byte, error) {
 	return nil, fs.ErrNotExist
 }
 
-// secretStore answers for Kubernetes Secrets: a Secret named group or
-// group-groupVersion holds the asked key (and "token" for whole Secrets).
-func secretStore(pod *corev1.Pod) func(name, key string) string {
-	var st Status
-	_ = json.Unmarshal([]byte(pod.Annotations[securityctx.AnnotationStatus]), &st)
-	return func(name, key string) string {
-		for _, rec := range st.Secrets {
-			// records look like group[/groupVersion]/key:MOUNT
-			ref := rec[:strings.LastIndexByte(rec, ':')]
-			parts := strings.Split(ref, "/")
-			group, version := parts[0], ""
-			if len(parts) == 3 {
-				version = parts[1]
-			}
-			secret := group
-			if version != "" {
-				secret = group + "-" + version
-			}
-			if secret == name {
-				return fakeValue(group, version, key)
-			}
+// store is the fake secret store behind both backends: the Kubernetes
+// Secrets (named group or group-groupVersion) and the Vault secrets (at path
+// group) that a vector's secrets name, each holding the asked key (or
+// "token", for a group without key) with fakeValue. The fake kubelet and
+// Vault Agent read only the pod spec and this store, as the real ones do.
+type store struct {
+	k8s   map[string]map[string]string // Secret name -> key -> value
+	vault map[string]map[string]string // Vault path -> key -> value
+}
+
+func newStore() *store {
+	return &store{k8s: map[string]map[string]string{}, vault: map[string]map[string]string{}}
+}
+
+func (s *store) put(group, groupVersion, key string) {
+	if key == "" {
+		key = "token"
+	}
+	name := group
+	if groupVersion != "" {
+		name = group + "-" + groupVersion
+	}
+	for m, at := range map[*map[string]map[string]string]string{&s.k8s: name, &s.vault: group} {
+		if (*m)[at] == nil {
+			(*m)[at] = map[string]string{}
 		}
-		return ""
+		(*m)[at][key] = fakeValue(group, groupVersion, key)
 	}
 }
 
 // runAsKubelet builds the task container's environment and files from the
-// pod spec, as the kubelet does with Secret env refs, envFrom and volumes.
-func runAsKubelet(t *testing.T, pod *corev1.Pod) (flytekit.Env, fakeFiles) {
+// pod spec, as the kubelet does with Secret env refs, envFrom and volumes:
+// a Secret or key that the store does not have fails the test, as it would
+// keep the container from starting.
+func runAsKubelet(t *testing.T, pod *corev1.Pod, st *store) (flytekit.Env, fakeFiles) {
 	t.Helper()
-	value := secretStore(pod)
-	keysOf := func(name string) []string { return []string{"token"} }
+	secret := func(name string) map[string]string {
+		data, ok := st.k8s[name]
+		if !ok {
+			t.Fatalf("the pod refers to Secret %q, which does not exist", name)
+		}
+		return data
+	}
+	value := func(name, key string) string {
+		v, ok := secret(name)[key]
+		if !ok {
+			t.Fatalf("the pod refers to key %q of Secret %q, which does not exist", key, name)
+		}
+		return v
+	}
 	c := pod.Spec.Containers[0]
 	env := flytekit.Env{}
 	for _, f := range c.EnvFrom {
-		for _, k := range keysOf(f.SecretRef.Name) {
-			env[f.Prefix+k] = value(f.SecretRef.Name, k)
+		for k, v := range secret(f.SecretRef.Name) {
+			env[f.Prefix+k] = v
 		}
 	}
 	for _, e := range c.Env {
@@ -187,8 +212,8 @@ func runAsKubelet(t *testing.T, pod *corev1.Pod) (flytekit.Env, fakeFiles) {
 				continue
 			}
 			if len(v.Secret.Items) == 0 {
-				for _, k := range keysOf(v.Secret.SecretName) {
-					files[path.Join(m.MountPath, k)] = value(v.Secret.SecretName, k)
+				for k, val := range secret(v.Secret.SecretName) {
+					files[path.Join(m.MountPath, k)] = val
 				}
 			}
 			for _, it := range v.Secret.Items {
@@ -199,21 +224,18 @@ func runAsKubelet(t *testing.T, pod *corev1.Pod) (flytekit.Env, fakeFiles) {
 	return env, files
 }
 
-var templateRE = regexp.MustCompile(`^\{\{- with secret "([^"]*)" -\}\}\{\{ (\.Data(?:\.data)?)\.(.*) \}\}\{\{- end -\}\}$`)
-
 // runAsVaultAgent renders the files Vault Agent would write from the pod's
-// annotations, against a fake Vault whose secret at path group holds each
-// key as fakeValue; and the container's plain env.
-func runAsVaultAgent(t *testing.T, pod *corev1.Pod) (flytekit.Env, fakeFiles) {
+// annotations: each template is parsed and executed with Go's text/template,
+// as Vault Agent's template engine does, with its function names defined
+// and secret answering from the store, shaped as Vault answers for KV v1
+// (.Data holds the keys) and v2 (.Data.data does). And the container's
+// plain env.
+func runAsVaultAgent(t *testing.T, pod *corev1.Pod, st *store) (flytekit.Env, fakeFiles) {
 	t.Helper()
 	a := pod.Annotations
 	if a[vaultInject] != "true" || a[vaultPrepopulate] != "true" || a[vaultRole] == "" {
 		t.Fatalf("vault agent would not run: %v", a)
 	}
-	// The fake Vault knows which groupVersion each path was asked with from
-	// the status annotation, to hand back the right fake value.
-	var st Status
-	_ = json.Unmarshal([]byte(a[securityctx.AnnotationStatus]), &st)
 	files := fakeFiles{}
 	for k, group := range a {
 		id, ok := strings.CutPrefix(k, vaultSecret)
@@ -228,12 +250,24 @@ func runAsVaultAgent(t *testing.T, pod *corev1.Pod) (flytekit.Env, fakeFiles) {
 		if !ok {
 			continue // db engine: the whole secret, not a key
 		}
-		m := templateRE.FindStringSubmatch(tmpl)
-		if m == nil || m[1] != group {
-			t.Fatalf("template %q does not read secret %q", tmpl, group)
+		out, err := renderVaultTemplate(tmpl, func(p string) (*vaultSecretData, error) {
+			if p != group {
+				return nil, fmt.Errorf("template reads %q, annotation names %q", p, group)
+			}
+			data, ok := st.vault[p]
+			if !ok {
+				return nil, fmt.Errorf("no secret at %q", p)
+			}
+			kv := map[string]any{}
+			for k, v := range data {
+				kv[k] = v
+			}
+			return &vaultSecretData{Data: map[string]any{"data": kv, "metadata": map[string]any{"version": 1}, "kv1": kv}}, nil
+		})
+		if err != nil {
+			t.Fatalf("template %q: %v", tmpl, err)
 		}
-		version := versionFor(st.Secrets, group, file)
-		files[path.Join(a[vaultVolumePath], file)] = fakeValue(group, version, m[3])
+		files[path.Join(a[vaultVolumePath], file)] = out
 	}
 	env := flytekit.Env{}
 	for _, e := range pod.Spec.Containers[0].Env {
@@ -245,17 +279,52 @@ func runAsVaultAgent(t *testing.T, pod *corev1.Pod) (flytekit.Env, fakeFiles) {
 	return env, files
 }
 
-// versionFor finds the groupVersion a file was asked with.
-func versionFor(records []string, group, file string) string {
-	for _, r := range records {
-		ref := strings.TrimPrefix(r[:strings.LastIndexByte(r, ':')], "vault:")
-		if !strings.HasPrefix(ref, group+"/") {
-			continue
-		}
-		rest := strings.Split(strings.TrimPrefix(ref, group+"/"), "/")
-		if len(rest) == 2 && strings.EqualFold(path.Join(strings.ToLower(group), strings.ToLower(rest[0]), strings.ToLower(rest[1])), file) {
-			return rest[0]
-		}
+// vaultSecretData is the shape of what Vault Agent's secret function
+// returns, as far as templates read it.
+type vaultSecretData struct {
+	Data map[string]any
+}
+
+// vaultFuncNames are the functions Vault Agent's templates can call (the
+// consul-template functions it keeps); each is defined, so that a template
+// that names one parses as it would in Vault Agent.
+var vaultFuncNames = []string{
+	"secret", "secrets", "key", "keyExists", "keyOrDefault", "ls", "safeLs", "tree", "safeTree", "service", "services",
+	"node", "nodes", "datacenters", "env", "file", "executeTemplate", "pkiCert", "writeToFile", "base64Decode",
+	"base64Encode", "base64URLDecode", "base64URLEncode", "byKey", "byTag", "contains", "containsAll", "containsAny",
+	"containsNone", "containsNotAll", "explode", "explodeMap", "in", "indent", "loop", "join", "trimSpace", "parseBool",
+	"parseFloat", "parseInt", "parseJSON", "parseUint", "parseYAML", "plugin", "regexMatch", "regexReplaceAll", "replaceAll",
+	"sha256Hex", "md5sum", "split", "timestamp", "toJSON", "toJSONPretty", "toLower", "toTitle", "toTOML", "toUpper",
+	"toYAML", "sockaddr", "add", "subtract", "multiply", "divide", "modulo", "minimum", "maximum",
+}
+
+// renderVaultTemplate parses and executes tmpl as Vault Agent does. A KV v1
+// query (.Data) is answered from the "kv1" entry, so one store serves both.
+func renderVaultTemplate(tmpl string, secret func(string) (*vaultSecretData, error)) (string, error) {
+	funcs := template.FuncMap{}
+	for _, n := range vaultFuncNames {
+		funcs[n] = func(...any) (string, error) { return "", fmt.Errorf("%s called", n) }
 	}
-	return ""
+	funcs["secret"] = func(p string, _ ...string) (*vaultSecretData, error) {
+		s, err := secret(p)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(tmpl, "index .Data.data ") {
+			return s, nil
+		}
+		return &vaultSecretData{Data: s.Data["kv1"].(map[string]any)}, nil
+	}
+	tp, err := template.New("vault").Funcs(funcs).Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return "", fmt.Errorf("parse: %w", err)
+	}
+	var b strings.Builder
+	if err := tp.Execute(&b, nil); err != nil {
+		return "", fmt.Errorf("render: %w", err)
+	}
+	if b.Len() == 0 || strings.Contains(b.String(), "<no value>") {
+		return "", fmt.Errorf("rendered %q", b.String())
+	}
+	return b.String(), nil
 }

@@ -19,12 +19,26 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-// fakeServiceAccounts has every account except those whose name starts with "missing".
+// fakeServiceAccounts has every account except those whose name starts
+// with "missing". Accounts named no-automount* (and default in namespaces
+// named no-automount*) set automountServiceAccountToken false; accounts
+// named pull* have the image pull secret "registry".
 type fakeServiceAccounts struct{ lookups int }
 
-func (f *fakeServiceAccounts) ServiceAccountExists(_ context.Context, _, name string) (bool, error) {
+func (f *fakeServiceAccounts) ServiceAccount(_ context.Context, ns, name string) (*corev1.ServiceAccount, error) {
 	f.lookups++
-	return !strings.HasPrefix(name, "missing"), nil
+	if strings.HasPrefix(name, "missing") {
+		return nil, nil
+	}
+	sa := &corev1.ServiceAccount{}
+	sa.Name, sa.Namespace = name, ns
+	if strings.HasPrefix(name, "no-automount") || name == "default" && strings.HasPrefix(ns, "no-automount") {
+		sa.AutomountServiceAccountToken = new(bool)
+	}
+	if strings.HasPrefix(name, "pull") {
+		sa.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "registry"}}
+	}
+	return sa, nil
 }
 
 // TestGolden runs every fixture under testdata/pods: the input pod, patched
@@ -43,8 +57,10 @@ func TestGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			raw := readPodJSON(t, in)
 			ns := namespaceOf(t, raw)
-			// name.config.yaml, when there, overrides the defaults (vault).
+			// name.config.yaml, when there, overrides the defaults (vault,
+			// Flyte mode off); the fixtures run in Flyte mode.
 			cfg := DefaultConfig()
+			cfg.Flyte.Enabled = true
 			if b, err := os.ReadFile(filepath.Join("testdata/pods", name+".config.yaml")); err == nil {
 				if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
 					t.Fatal(err)
@@ -159,17 +175,38 @@ func applyPatch(t testing.TB, raw, patch []byte) []byte {
 	return out
 }
 
+// patchOp is one JSON patch operation, as a test reads it.
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value"`
+}
+
+// assertOnlyAdds checks that the patch only adds, but for the one removal
+// secctx makes: the ServiceAccount plugin's token volume and its mounts,
+// each remove right after a test of the name at its path.
 func assertOnlyAdds(t testing.TB, patch []byte) {
 	t.Helper()
 	if patch == nil {
 		return
 	}
-	var ops []Op
+	var ops []patchOp
 	if err := json.Unmarshal(patch, &ops); err != nil {
 		t.Fatalf("patch is not a list of operations: %v", err)
 	}
-	for _, op := range ops {
-		if op.Op != "add" {
+	for i, op := range ops {
+		switch op.Op {
+		case "add":
+		case "test":
+			if i+1 == len(ops) || ops[i+1].Op != "remove" || ops[i+1].Path+"/name" != op.Path {
+				t.Errorf("patch has a test at %s that guards no remove", op.Path)
+			}
+		case "remove":
+			name, _ := ops[max(i-1, 0)].Value.(string)
+			if i == 0 || ops[i-1].Op != "test" || !strings.HasPrefix(name, tokenVolumePrefix) {
+				t.Errorf("patch removes %s, which is not the service-account token volume or its mount", op.Path)
+			}
+		default:
 			t.Errorf("patch has %q at %s; secctx only adds", op.Op, op.Path)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,10 +14,12 @@ import (
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
-// ServiceAccounts tells whether a service account exists. The webhook answers
-// from a cache of the cluster; offline injection has none.
+// ServiceAccounts looks service accounts up. The webhook answers from a
+// cache of the cluster; offline injection has none.
 type ServiceAccounts interface {
-	ServiceAccountExists(ctx context.Context, namespace, name string) (bool, error)
+	// ServiceAccount returns the account, or nil and no error when there is
+	// none.
+	ServiceAccount(ctx context.Context, namespace, name string) (*corev1.ServiceAccount, error)
 }
 
 // defaultServiceAccount is what the ServiceAccount admission plugin sets on
@@ -42,17 +45,17 @@ func validateIdentity(id *securityctx.Identity, pod *corev1.Pod) securityctx.Err
 		}
 		if cur := podServiceAccount(pod); cur != "" && cur != defaultServiceAccount && cur != sa {
 			errs = append(errs, securityctx.Invalid("runAs.k8sServiceAccount", sa, fmt.Sprintf(
-				"the pod already sets spec.serviceAccountName %q; remove it or make the two match", cur)))
+				"the pod already sets spec.serviceAccountName %s; remove it or make the two match", securityctx.Quote(cur))))
 		}
 	}
 	if ei := id.ExecutionIdentity; ei != "" {
 		if have, ok := pod.Labels[securityctx.LabelExecutionIdentity]; ok && have != executionIdentityLabel(ei) {
 			errs = append(errs, securityctx.Invalid("runAs.executionIdentity", ei, fmt.Sprintf(
-				"the pod already has label %s=%q; remove it or make the two match", securityctx.LabelExecutionIdentity, have)))
+				"the pod already has label %s=%s; remove it or make the two match", securityctx.LabelExecutionIdentity, securityctx.Quote(have))))
 		}
 		if have, ok := pod.Annotations[securityctx.AnnotationExecutionIdentity]; ok && have != ei {
 			errs = append(errs, securityctx.Invalid("runAs.executionIdentity", ei, fmt.Sprintf(
-				"the pod already has annotation %s=%q; remove it or make the two match", securityctx.AnnotationExecutionIdentity, have)))
+				"the pod already has annotation %s=%s; remove it or make the two match", securityctx.AnnotationExecutionIdentity, securityctx.Quote(have))))
 		}
 	}
 	return errs
@@ -65,18 +68,161 @@ func podServiceAccount(pod *corev1.Pod) string {
 	return pod.Spec.DeprecatedServiceAccount
 }
 
-// checkServiceAccount looks the account up. A missing account is a refusal
-// (the pod would otherwise be rejected later, or run as the wrong identity);
-// a failed lookup is an error.
-func checkServiceAccount(ctx context.Context, sas ServiceAccounts, namespace, name string) (string, error) {
-	ok, err := sas.ServiceAccountExists(ctx, namespace, name)
+// The ServiceAccount admission plugin's token volume: its mount path, the
+// prefix of its name, and what it projects.
+const (
+	tokenMountPath        = "/var/run/secrets/kubernetes.io/serviceaccount"
+	tokenVolumePrefix     = "kube-api-access-"
+	tokenExpirationSecond = 3607 // the plugin's WarnOnlyBoundTokenExpirationSeconds
+)
+
+// switchAccount moves the pod to service account name and makes it what it
+// would be had it been created with that account. The ServiceAccount
+// admission plugin runs before webhooks, so it has already worked on the
+// account the pod had (most often default): it mounted that account's API
+// token or not, and added its image pull secrets. So:
+//   - the new account's automountServiceAccountToken decides, unless the pod
+//     sets its own (the pod's wins, as in Kubernetes): the plugin's token
+//     volume and its mounts are removed, or the volume is added to every
+//     container as the plugin adds it;
+//   - the new account's imagePullSecrets are appended, unless the pod set
+//     its own list (one that differs from the old account's).
+//
+// A missing account is a refusal, returned as its message (the pod would
+// otherwise be rejected later, or run as the wrong identity); a failed
+// lookup is an error.
+func (in *Injector) switchAccount(ctx context.Context, pod *corev1.Pod, namespace, name string) (string, error) {
+	acct, err := in.sas.ServiceAccount(ctx, namespace, name)
 	if err != nil {
 		return "", fmt.Errorf("get service account %s/%s: %w", namespace, name, err)
 	}
-	if !ok {
-		return fmt.Sprintf("runAs.k8sServiceAccount %q: service account %s/%s not found; create it before the pod", name, namespace, name), nil
+	if acct == nil {
+		return fmt.Sprintf("runAs.k8sServiceAccount %s: service account %s/%s not found; create it before the pod",
+			securityctx.Quote(name), namespace, name), nil
+	}
+	prevName := podServiceAccount(pod)
+	if prevName == "" {
+		prevName = defaultServiceAccount
+	}
+	prev, err := in.sas.ServiceAccount(ctx, namespace, prevName)
+	if err != nil {
+		return "", fmt.Errorf("get service account %s/%s: %w", namespace, prevName, err)
+	}
+
+	was, will := automount(pod, prev), automount(pod, acct)
+	switch {
+	case was && !will:
+		removeTokenVolume(pod)
+	case !was && will:
+		addTokenVolume(pod, namespace+"/"+name)
+	}
+	var prevPull []corev1.LocalObjectReference
+	if prev != nil {
+		prevPull = prev.ImagePullSecrets
+	}
+	if slices.Equal(pod.Spec.ImagePullSecrets, prevPull) {
+		pull := slices.Clip(pod.Spec.ImagePullSecrets)
+		for _, s := range acct.ImagePullSecrets {
+			if !slices.Contains(pull, s) {
+				pull = append(pull, s)
+			}
+		}
+		pod.Spec.ImagePullSecrets = pull
 	}
 	return "", nil
+}
+
+// automount is the ServiceAccount plugin's rule: the pod's setting, else the
+// account's, else true.
+func automount(pod *corev1.Pod, acct *corev1.ServiceAccount) bool {
+	if pod.Spec.AutomountServiceAccountToken != nil {
+		return *pod.Spec.AutomountServiceAccountToken
+	}
+	if acct != nil && acct.AutomountServiceAccountToken != nil {
+		return *acct.AutomountServiceAccountToken
+	}
+	return true
+}
+
+// hasTokenMount reports whether the container mounts something at the
+// token's path, which the plugin leaves alone.
+func hasTokenMount(c *corev1.Container) bool {
+	return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return cleanMountPath(m.MountPath) == tokenMountPath })
+}
+
+// removeTokenVolume removes the plugin's token volume and its mounts: a
+// projected volume named kube-api-access-*, mounted at the token's path.
+// A volume of another shape there is the pod author's, and stays.
+func removeTokenVolume(pod *corev1.Pod) {
+	name := ""
+	for _, v := range pod.Spec.Volumes {
+		if strings.HasPrefix(v.Name, tokenVolumePrefix) && v.Projected != nil {
+			name = v.Name
+			break
+		}
+	}
+	if name == "" {
+		return
+	}
+	isToken := func(m corev1.VolumeMount) bool {
+		return m.Name == name && cleanMountPath(m.MountPath) == tokenMountPath
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if slices.ContainsFunc(list[i].VolumeMounts, isToken) {
+				list[i].VolumeMounts = slices.DeleteFunc(slices.Clone(list[i].VolumeMounts), isToken)
+			}
+		}
+	}
+	pod.Spec.Volumes = slices.DeleteFunc(slices.Clone(pod.Spec.Volumes), func(v corev1.Volume) bool { return v.Name == name })
+}
+
+// addTokenVolume adds the token volume as the plugin would, to every
+// container and init container that mounts nothing at the token's path. Its
+// name ends in five characters from the plugin's alphabet, derived from
+// seed rather than random, so that the same pod gets the same name.
+func addTokenVolume(pod *corev1.Pod, seed string) {
+	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
+	h := fnv.New64a()
+	name := ""
+	for try := 0; name == "" || slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == name }); try++ {
+		h.Write([]byte(seed))
+		n := h.Sum64()
+		b := []byte(tokenVolumePrefix)
+		for range 5 {
+			b = append(b, alphabet[n%uint64(len(alphabet))])
+			n /= uint64(len(alphabet))
+		}
+		name = string(b)
+	}
+	added := false
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if hasTokenMount(&list[i]) {
+				continue
+			}
+			list[i].VolumeMounts = append(slices.Clip(list[i].VolumeMounts), corev1.VolumeMount{Name: name, ReadOnly: true, MountPath: tokenMountPath})
+			added = true
+		}
+	}
+	if !added {
+		return
+	}
+	pod.Spec.Volumes = append(slices.Clip(pod.Spec.Volumes), corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+		Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
+			Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr(int64(tokenExpirationSecond))}},
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+					Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+				}},
+				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{
+					Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
+				}}}},
+			},
+		},
+	}})
 }
 
 // setIdentity writes runAs into the pod. Validation has already refused any

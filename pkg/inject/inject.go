@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,19 +27,20 @@ func New(cfg Config, sas ServiceAccounts) (*Injector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Limits = cfg.Limits.orDefaults()
 	return &Injector{cfg: cfg, sas: sas, plans: newPlanCache()}, nil
 }
 
-// Result says what Inject did.
+// Result says what Inject did besides changing the pod.
 type Result struct {
-	// Injected is false when the pod asked for nothing and was left as it was.
-	Injected bool
 	// Notes are things the caller should tell a person, such as a skipped check.
 	Notes []string
 }
 
 // Status is the record kept in the secctx.dev/status annotation. It names
-// what was injected, never a value.
+// what was injected, never a value. Containers are the targets of the first
+// pass; a later pass (reinvocation) injects into those alone, so that a
+// container another webhook adds afterwards gets nothing it was not named for.
 type Status struct {
 	Containers        []string `json:"containers"`
 	Secrets           []string `json:"secrets,omitempty"`
@@ -76,32 +78,41 @@ func (s *Status) appendJSON(b []byte) ([]byte, error) {
 
 // Inject returns a copy of pod with its SecurityContext applied; pod itself
 // is not changed. namespace is the admission request's namespace (a pod being
-// created may not carry one yet). A pod without the SecurityContext annotation
-// is returned as it is. A refusal is a *DeniedError; any other error is an
-// internal failure (a lookup that did not answer).
+// created may not carry one yet). A pod that is not opted in (label
+// secctx.dev/inject, or inject-flyte-secrets in Flyte mode) is returned as it
+// is; one that is gets at least the status annotation, so that an admission
+// policy can tell that secctx ran. A refusal is a *DeniedError; any other
+// error is an internal failure (a lookup that did not answer).
 func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace string) (*corev1.Pod, Result, error) {
-	raw, hasSC := pod.Annotations[securityctx.AnnotationSecurityContext]
-	hasFlyte := securityctx.HasFlyteSecrets(pod.Annotations)
-	if !hasSC && !hasFlyte {
-		return pod, Result{}, nil
-	}
 	deny := func(problems ...string) error {
 		return &DeniedError{Pod: podRef(pod, namespace), Problems: problems}
 	}
-	pr := in.prepare(raw, hasSC, hasFlyte, pod.Annotations)
+	optedIn, problems := in.optIn(pod)
+	if len(problems) > 0 {
+		return nil, Result{}, deny(problems...)
+	}
+	if !optedIn {
+		return pod, Result{}, nil
+	}
+	raw, hasSC := pod.Annotations[securityctx.AnnotationSecurityContext]
+	hasFlyte := in.cfg.Flyte.Enabled && securityctx.HasFlyteSecrets(pod.Annotations)
+	pr := emptyRequest
+	if hasSC || hasFlyte {
+		pr = in.prepare(raw, hasSC, hasFlyte, pod.Annotations)
+	}
 	if pr.unparsable != "" {
 		return nil, Result{}, deny(pr.unparsable)
 	}
-	if pr.empty {
-		return pod, Result{}, nil
-	}
-	sc := pr.sc
-	errs := slices.Concat(pr.errs, validateIdentity(sc.RunAs, pod), pr.tokenErrs)
-	problems := groupProblems(errs)
 	out := shallowCopy(pod)
 	tgts, tgtErr := targets(out)
 	if tgtErr != "" {
-		problems = append(problems, tgtErr)
+		return nil, Result{}, deny(tgtErr)
+	}
+	sc := pr.sc
+	problems = groupProblems(slices.Concat(pr.errs, validateIdentity(sc.RunAs, pod), pr.tokenErrs))
+	if n := len(tgts) * len(sc.Secrets); n > in.cfg.Limits.MaxContainerSecrets {
+		problems = append(problems, fmt.Sprintf("%d target containers × %d secrets is %d; at most %d are allowed (limits.maxContainerSecrets): name the containers that need the secrets in %s",
+			len(tgts), len(sc.Secrets), n, in.cfg.Limits.MaxContainerSecrets, securityctx.AnnotationContainers))
 	}
 	if len(problems) > 0 {
 		return nil, Result{}, deny(problems...)
@@ -115,17 +126,21 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	}
 	if sa != "" && sa != podServiceAccount(pod) {
 		if in.sas == nil {
-			res.Notes = append(res.Notes, fmt.Sprintf("service account %s/%s was not checked: no cluster to ask", namespace, sa))
-		} else if missing, err := checkServiceAccount(ctx, in.sas, namespace, sa); err != nil {
-			return nil, Result{}, err
-		} else if missing != "" {
-			return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + missing)
+			res.Notes = append(res.Notes, fmt.Sprintf("service account %s/%s was not checked, and the pod was not given its token and image pull settings: no cluster to ask", namespace, sa))
+		} else {
+			missing, err := in.switchAccount(ctx, out, namespace, sa)
+			if err != nil {
+				return nil, Result{}, err
+			}
+			if missing != "" {
+				return nil, Result{}, deny(securityctx.AnnotationSecurityContext + ": " + missing)
+			}
 		}
 	}
 
 	var clashes []string
 	for _, c := range tgts {
-		clashes = append(clashes, applyToContainer(c, plan)...)
+		clashes = append(clashes, applyToContainer(c, plan, out.Spec.Volumes)...)
 	}
 	clashes = append(clashes, addVolumes(out, plan)...)
 	clashes = append(clashes, addAnnotations(out, plan)...)
@@ -136,6 +151,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 
 	st := Status{Secrets: plan.record, ServiceAccount: sa}
 	st.ExecutionIdentity = sc.RunAs != nil && sc.RunAs.ExecutionIdentity != ""
+	st.Containers = make([]string, 0, len(tgts))
 	for _, c := range tgts {
 		st.Containers = append(st.Containers, c.Name)
 	}
@@ -143,9 +159,32 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	if err != nil {
 		return nil, Result{}, fmt.Errorf("encode status: %w", err)
 	}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
 	out.Annotations[securityctx.AnnotationStatus] = string(b)
-	res.Injected = true
 	return out, res, nil
+}
+
+// optIn says whether the pod opted in. The webhook's registration selects
+// on the labels already; checking them here too means that a registration
+// changed by hand, or offline injection, cannot inject into a pod that did
+// not opt in. A pod that carries a request but not the label that goes with
+// it is refused rather than admitted without what it asked for, as the
+// admission policy secctx ships refuses it (docs/install.md).
+func (in *Injector) optIn(pod *corev1.Pod) (bool, []string) {
+	own := pod.Labels[securityctx.LabelInject] == "true"
+	flyte := in.cfg.Flyte.Enabled && pod.Labels[securityctx.LabelFlyteInject] == "true"
+	var problems []string
+	if _, ok := pod.Annotations[securityctx.AnnotationSecurityContext]; ok && !own {
+		problems = append(problems, fmt.Sprintf(`%s is set, but the pod is not labelled %s: "true"; add the label so that secctx injects what it asks for`,
+			securityctx.AnnotationSecurityContext, securityctx.LabelInject))
+	}
+	if in.cfg.Flyte.Enabled && !flyte && securityctx.HasFlyteSecrets(pod.Annotations) {
+		problems = append(problems, fmt.Sprintf(`%s<N> annotations are set, but the pod is not labelled %s: "true"; add the label so that secctx injects what they ask for`,
+			securityctx.FlyteAnnotationPrefix, securityctx.LabelFlyteInject))
+	}
+	return own || flyte, problems
 }
 
 // groupProblems words errors for the denial: those of the SecurityContext
@@ -176,7 +215,7 @@ func addAnnotations(pod *corev1.Pod, p *secretPlan) []string {
 	var clashes []string
 	for _, a := range p.annotations {
 		if have, ok := pod.Annotations[a[0]]; ok && have != a[1] {
-			clashes = append(clashes, fmt.Sprintf("annotation %s is %q; secctx would set it to %q", a[0], have, a[1]))
+			clashes = append(clashes, fmt.Sprintf("annotation %s is %s; secctx would set it to %s", a[0], securityctx.Quote(have), securityctx.Quote(a[1])))
 			continue
 		}
 		pod.Annotations[a[0]] = a[1]
@@ -186,8 +225,8 @@ func addAnnotations(pod *corev1.Pod, p *secretPlan) []string {
 
 // shallowCopy copies what Inject changes: the pod, its container lists and
 // its annotations. The lists inside are only ever appended to, into new
-// arrays (see applyToContainer); setIdentity copies the labels before it
-// writes one.
+// arrays (see applyToContainer), or filtered into new arrays
+// (switchAccount); setIdentity copies the labels before it writes one.
 func shallowCopy(pod *corev1.Pod) *corev1.Pod {
 	out := *pod
 	out.Annotations = maps.Clone(pod.Annotations)
@@ -204,11 +243,22 @@ func podRef(pod *corev1.Pod, namespace string) string {
 	if name == "" && pod.GenerateName != "" {
 		name = pod.GenerateName + "*"
 	}
-	return namespace + "/" + name
+	return securityctx.Shorten(namespace + "/" + name)
 }
 
-// isEmpty: a SecurityContext that asks for nothing ("{}") leaves the pod as
-// it is, without even a status annotation.
+// checkLimits refuses a request larger than the limits, before any of it is
+// checked or planned, so that its answer stays short.
+func (c Config) checkLimits(secrets, tokens int) string {
+	if secrets > c.Limits.MaxSecrets {
+		return "secrets: " + strconv.Itoa(secrets) + " secrets asked for; at most " + strconv.Itoa(c.Limits.MaxSecrets) + " are allowed (limits.maxSecrets)"
+	}
+	if tokens > c.Limits.MaxTokens {
+		return "tokens: " + strconv.Itoa(tokens) + " tokens asked for; at most " + strconv.Itoa(c.Limits.MaxTokens) + " are allowed (limits.maxTokens)"
+	}
+	return ""
+}
+
+// isEmpty: a SecurityContext that asks for nothing ("{}").
 func isEmpty(sc *securityctx.SecurityContext) bool {
 	return len(sc.Secrets) == 0 && len(sc.Tokens) == 0 && sc.ConnectionRef == "" &&
 		(sc.RunAs == nil || *sc.RunAs == securityctx.Identity{})

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	jsonv2 "github.com/go-json-experiment/json"
+	"slices"
 	"strings"
 	"testing"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -134,8 +135,8 @@ func TestServiceAccountLookup(t *testing.T) {
 
 type failingServiceAccounts struct{}
 
-func (failingServiceAccounts) ServiceAccountExists(context.Context, string, string) (bool, error) {
-	return false, errors.New("connection refused")
+func (failingServiceAccounts) ServiceAccount(context.Context, string, string) (*corev1.ServiceAccount, error) {
+	return nil, errors.New("connection refused")
 }
 
 func TestDeniedEnvVarClashesBetweenRequests(t *testing.T) {
@@ -238,7 +239,8 @@ func TestAppendPatchEscapesKeysAndOnlyAdds(t *testing.T) {
 
 func testPod(sc string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", Annotations: map[string]string{securityctx.AnnotationSecurityContext: sc}},
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", Labels: map[string]string{securityctx.LabelInject: "true"},
+			Annotations: map[string]string{securityctx.AnnotationSecurityContext: sc}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "app"}}},
 	}
 }
@@ -360,5 +362,89 @@ func TestStatusJSONMatchesJSONv2(t *testing.T) {
 	}
 	if _, err := (&Status{Containers: []string{"\xff"}}).appendJSON(nil); err == nil {
 		t.Error("invalid UTF-8: no error")
+	}
+}
+
+// TestAttackerSizedInput: values of megabytes and requests of thousands of
+// entries are denied with a message of a readable size that says how long
+// the value was, and without doing the work they ask for.
+func TestAttackerSizedInput(t *testing.T) {
+	big := strings.Repeat("A", 2500000)
+	var many strings.Builder
+	many.WriteString(`{"secrets":[`)
+	for i := range 10000 {
+		if i > 0 {
+			many.WriteByte(',')
+		}
+		fmt.Fprintf(&many, `{"group":"g%d","key":"k","mountRequirement":"ENV_VAR"}`, i)
+	}
+	many.WriteString(`]}`)
+	var unknown strings.Builder
+	unknown.WriteString(`{`)
+	for i := range 5000 {
+		fmt.Fprintf(&unknown, `"x%d":1,`, i)
+	}
+	unknown.WriteString(`"secrets":[]}`)
+
+	tests := []struct {
+		name string
+		pod  func() *corev1.Pod
+		want string
+	}{
+		{"2.5 MB envVar", func() *corev1.Pod {
+			return testPod(`{"secrets":[{"group":"g","key":"k","envVar":"` + big + `x"}]}`)
+		}, `secrets[0].envVar "AAAA`},
+		{"2.5 MB field name", func() *corev1.Pod { return testPod(`{"` + big + `":1}`) }, `... (2500000 bytes): unknown field`},
+		{"2.5 MB containers annotation", func() *corev1.Pod {
+			p := testPod(`{}`)
+			p.Annotations[securityctx.AnnotationContainers] = big
+			return p
+		}, `(2500000 bytes): the pod has no container`},
+		{"2.5 MB container name clash", func() *corev1.Pod {
+			p := testPod(`{"secrets":[{"group":"g","key":"k","mountRequirement":"ENV_VAR","envVar":"X"}]}`)
+			p.Spec.Containers[0].Name = big
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "X", Value: big}}
+			return p
+		}, `(2500000 bytes) already sets env X to a literal value`},
+		{"10,000 secrets", func() *corev1.Pod { return testPod(many.String()) }, `secrets: 10000 secrets asked for; at most 256 are allowed (limits.maxSecrets)`},
+		{"5,000 unknown fields", func() *corev1.Pod { return testPod(unknown.String()) }, `and 4990 more problems`},
+		{"containers × secrets", func() *corev1.Pod {
+			p := testPod(`{"secrets":[` + strings.Repeat(`{"group":"g","key":"k","mountRequirement":"ENV_VAR"},`, 200) + `{"group":"g","key":"k","mountRequirement":"ENV_VAR"}]}`)
+			for i := range 30 {
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprint("c", i)})
+			}
+			return p
+		}, `31 target containers × 201 secrets is 6231; at most 4096 are allowed (limits.maxContainerSecrets)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := newTestInjector(t, DefaultConfig()).Inject(context.Background(), tt.pod(), "default")
+			if !IsDenied(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("want a refusal containing %q, got %.2000v", tt.want, err)
+			}
+			if n := len(err.Error()); n > 8<<10 {
+				t.Errorf("message is %d bytes, want at most 8 KiB", n)
+			}
+		})
+	}
+}
+
+// TestQuoteBounds: every value in a message is cut at a character boundary
+// and says its length.
+func TestQuoteBounds(t *testing.T) {
+	if got := securityctx.Quote("short"); got != `"short"` {
+		t.Errorf("Quote(short) = %s", got)
+	}
+	long := strings.Repeat("é", 300) // 600 bytes, two each
+	got := securityctx.Quote(long)
+	if want := `"` + strings.Repeat("é", securityctx.MaxQuoted/2) + `"... (600 bytes)`; got != want {
+		t.Errorf("Quote(long) = %s, want %s", got, want)
+	}
+	d := &DeniedError{Pod: "ns/p", Problems: slices.Repeat([]string{strings.Repeat("x", 5000)}, 50)}
+	if n := len(d.Error()); n > (maxProblemBytes+30)*(maxProblems+1) {
+		t.Errorf("DeniedError of 50 problems of 5000 bytes is %d bytes", n)
+	}
+	if !strings.HasSuffix(d.Error(), "and 40 more problems") {
+		t.Errorf("DeniedError does not count what it left out: ...%s", d.Error()[len(d.Error())-60:])
 	}
 }

@@ -9,21 +9,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Op is one JSON patch (RFC 6902) operation. secctx only ever adds: to a
-// list's end, a map key, or a field it owns.
-type Op struct {
-	Op    string `json:"op"`
-	Path  string `json:"path"`
-	Value any    `json:"value"`
-}
-
 // AppendPatch appends to b the JSON patch that turns before into after,
 // where after came from Inject(before), and returns b unchanged when there
 // is nothing to do. It looks only at what Inject may change: the ends of
 // env, envFrom and volumeMounts lists in each container, the end of the
-// volume list, the service account, and label and annotation keys. Because
-// every operation is an append or a keyed add, fields secctx does not know
-// (newer API fields, native sidecars' restartPolicy) are never touched.
+// volume and imagePullSecrets lists, the service account, and label and
+// annotation keys. Every operation is an append or a keyed add, so fields
+// secctx does not know (newer API fields, native sidecars' restartPolicy)
+// are never touched. The one exception is the service-account token volume
+// that the ServiceAccount admission plugin added for the pod's old account,
+// when the new account does not mount one (switchAccount): it and its
+// mounts are removed by index, each remove guarded by a test of the name
+// at that index, so that the patch fails rather than removes anything else.
 //
 // The operations are written straight into b, values included, instead of
 // being collected as []Op and encoded: the boxed values, path strings and
@@ -40,7 +37,8 @@ func AppendPatch(b []byte, before, after *corev1.Pod) ([]byte, error) {
 	for i := range after.Spec.Containers {
 		w.diffContainer("/spec/containers/", i, &before.Spec.Containers[i], &after.Spec.Containers[i])
 	}
-	diffList(&w, "/spec/volumes", -1, "", before.Spec.Volumes, after.Spec.Volumes)
+	diffNamed(&w, "/spec/volumes", -1, "", before.Spec.Volumes, after.Spec.Volumes, volumeName)
+	diffList(&w, "/spec/imagePullSecrets", -1, "", before.Spec.ImagePullSecrets, after.Spec.ImagePullSecrets)
 	if after.Spec.ServiceAccountName != before.Spec.ServiceAccountName {
 		w.op("/spec/serviceAccountName", -1, "", "")
 		w.value(after.Spec.ServiceAccountName)
@@ -75,8 +73,18 @@ func (w *patchWriter) open() {
 // field, then suffix, all plain JSON pointer text, and leaves the writer
 // where the value goes.
 func (w *patchWriter) op(base string, index int, field, suffix string) {
-	w.open()
-	w.b = append(w.b, '"')
+	w.opAt("add", base, index, field, suffix)
+}
+
+// opAt is op for another operation than add.
+func (w *patchWriter) opAt(kind, base string, index int, field, suffix string) {
+	if len(w.b) == w.start {
+		w.b = append(w.b, `[{"op":"`...)
+	} else {
+		w.b = append(w.b, `},{"op":"`...)
+	}
+	w.b = append(w.b, kind...)
+	w.b = append(w.b, `","path":"`...)
 	w.b = append(w.b, base...)
 	if index >= 0 {
 		w.b = strconv.AppendInt(w.b, int64(index), 10)
@@ -106,7 +114,47 @@ func (w *patchWriter) value(v any) {
 func (w *patchWriter) diffContainer(base string, i int, before, after *corev1.Container) {
 	diffList(w, base, i, "/env", before.Env, after.Env)
 	diffList(w, base, i, "/envFrom", before.EnvFrom, after.EnvFrom)
-	diffList(w, base, i, "/volumeMounts", before.VolumeMounts, after.VolumeMounts)
+	diffNamed(w, base, i, "/volumeMounts", before.VolumeMounts, after.VolumeMounts, mountName)
+}
+
+func volumeName(v *corev1.Volume) string     { return v.Name }
+func mountName(m *corev1.VolumeMount) string { return m.Name }
+
+// diffNamed is diffList for a list whose items Inject may also remove
+// (switchAccount): after is before with some items left out, then a tail
+// appended. The removed items go first, last index first so that the
+// indexes stay right, each after a test of its name.
+func diffNamed[T any](w *patchWriter, base string, index int, field string, before, after []T, name func(*T) string) {
+	j := 0
+	for i := range before {
+		if j < len(after) && name(&before[i]) == name(&after[j]) {
+			j++
+		}
+	}
+	if j == len(before) {
+		diffList(w, base, index, field, before, after)
+		return
+	}
+	kept := make([]bool, len(before))
+	for i, k := 0, 0; i < len(before); i++ {
+		if k < j && name(&before[i]) == name(&after[k]) {
+			kept[i] = true
+			k++
+		}
+	}
+	for i := len(before) - 1; i >= 0; i-- {
+		if kept[i] {
+			continue
+		}
+		w.opAt("test", base, index, field, "/"+strconv.Itoa(i)+"/name")
+		w.value(name(&before[i]))
+		w.opAt("remove", base, index, field, "/"+strconv.Itoa(i))
+		w.b = w.b[:len(w.b)-len(`,"value":`)]
+	}
+	for k := j; k < len(after); k++ {
+		w.op(base, index, field, "/-")
+		w.value(&after[k])
+	}
 }
 
 // diffList writes the appended tail. An empty or missing list is set whole,

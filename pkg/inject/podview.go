@@ -22,8 +22,9 @@ import (
 // decoder; TestPodViewMatchesReflection and FuzzPodView hold the two to the
 // same result on every input.
 //
-// Volumes keep their name, and their secret source only when it is their
-// only source: that is all Inject compares, and skipping the projected
+// Volumes keep their name, their secret source only when it is their only
+// source, and of a configMap, projected or downwardAPI source an empty one
+// of that kind: that is all Inject reads, and skipping the projected
 // service-account token volume every pod has saves decoding its sources.
 func (v *PodView) UnmarshalJSONFrom(d *jsontext.Decoder) error {
 	s := stringsPool.Get().(*stringTable)
@@ -85,6 +86,10 @@ func (r *viewReader) spec(s *podSpec) error {
 			s.ServiceAccountName, err = r.str(true)
 		case "serviceAccount":
 			s.DeprecatedServiceAccount, err = r.str(true)
+		case "automountServiceAccountToken":
+			err = jsonv2.UnmarshalDecode(r.d, &s.AutomountServiceAccountToken)
+		case "imagePullSecrets":
+			err = jsonv2.UnmarshalDecode(r.d, &s.ImagePullSecrets)
 		default:
 			err = r.d.SkipValue()
 		}
@@ -177,6 +182,17 @@ func (r *viewReader) volume(v *corev1.Volume) error {
 	})
 	if others != 0 {
 		v.Secret = nil
+	}
+	// The kinds that are always read-only are kept as empty sources: Inject
+	// needs the kind (can a mount point be made inside it?), not the contents.
+	if others&(1<<volumeSources["configMap"]) != 0 {
+		v.ConfigMap = &corev1.ConfigMapVolumeSource{}
+	}
+	if others&(1<<volumeSources["projected"]) != 0 {
+		v.Projected = &corev1.ProjectedVolumeSource{}
+	}
+	if others&(1<<volumeSources["downwardAPI"]) != 0 {
+		v.DownwardAPI = &corev1.DownwardAPIVolumeSource{}
 	}
 	return err
 }

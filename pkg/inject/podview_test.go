@@ -20,8 +20,8 @@ type reflectView struct {
 // decodeBoth decodes raw with the hand-written decoder and by reflection,
 // with the default options and with repeated names allowed (as the webhook
 // reads reviews), and reports a difference in outcome or result. Volumes are
-// compared as the view keeps them: the name, and the secret source when it
-// is the only one.
+// compared as the view keeps them: the name, the secret source when it is
+// the only one, and the read-only kinds as empty sources.
 func decodeBoth(t *testing.T, raw []byte) {
 	t.Helper()
 	decodeBothWith(t, raw)
@@ -47,7 +47,17 @@ func decodeBothWith(t *testing.T, raw []byte, opts ...jsonv2.Options) {
 		if rest != (corev1.VolumeSource{}) {
 			secret = nil
 		}
-		v.VolumeSource = corev1.VolumeSource{Secret: secret}
+		kinds := corev1.VolumeSource{Secret: secret}
+		if v.ConfigMap != nil {
+			kinds.ConfigMap = &corev1.ConfigMapVolumeSource{}
+		}
+		if v.Projected != nil {
+			kinds.Projected = &corev1.ProjectedVolumeSource{}
+		}
+		if v.DownwardAPI != nil {
+			kinds.DownwardAPI = &corev1.DownwardAPIVolumeSource{}
+		}
+		v.VolumeSource = kinds
 	}
 	if diff := cmp.Diff(want, reflectView(got)); diff != "" {
 		t.Fatalf("%s\n(-reflection +hand-written):\n%s", raw, diff)
@@ -94,6 +104,10 @@ var podViewEdgeCases = []string{
 	`{"spec":{"volumes":[{"name":"p","projected":{"sources":[{"serviceAccountToken":{"path":"token"}}]}}]}}`,
 	`{"spec":{"volumes":[{"name":"bad","secret":"x"}]}}`,
 	`{"spec":{"serviceAccountName":"a","serviceAccount":"b","nodeName":"n"}}`,
+	`{"spec":{"automountServiceAccountToken":false,"imagePullSecrets":[{"name":"r"},{}]}}`,
+	`{"spec":{"automountServiceAccountToken":null,"imagePullSecrets":null}}`,
+	`{"spec":{"automountServiceAccountToken":"no"}}`,
+	`{"spec":{"volumes":[{"name":"c","configMap":{"name":"x"}},{"name":"d","downwardAPI":{"items":[]}},{"name":"p","projected":null}]}}`,
 	`{"spec":{"serviceAccountName":true}}`,
 	`{"spec":{"containers":[{"name":"c"}]`, `{"spec":{"containers":[{"name":"c"},]}}`, `{"metadata":{"name":"\xff"}}`,
 	`{"metadata":{}} trailing`,

@@ -21,13 +21,15 @@ type prepared struct {
 	// unparsable, when set, is the whole refusal: the annotation is not a
 	// SecurityContext at all.
 	unparsable string
-	// empty: the pod asks for nothing and is left as it is.
-	empty     bool
-	sc        *securityctx.SecurityContext
-	plan      *secretPlan
-	errs      securityctx.ErrorList // parse, Flyte and plan problems
-	tokenErrs securityctx.ErrorList
+	sc         *securityctx.SecurityContext
+	plan       *secretPlan
+	errs       securityctx.ErrorList // parse, Flyte and plan problems
+	tokenErrs  securityctx.ErrorList
 }
+
+// emptyRequest is what a pod that opted in but asks for nothing gets: the
+// status annotation alone.
+var emptyRequest = &prepared{sc: &securityctx.SecurityContext{}, plan: &secretPlan{}}
 
 const (
 	// planCacheSize bounds the cache by entries, maxCachedKey by key size;
@@ -95,19 +97,33 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 			p.unparsable = securityctx.AnnotationSecurityContext + ": " + errs.Error()
 			return p
 		}
+		// Limits come first and alone: the problems of thousands of
+		// entries would make an answer as large as the request.
+		if msg := in.cfg.checkLimits(len(p.sc.Secrets), len(p.sc.Tokens)); msg != "" {
+			p.unparsable = securityctx.AnnotationSecurityContext + ": " + msg
+			return p
+		}
 	}
 	// Flyte's own annotations, as flytepropeller writes them, merge with
 	// secctx's; fields names where each secret came from.
 	var fields []string
 	if hasFlyte {
 		flyte, flyteErrs := securityctx.DecodeFlyteAnnotations(annotations)
+		n := len(flyte)
+		if p.sc != nil {
+			n += len(p.sc.Secrets)
+		}
+		if msg := in.cfg.checkLimits(n, 0); msg != "" {
+			p.unparsable = securityctx.FlyteAnnotationPrefix + "<N> with " + securityctx.AnnotationSecurityContext + ": " + msg
+			return p
+		}
 		var mergeErrs securityctx.ErrorList
 		p.sc, fields, mergeErrs = securityctx.MergeFlyte(p.sc, flyte)
 		errs = append(errs, flyteErrs...)
 		errs = append(errs, mergeErrs...)
 	}
 	if len(errs) == 0 && isEmpty(p.sc) {
-		p.empty = true
+		p.plan = &secretPlan{}
 		return p
 	}
 	var planErrs securityctx.ErrorList

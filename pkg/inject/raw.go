@@ -2,21 +2,16 @@ package inject
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	corev1 "k8s.io/api/core/v1"
 )
 
-// ErrDecodePod wraps a request whose object is not a pod.
-var ErrDecodePod = errors.New("decode pod")
-
 // Outcome is Inject's answer, with the patch.
 type Outcome struct {
 	// Pod is the pod as Inject leaves it. From InjectJSON it holds only the
-	// fields of PodView (of a volume, its name and a secret source that is
-	// its only source).
+	// fields of PodView.
 	Pod *corev1.Pod
 	// Patch is the JSON patch that turns the input into Pod; nil when the pod
 	// is left as it is.
@@ -45,11 +40,14 @@ type podMeta struct {
 type podSpec struct {
 	InitContainers []ContainerView `json:"initContainers"`
 	Containers     []ContainerView `json:"containers"`
-	// Volumes hold their name, and their secret source when that is their
-	// only one.
-	Volumes                  []corev1.Volume `json:"volumes"`
-	ServiceAccountName       string          `json:"serviceAccountName"`
-	DeprecatedServiceAccount string          `json:"serviceAccount"`
+	// Volumes hold their name, their secret source when that is their only
+	// one, and an empty source of their kind when that is a kind the kubelet
+	// mounts read-only (configMap, projected, downwardAPI).
+	Volumes                      []corev1.Volume               `json:"volumes"`
+	ServiceAccountName           string                        `json:"serviceAccountName"`
+	DeprecatedServiceAccount     string                        `json:"serviceAccount"`
+	AutomountServiceAccountToken *bool                         `json:"automountServiceAccountToken"`
+	ImagePullSecrets             []corev1.LocalObjectReference `json:"imagePullSecrets"`
 }
 
 // ContainerView is the part of a container that Inject reads and changes.
@@ -70,6 +68,8 @@ func (v *PodView) Pod() *corev1.Pod {
 	p.Spec.Volumes = v.Spec.Volumes
 	p.Spec.ServiceAccountName = v.Spec.ServiceAccountName
 	p.Spec.DeprecatedServiceAccount = v.Spec.DeprecatedServiceAccount
+	p.Spec.AutomountServiceAccountToken = v.Spec.AutomountServiceAccountToken
+	p.Spec.ImagePullSecrets = v.Spec.ImagePullSecrets
 	return p
 }
 
@@ -89,7 +89,7 @@ func containers(views []ContainerView) []corev1.Container {
 func (in *Injector) InjectJSON(ctx context.Context, namespace string, raw []byte) (*Outcome, error) {
 	var v PodView
 	if err := jsonv2.Unmarshal(raw, &v); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDecodePod, err)
+		return nil, fmt.Errorf("decode pod: %w", err)
 	}
 	return in.Patch(ctx, v.Pod(), namespace)
 }

@@ -36,9 +36,19 @@ type envItem struct {
 // flytekit settings, never secrets, so they are shown.
 func (it envItem) describe() string {
 	if it.env.ValueFrom == nil {
-		return fmt.Sprintf("to %q", it.env.Value)
+		return "to " + securityctx.Quote(it.env.Value)
 	}
 	return describeEnv(it.env)
+}
+
+// flytekitEnv is the env that tells flytekit where secrets are, set in
+// every target container whatever the backend.
+func flytekitEnv(cfg Config) []envItem {
+	return []envItem{
+		{env: corev1.EnvVar{Name: EnvSecretsEnvPrefix, Value: cfg.EnvVarPrefix}, by: "secctx"},
+		{env: corev1.EnvVar{Name: EnvSecretsDefaultDir, Value: cfg.SecretsDir}, by: "secctx"},
+		{env: corev1.EnvVar{Name: EnvSecretsFilePrefix, Value: ""}, by: "secctx"},
+	}
 }
 
 // secretVolume is one Kubernetes Secret mounted at one directory.
@@ -87,12 +97,8 @@ func planSecrets(cfg Config, secrets []securityctx.Secret, fields []string) (*se
 	}
 
 	// flytekit's settings come first so that an envVar cannot take their names.
-	for _, e := range []corev1.EnvVar{
-		{Name: EnvSecretsEnvPrefix, Value: cfg.EnvVarPrefix},
-		{Name: EnvSecretsDefaultDir, Value: cfg.SecretsDir},
-		{Name: EnvSecretsFilePrefix, Value: ""},
-	} {
-		addEnv(envItem{env: e, by: "secctx"}, "")
+	for _, it := range flytekitEnv(cfg) {
+		addEnv(it, "")
 	}
 
 	for i := range secrets {
@@ -243,7 +249,7 @@ func secretName(s *securityctx.Secret, field string) (string, securityctx.ErrorL
 		if len(errs) == 0 {
 			for _, msg := range validation.IsDNS1123Subdomain(name) {
 				errs = append(errs, securityctx.Invalid(field+".groupVersion", s.GroupVersion,
-					fmt.Sprintf("the Secret name %q (group-groupVersion) must be a Kubernetes Secret name: %s", name, msg)))
+					"the Secret name "+securityctx.Quote(name)+" (group-groupVersion) must be a Kubernetes Secret name: "+msg))
 			}
 		}
 	}
@@ -326,13 +332,13 @@ func describeEnv(e corev1.EnvVar) string {
 	case f == nil:
 		return "to a literal value"
 	case f.SecretKeyRef != nil:
-		return fmt.Sprintf("from Secret %q key %q", f.SecretKeyRef.Name, f.SecretKeyRef.Key)
+		return "from Secret " + securityctx.Quote(f.SecretKeyRef.Name) + " key " + securityctx.Quote(f.SecretKeyRef.Key)
 	case f.ConfigMapKeyRef != nil:
-		return fmt.Sprintf("from ConfigMap %q key %q", f.ConfigMapKeyRef.Name, f.ConfigMapKeyRef.Key)
+		return "from ConfigMap " + securityctx.Quote(f.ConfigMapKeyRef.Name) + " key " + securityctx.Quote(f.ConfigMapKeyRef.Key)
 	case f.FieldRef != nil:
-		return fmt.Sprintf("from field %s", f.FieldRef.FieldPath)
+		return "from field " + securityctx.Quote(f.FieldRef.FieldPath)
 	case f.ResourceFieldRef != nil:
-		return fmt.Sprintf("from resource %s", f.ResourceFieldRef.Resource)
+		return "from resource " + securityctx.Quote(f.ResourceFieldRef.Resource)
 	default:
 		return "from another source"
 	}

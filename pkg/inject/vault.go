@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -40,10 +42,7 @@ func planVault(cfg Config, secrets []securityctx.Secret, fields []string) (*secr
 	}
 	p := &secretPlan{}
 	var errs securityctx.ErrorList
-	p.env = append(p.env,
-		envItem{env: corev1.EnvVar{Name: EnvSecretsEnvPrefix, Value: cfg.EnvVarPrefix}, by: "secctx"},
-		envItem{env: corev1.EnvVar{Name: EnvSecretsDefaultDir, Value: cfg.SecretsDir}, by: "secctx"},
-		envItem{env: corev1.EnvVar{Name: EnvSecretsFilePrefix, Value: ""}, by: "secctx"})
+	p.env = flytekitEnv(cfg)
 	p.annotations = append(p.annotations,
 		[2]string{vaultInject, "true"},
 		[2]string{vaultVolumePath, cfg.SecretsDir},
@@ -69,11 +68,11 @@ func planVault(cfg Config, secrets []securityctx.Secret, fields []string) (*secr
 				Detail: "required with the vault backend: each file holds one key of a Vault secret"})
 			continue
 		}
-		file := path.Join(strings.ToLower(s.Group), strings.ToLower(s.GroupVersion), strings.ToLower(s.Key))
-		if path.IsAbs(file) || file == ".." || strings.HasPrefix(file, "../") {
-			errs = append(errs, securityctx.Invalid(field+".group", s.Group, "with the vault backend, group, groupVersion and key must form a relative path inside the secrets directory"))
+		if nameErrs := vaultNames(s, field); len(nameErrs) > 0 {
+			errs = append(errs, nameErrs...)
 			continue
 		}
+		file := path.Join(strings.ToLower(s.Group), strings.ToLower(s.GroupVersion), strings.ToLower(s.Key))
 		if prev, ok := files[file]; ok {
 			errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
 				"would be written to %s, which %s writes too (names differ only in case)", path.Join(cfg.SecretsDir, file), prev)})
@@ -85,8 +84,7 @@ func planVault(cfg Config, secrets []securityctx.Secret, fields []string) (*secr
 			[2]string{vaultSecret + id, s.Group},
 			[2]string{vaultFile + id, file})
 		if q := vaultQuery(s.GroupVersion, cfg.Vault.KVVersion); q != "" {
-			p.annotations = append(p.annotations, [2]string{vaultTemplate + id,
-				fmt.Sprintf(`{{- with secret %q -}}{{ %s.%s }}{{- end -}}`, s.Group, q, s.Key)})
+			p.annotations = append(p.annotations, [2]string{vaultTemplate + id, vaultTemplateFor(s.Group, q, s.Key)})
 		}
 		if s.EnvVar != "" {
 			p.env = append(p.env, envItem{env: corev1.EnvVar{Name: s.EnvVar, Value: path.Join(cfg.SecretsDir, file)}, by: field})
@@ -97,6 +95,73 @@ func planVault(cfg Config, secrets []securityctx.Secret, fields []string) (*secr
 		return nil, errs
 	}
 	return p, nil
+}
+
+// vaultTemplateFor is the Vault Agent template that renders one key of the
+// secret at path group. Both are Go string literals inside the template
+// (strconv.Quote), and the key is read with index rather than as a field,
+// so that keys such as api-key or tls.crt render, and no name can close the
+// action or call a function.
+func vaultTemplateFor(group, query, key string) string {
+	return "{{- with secret " + strconv.Quote(group) + " -}}{{ index " + query + " " + strconv.Quote(key) + " }}{{- end -}}"
+}
+
+// maxVaultName bounds each of group, groupVersion and key; a file name
+// (one path element) may have at most 255 bytes.
+const maxVaultName = 255
+
+// vaultNames checks group, groupVersion and key against what a Vault path
+// and the secrets directory can hold: the group is a Vault path, elements
+// separated by single slashes; groupVersion and key are one element each;
+// an element is letters, digits and . _ - : @, and is not . or ..; nothing
+// else (no spaces, quotes, braces or control characters) is allowed, so
+// that no name can change the path it is written to or the template it is
+// read with.
+func vaultNames(s *securityctx.Secret, field string) securityctx.ErrorList {
+	var errs securityctx.ErrorList
+	const allowed = "letters, digits and . _ - : @"
+	for _, part := range []struct {
+		name, value string
+		path        bool
+	}{{"group", s.Group, true}, {"groupVersion", s.GroupVersion, false}, {"key", s.Key, false}} {
+		if part.value == "" {
+			continue
+		}
+		var detail string
+		switch {
+		case len(part.value) > maxVaultName:
+			detail = fmt.Sprintf("must be at most %d bytes with the vault backend", maxVaultName)
+		case part.path && !validVaultPath(part.value):
+			detail = "with the vault backend, must be a Vault path: elements of " + allowed + ", separated by single slashes, none of them . or .."
+		case !part.path && !validVaultElement(part.value):
+			detail = "with the vault backend, must be one path element of " + allowed + ", not . or .."
+		default:
+			continue
+		}
+		errs = append(errs, securityctx.Invalid(field+"."+part.name, part.value, detail))
+	}
+	return errs
+}
+
+func validVaultPath(p string) bool {
+	for _, e := range strings.Split(p, "/") {
+		if !validVaultElement(e) {
+			return false
+		}
+	}
+	return true
+}
+
+func validVaultElement(e string) bool {
+	if e == "" || e == "." || e == ".." {
+		return false
+	}
+	for _, r := range e {
+		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("._-:@", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // vaultQuery picks the template by engine as Flyte does: groupVersion kv1

@@ -2,6 +2,9 @@ package inject
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -72,6 +75,62 @@ func TestConfigValidateBackend(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestVaultTemplates: every key that is admitted renders its own value with
+// Go's text/template and Vault Agent's function names, for KV v1 and v2;
+// names that could change the template or the path are denied before
+// admission, naming the field.
+func TestVaultTemplates(t *testing.T) {
+	tests := []struct {
+		group, groupVersion, key string
+		want                     string // a refusal, or "" to render
+	}{
+		{"secret/data/app", "", "api-key", ""},
+		{"secret/data/app", "kv2", "tls.crt", ""},
+		{"secret/legacy", "kv1", "Token", ""},
+		{"secret/data/app", "", "with", ""},
+		{"secret/data/app", "", "end", ""},
+		{"secret/data/üñí", "", "schlüssel", ""},
+		{"arn:aws:secretsmanager:us-east-1:1:secret:x", "", "user@example", ""},
+		{"secret/data/app", "", `a"b`, `secrets[0].key "a\"b": with the vault backend, must be one path element`},
+		{"secret/data/app", "", `}}{{ env "HOME" }}{{`, `secrets[0].key "}}{{ env \"HOME\" }}{{": with the vault backend`},
+		{"secret/data/app", "", "a b", `secrets[0].key "a b"`},
+		{"secret/data/app", "", "a/b", `secrets[0].key "a/b"`},
+		{"secret/data/app", "", "..", `secrets[0].key ".."`},
+		{"secret/data/app", "", "k\nx", `secrets[0].key "k\nx"`},
+		{"secret/data/app", "../x", "k", `secrets[0].groupVersion "../x"`},
+		{"/secret/app", "", "k", `secrets[0].group "/secret/app": with the vault backend, must be a Vault path`},
+		{"secret//app", "", "k", `secrets[0].group "secret//app"`},
+		{"secret/../../etc", "", "k", `secrets[0].group "secret/../../etc"`},
+		{`secret/{{"x"}}`, "", "k", `secrets[0].group "secret/{{\"x\"}}"`},
+		{"secret/app", "", strings.Repeat("k", 256), `must be at most 255 bytes with the vault backend`},
+	}
+	cfg := DefaultConfig()
+	cfg.Backend = BackendVault
+	for _, tt := range tests {
+		t.Run(tt.group+"/"+tt.groupVersion+"/"+tt.key, func(t *testing.T) {
+			sc, _ := json.Marshal(map[string]any{"secrets": []map[string]string{
+				{"group": tt.group, "groupVersion": tt.groupVersion, "key": tt.key, "mountRequirement": "FILE"}}})
+			out, _, err := newTestInjector(t, cfg).Inject(context.Background(), testPod(string(sc)), "default")
+			if tt.want != "" {
+				if !IsDenied(err) || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("want a refusal containing %s, got %v", tt.want, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := newStore()
+			st.put(tt.group, tt.groupVersion, tt.key)
+			_, files := runAsVaultAgent(t, out, st)
+			want := fakeValue(tt.group, tt.groupVersion, tt.key)
+			if len(files) != 1 || slices.Collect(maps.Values(files))[0] != want {
+				t.Errorf("rendered %v, want one file holding %q", files, want)
 			}
 		})
 	}

@@ -1,10 +1,46 @@
 package securityctx
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
+
+// MaxQuoted is how many bytes of a value, or of a name, a message quotes. A
+// pod can carry megabytes in one annotation; a denial or a log line that
+// echoed all of it would be as large (and the API server would store the
+// denial in its audit log).
+const MaxQuoted = 200
+
+// maxListed is how many problems a message lists before it only counts them.
+const maxListed = 10
+
+// Quote quotes s as Go (and JSON, for printable text) would, but at most
+// MaxQuoted bytes of it: a longer value is cut at a character boundary and
+// its length is said.
+func Quote(s string) string {
+	if len(s) <= MaxQuoted {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(cut(s)) + "... (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// Shorten is Quote for text that is shown unquoted, such as a field path
+// that holds a name from the input.
+func Shorten(s string) string {
+	if len(s) <= MaxQuoted {
+		return s
+	}
+	return cut(s) + "... (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+func cut(s string) string {
+	c := s[:MaxQuoted]
+	for len(c) > 0 && !utf8.ValidString(c) {
+		c = c[:len(c)-1]
+	}
+	return c
+}
 
 // FieldError is one problem with a SecurityContext, at a field path such as
 // secrets[1].envVar.
@@ -25,9 +61,9 @@ func (e *FieldError) Error() string {
 	case e.Field == "":
 		return e.Detail
 	case e.HasValue:
-		return fmt.Sprintf("%s %q: %s", e.Field, e.Value, e.Detail)
+		return Shorten(e.Field) + " " + Quote(e.Value) + ": " + e.Detail
 	default:
-		return e.Field + ": " + e.Detail
+		return Shorten(e.Field) + ": " + e.Detail
 	}
 }
 
@@ -44,20 +80,18 @@ func Invalid(field, value, detail string) *FieldError {
 // ErrorList is every problem found, in document order.
 type ErrorList []*FieldError
 
+// Error lists the first problems and counts the rest, so that a document
+// with thousands of mistakes gives a message of a readable size.
 func (l ErrorList) Error() string {
-	msgs := make([]string, len(l))
+	msgs := make([]string, 0, min(len(l), maxListed)+1)
 	for i, e := range l {
-		msgs[i] = e.Error()
+		if i == maxListed {
+			msgs = append(msgs, "and "+strconv.Itoa(len(l)-maxListed)+" more problems")
+			break
+		}
+		msgs = append(msgs, e.Error())
 	}
 	return strings.Join(msgs, "; ")
-}
-
-// Err returns the list as an error, or nil when it is empty.
-func (l ErrorList) Err() error {
-	if len(l) == 0 {
-		return nil
-	}
-	return l
 }
 
 func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }

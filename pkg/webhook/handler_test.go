@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
@@ -27,8 +28,10 @@ import (
 
 type allServiceAccounts struct{}
 
-func (allServiceAccounts) ServiceAccountExists(context.Context, string, string) (bool, error) {
-	return true, nil
+func (allServiceAccounts) ServiceAccount(_ context.Context, ns, name string) (*corev1.ServiceAccount, error) {
+	sa := &corev1.ServiceAccount{}
+	sa.Namespace, sa.Name = ns, name
+	return sa, nil
 }
 
 // newTestMutator is the /mutate-v1-pod handler exactly as the server
@@ -111,7 +114,7 @@ func TestHandlerKeepsUnknownFields(t *testing.T) {
 	if !resp.Allowed || resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
 		t.Fatalf("response: allowed %v, patchType %v, result %+v", resp.Allowed, resp.PatchType, resp.Result)
 	}
-	var ops []inject.Op
+	var ops []struct{ Op, Path string }
 	if err := json.Unmarshal(resp.Patch, &ops); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +185,8 @@ func TestHandlerDeniesBadAnnotations(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pod, err := json.Marshal(map[string]any{
 				"apiVersion": "v1", "kind": "Pod",
-				"metadata": map[string]any{"name": "bad", "annotations": map[string]string{securityctx.AnnotationSecurityContext: tt.annotation}},
+				"metadata": map[string]any{"name": "bad", "labels": map[string]string{securityctx.LabelInject: "true"},
+					"annotations": map[string]string{securityctx.AnnotationSecurityContext: tt.annotation}},
 				"spec":     map[string]any{"containers": []any{map[string]any{"name": "main", "image": "app"}}},
 			})
 			if err != nil {

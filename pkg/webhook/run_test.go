@@ -23,12 +23,14 @@ import (
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
-const saMeta = `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1",` +
+const saJSON = `{"kind":"ServiceAccount","apiVersion":"v1",` +
 	`"metadata":{"name":"data-processing-sa","namespace":"flytesnacks-development","resourceVersion":"7"}}`
 
-// fakeAPIServer answers the few calls secctx makes: discovery, a metadata
-// list and watch of service accounts, and a get of one. It knows one account,
-// flytesnacks-development/data-processing-sa.
+// fakeAPIServer answers the few calls secctx makes: discovery, a list and
+// watch of service accounts, and a get of one. It knows one account,
+// flytesnacks-development/data-processing-sa. (The real-cluster suites in
+// test/ run secctx against a real kube-apiserver; this one checks the
+// program's wiring in a second.)
 func fakeAPIServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	var mu sync.Mutex
@@ -47,14 +49,14 @@ func fakeAPIServer(t *testing.T) *httptest.Server {
 			// bookmark that marks their end.
 			w.WriteHeader(http.StatusOK)
 			if r.URL.Query().Get("sendInitialEvents") == "true" {
-				fmt.Fprintln(w, `{"type":"ADDED","object":`+saMeta+`}`)
-				fmt.Fprintln(w, `{"type":"BOOKMARK","object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1",`+
+				fmt.Fprintln(w, `{"type":"ADDED","object":`+saJSON+`}`)
+				fmt.Fprintln(w, `{"type":"BOOKMARK","object":{"kind":"ServiceAccount","apiVersion":"v1",`+
 					`"metadata":{"resourceVersion":"7","annotations":{"k8s.io/initial-events-end":"true"}}}}`)
 			}
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
 		case p == "/api/v1/serviceaccounts":
-			fmt.Fprint(w, `{"kind":"PartialObjectMetadataList","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"7"},"items":[`+saMeta+`]}`)
+			fmt.Fprint(w, `{"kind":"ServiceAccountList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[`+saJSON+`]}`)
 		case strings.HasPrefix(p, "/api/v1/namespaces/") && strings.Contains(p, "/serviceaccounts/"):
 			w.WriteHeader(http.StatusNotFound)
 			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"serviceaccounts not found"}`)
@@ -118,8 +120,8 @@ func TestRun(t *testing.T) {
 	pool.AddCert(ca)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
 	admit := func(sa string) *admissionv1.AdmissionResponse {
-		pod := fmt.Appendf(nil, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{%q:%q}},"spec":{"containers":[{"name":"c","image":"i"}]}}`,
-			securityctx.AnnotationSecurityContext, `{"runAs":{"k8sServiceAccount":"`+sa+`"},"secrets":[{"group":"g","key":"k"}]}`)
+		pod := fmt.Appendf(nil, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{%q:"true"},"annotations":{%q:%q}},"spec":{"containers":[{"name":"c","image":"i"}]}}`,
+			securityctx.LabelInject, securityctx.AnnotationSecurityContext, `{"runAs":{"k8sServiceAccount":"`+sa+`"},"secrets":[{"group":"g","key":"k"}]}`)
 		resp, err := client.Post("https://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))+MutatePath, "application/json",
 			bytes.NewReader(reviewBytes(t, pod, admissionv1.Create)))
 		if err != nil {

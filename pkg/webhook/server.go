@@ -9,10 +9,13 @@ import (
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -59,8 +62,11 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		return fmt.Errorf("build scheme: %w", err)
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:                 scheme,
-		Logger:                 log,
+		Scheme: scheme,
+		Logger: log,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
+		}},
 		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
 		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
 		PprofBindAddress:       cfg.PprofBindAddress,
@@ -69,8 +75,8 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		return fmt.Errorf("create manager: %w", err)
 	}
 
-	// Service accounts are cached as metadata only: a few hundred bytes each.
-	saInformer, err := mgr.GetCache().GetInformer(ctx, serviceAccountMeta())
+	// Service accounts are cached trimmed to what injection reads.
+	saInformer, err := mgr.GetCache().GetInformer(ctx, &corev1.ServiceAccount{})
 	if err != nil {
 		return fmt.Errorf("watch service accounts: %w", err)
 	}
