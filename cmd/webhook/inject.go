@@ -24,6 +24,7 @@ import (
 
 func newInjectCommand() *cobra.Command {
 	var file, configPath, kubeconfig, namespace, output string
+	var flyte bool
 	cmd := &cobra.Command{
 		Use:   "inject -f FILE|-",
 		Short: "Print a pod as the webhook would admit it, or the webhook's refusal",
@@ -38,6 +39,9 @@ looked up there; without it the check is skipped and a note says so.`,
 			cfg, err := loadConfig(configPath)
 			if err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("flyte") {
+				cfg.Inject.Flyte.Enabled = flyte
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("config: %w", err)
@@ -68,6 +72,7 @@ looked up there; without it the check is skipped and a note says so.`,
 	fs.StringVarP(&file, "filename", "f", "", `pod manifest, or "-" for stdin`)
 	fs.StringVar(&configPath, "config", "", "YAML config file, as for serve")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "check service accounts in this cluster")
+	fs.BoolVar(&flyte, "flyte", false, `Flyte mode, as for serve: honour flyte.secrets/s<N> annotations on pods labelled inject-flyte-secrets: "true"`)
 	fs.StringVarP(&namespace, "namespace", "n", "", `namespace of the pods (default: the pod's own, else "default")`)
 	fs.StringVarP(&output, "output", "o", "yaml", "yaml or json: the admitted pod; patch: the webhook's JSON patch")
 	_ = cmd.MarkFlagRequired("filename")

@@ -19,6 +19,8 @@ const refPod = `apiVersion: v1
 kind: Pod
 metadata:
   name: ref
+  labels:
+    secctx.dev/inject: "true"
   annotations:
     secctx.dev/security-context: '{"runAs":{"k8sServiceAccount":"data-processing-sa"},"secrets":[{"group":"my-credentials","key":"db_password","mountRequirement":"ENV_VAR","envVar":"DB_PASSWORD"}]}'
 spec:
@@ -39,7 +41,7 @@ func TestInject(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(errOut, "note: service account default/data-processing-sa was not checked: no cluster to ask; pass --kubeconfig to check it") {
+	if !strings.Contains(errOut, "note: service account default/data-processing-sa was not checked, and the pod was not given its token and image pull settings: no cluster to ask; pass --kubeconfig to check it") {
 		t.Errorf("stderr does not say the service account was not checked: %q", errOut)
 	}
 }
@@ -110,7 +112,7 @@ func TestInjectRefusals(t *testing.T) {
 
 func TestServeConfigFileAndFlags(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte("port: 9443\nlogLevel: loud\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("apiVersion: config.secctx.dev/v1alpha1\nkind: SecctxConfiguration\nport: 9443\nlogLevel: loud\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The file's bad value is reported...

@@ -38,6 +38,8 @@ when it changes. Settings come from --config (YAML, strict); flags override it.`
 				"health-probe-bind-address": func() { cfg.HealthProbeBindAddress = flags.HealthProbeBindAddress },
 				"log-level":                 func() { cfg.LogLevel = flags.LogLevel },
 				"enable-http2":              func() { cfg.EnableHTTP2 = flags.EnableHTTP2 },
+				"metrics-secure":            func() { cfg.MetricsSecure = flags.MetricsSecure },
+				"flyte":                     func() { cfg.Inject.Flyte.Enabled = flags.Inject.Flyte.Enabled },
 			} {
 				if fs.Changed(name) {
 					apply()
@@ -65,6 +67,8 @@ when it changes. Settings come from --config (YAML, strict); flags override it.`
 	fs.StringVar(&flags.HealthProbeBindAddress, "health-probe-bind-address", def.HealthProbeBindAddress, `address of /healthz and /readyz; "0" turns them off`)
 	fs.StringVar(&flags.LogLevel, "log-level", def.LogLevel, "debug, info or error")
 	fs.BoolVar(&flags.EnableHTTP2, "enable-http2", def.EnableHTTP2, "offer HTTP/2 to the API server")
+	fs.BoolVar(&flags.MetricsSecure, "metrics-secure", def.MetricsSecure, "serve /metrics over HTTPS to authorized clients only (false: plain HTTP)")
+	fs.BoolVar(&flags.Inject.Flyte.Enabled, "flyte", def.Inject.Flyte.Enabled, `Flyte mode: honour flyte.secrets/s<N> annotations on pods labelled inject-flyte-secrets: "true"`)
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig to use outside a cluster (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	return cmd
 }

@@ -241,7 +241,7 @@ func testPod(sc string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", Labels: map[string]string{securityctx.LabelInject: "true"},
 			Annotations: map[string]string{securityctx.AnnotationSecurityContext: sc}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "app"}}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "app"}}},
 	}
 }
 

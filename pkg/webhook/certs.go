@@ -5,17 +5,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 )
@@ -23,17 +28,17 @@ import (
 // addSelfManagedCerts sets up self mode on mgr: cert-controller keeps a CA
 // and a serving certificate in one Secret and the CA in the webhook
 // configuration, and certFiles copies the Secret's certificate into CertDir
-// on every change. The returned channel closes once the files are there and
-// the CA is injected.
+// on every change. It returns a channel that closes once the files are
+// there, and a readiness check that passes once they are and the webhook
+// configuration trusts their CA.
 //
-// Every replica runs the rotator. They share the Secret: writes carry the
-// resourceVersion they read, so when two replicas start on an empty Secret
-// one write wins, the other gets a conflict, re-reads and uses the winner's
-// CA. No replica ever serves a certificate of its own making.
-func addSelfManagedCerts(mgr manager.Manager, cfg Config, log logr.Logger) (<-chan struct{}, error) {
+// One replica writes: the rotator runs only on the leader (a Lease in
+// secctx's namespace, see Run), so two replicas never race to create or
+// rotate the Secret. Every replica, leader or not, serves the certificate
+// from the Secret, so none ever serves one of its own making.
+func addSelfManagedCerts(mgr manager.Manager, cfg Config, log logr.Logger) (<-chan struct{}, healthz.Checker, error) {
 	c := cfg.Certificates
 	key := types.NamespacedName{Namespace: c.Namespace, Name: c.SecretName}
-	ready := make(chan struct{})
 	dns := fmt.Sprintf("%s.%s.svc", c.ServiceName, c.Namespace)
 	err := rotator.AddRotator(mgr, &rotator.CertRotator{
 		SecretKey:      key,
@@ -42,20 +47,19 @@ func addSelfManagedCerts(mgr manager.Manager, cfg Config, log logr.Logger) (<-ch
 		CAOrganization: "secctx",
 		DNSName:        dns,
 		ExtraDNSNames:  []string{dns + ".cluster.local", c.ServiceName + "." + c.Namespace},
-		IsReady:        ready,
-		Webhooks:       []rotator.WebhookInfo{{Name: c.WebhookConfigurationName, Type: rotator.Mutating}},
-		FieldOwner:     "secctx",
-		// Each replica must see its own files and readiness; a leader-only
-		// rotator would leave the others unready.
-		RequireLeaderElection:  false,
-		EnableReadinessCheck:   true,
+		// The rotator closes this on the leader only; readiness comes from
+		// certFiles and the webhook configuration instead, on every replica.
+		IsReady:                make(chan struct{}),
+		Webhooks:               []rotator.WebhookInfo{{Name: c.WebhookConfigurationName, Type: rotator.Mutating}},
+		FieldOwner:             "secctx",
+		RequireLeaderElection:  true,
 		CaCertDuration:         c.CAValidity.Duration,
 		ServerCertDuration:     c.CertValidity.Duration,
 		LookaheadInterval:      c.RenewBefore.Duration,
 		RotationCheckFrequency: c.CheckInterval.Duration,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("set up certificate rotation: %w", err)
+		return nil, nil, fmt.Errorf("set up certificate rotation: %w", err)
 	}
 	// A cache of this one Secret: secctx may read Secrets in its own
 	// namespace only, and needs no others.
@@ -68,16 +72,48 @@ func addSelfManagedCerts(mgr manager.Manager, cfg Config, log logr.Logger) (<-ch
 		}},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("watch secret %s: %w", key, err)
+		return nil, nil, fmt.Errorf("watch secret %s: %w", key, err)
 	}
 	if err := mgr.Add(secretCache); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	files := &certFiles{cache: secretCache, key: key, dir: cfg.CertDir, log: log.WithName("cert-files")}
+	files := &certFiles{cache: secretCache, key: key, dir: cfg.CertDir, log: log.WithName("cert-files"), written: make(chan struct{})}
 	if err := mgr.Add(files); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ready, nil
+	trusted := &caTrusted{api: mgr.GetAPIReader(), files: files, name: c.WebhookConfigurationName}
+	return files.written, trusted.check, nil
+}
+
+// caTrusted is the readiness check of self mode: the files are written and
+// the webhook configuration's caBundle holds their CA. Until the leader has
+// injected the CA, the API server could not verify any replica.
+type caTrusted struct {
+	api   client.Reader
+	files *certFiles
+	name  string
+	ok    atomic.Bool
+}
+
+func (t *caTrusted) check(r *http.Request) error {
+	if t.ok.Load() {
+		return nil
+	}
+	ca := t.files.currentCA()
+	if ca == nil {
+		return errCertsNotReady
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := t.api.Get(r.Context(), types.NamespacedName{Name: t.name}, mwc); err != nil {
+		return fmt.Errorf("get mutating webhook configuration %s: %w", t.name, err)
+	}
+	for _, w := range mwc.Webhooks {
+		if !bytes.Contains(w.ClientConfig.CABundle, bytes.TrimSpace(ca)) {
+			return fmt.Errorf("mutating webhook configuration %s: webhook %s does not trust the serving certificate's CA yet", t.name, w.Name)
+		}
+	}
+	t.ok.Store(true)
+	return nil
 }
 
 // certFiles writes the Secret's tls.crt and tls.key into dir whenever they
@@ -89,6 +125,17 @@ type certFiles struct {
 	key   types.NamespacedName
 	dir   string
 	log   logr.Logger
+	// written closes once the files are in place.
+	written chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	ca      []byte // the CA of the files written last
+}
+
+func (f *certFiles) currentCA() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ca
 }
 
 // NeedLeaderElection is false: every replica serves its own files.
@@ -104,8 +151,16 @@ func (f *certFiles) Start(ctx context.Context) error {
 		if !ok || s.Namespace != f.key.Namespace || s.Name != f.key.Name {
 			return
 		}
-		if err := f.write(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]); err != nil {
+		crt, key := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
+		if err := f.write(crt, key); err != nil {
 			f.log.Error(err, "write serving certificate", "secret", f.key.String())
+			return
+		}
+		if len(crt) > 0 && len(key) > 0 && len(s.Data["ca.crt"]) > 0 {
+			f.mu.Lock()
+			f.ca = s.Data["ca.crt"]
+			f.mu.Unlock()
+			f.once.Do(func() { close(f.written) })
 		}
 	}
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{

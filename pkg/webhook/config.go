@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,15 +18,32 @@ import (
 	"github.com/secctx/secctx/pkg/inject"
 )
 
+// The config file's version, as Kubernetes components version theirs.
+const (
+	ConfigAPIVersion = "config.secctx.dev/v1alpha1"
+	ConfigKind       = "SecctxConfiguration"
+)
+
+// configHeader is what a config file must start with.
+const configHeader = "apiVersion: " + ConfigAPIVersion + "\nkind: " + ConfigKind
+
 // Config is secctx's whole configuration. It is read strictly from YAML
 // (unknown or repeated keys are errors); flags then override single fields.
 type Config struct {
+	// APIVersion and Kind name the file's format: config.secctx.dev/v1alpha1,
+	// SecctxConfiguration.
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
 	// Port is the webhook's HTTPS port.
 	Port int `json:"port"`
 	// CertDir holds tls.crt and tls.key; they are reloaded when they change.
 	CertDir string `json:"certDir"`
 	// MetricsBindAddress serves /metrics; "0" turns it off.
 	MetricsBindAddress string `json:"metricsBindAddress"`
+	// MetricsSecure serves /metrics over HTTPS to clients whose token may
+	// GET /metrics (TokenReview and SubjectAccessReview); off, over plain
+	// HTTP to anyone who reaches the port.
+	MetricsSecure bool `json:"metricsSecure"`
 	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns it off.
 	HealthProbeBindAddress string `json:"healthProbeBindAddress"`
 	// PprofBindAddress serves net/http/pprof for profiling; "0" (the
@@ -84,9 +102,12 @@ type CertificatesConfig struct {
 // DefaultConfig returns the defaults, spelled as controller-runtime projects do.
 func DefaultConfig() Config {
 	return Config{
+		APIVersion:             ConfigAPIVersion,
+		Kind:                   ConfigKind,
 		Port:                   9443,
 		CertDir:                "/tmp/k8s-webhook-server/serving-certs",
-		MetricsBindAddress:     ":8080",
+		MetricsBindAddress:     ":8443",
+		MetricsSecure:          true,
 		HealthProbeBindAddress: ":8081",
 		PprofBindAddress:       "0",
 		LogLevel:               "info",
@@ -103,7 +124,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// LoadConfig reads a YAML file over the defaults, strictly, and validates it.
+// LoadConfig reads a YAML file over the defaults, strictly. The file must
+// say which format it is in (apiVersion and kind), so that a later version
+// can change the format without misreading an older file.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
 	b, err := os.ReadFile(path)
@@ -114,8 +137,16 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
-	if len(bytes.TrimSpace(j)) == 0 || string(bytes.TrimSpace(j)) == "null" {
-		return cfg, nil
+	var header struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if t := bytes.TrimSpace(j); len(t) > 0 && t[0] == '{' {
+		_ = json.Unmarshal(j, &header) // a bad file is reported below
+	}
+	if header.APIVersion != ConfigAPIVersion || header.Kind != ConfigKind {
+		return cfg, fmt.Errorf("config %s: apiVersion %q, kind %q: must be %s, %s; start the file with:\n%s",
+			path, header.APIVersion, header.Kind, ConfigAPIVersion, ConfigKind, configHeader)
 	}
 	strict, err := kjson.UnmarshalStrict(j, &cfg)
 	if err != nil {
@@ -130,6 +161,9 @@ func LoadConfig(path string) (Config, error) {
 // Validate checks every field and reports all that are wrong.
 func (c Config) Validate() error {
 	var errs []error
+	if c.APIVersion != ConfigAPIVersion || c.Kind != ConfigKind {
+		errs = append(errs, fmt.Errorf("apiVersion %q, kind %q: must be %s, %s", c.APIVersion, c.Kind, ConfigAPIVersion, ConfigKind))
+	}
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d: must be 1-65535", c.Port))
 	}

@@ -14,13 +14,17 @@ import (
 )
 
 func TestLoadConfig(t *testing.T) {
+	const hdr = "apiVersion: config.secctx.dev/v1alpha1\nkind: SecctxConfiguration\n"
 	tests := []struct {
 		name, yaml string
 		want       func(*Config)
 		wantErr    string
 	}{
-		{name: "empty file keeps the defaults", yaml: "", want: func(*Config) {}},
-		{name: "overrides", yaml: `
+		{name: "header only keeps the defaults", yaml: hdr, want: func(*Config) {}},
+		{name: "no header", yaml: "port: 1\n", wantErr: "start the file with:\napiVersion: config.secctx.dev/v1alpha1\nkind: SecctxConfiguration"},
+		{name: "empty file", yaml: "", wantErr: `apiVersion "", kind "": must be config.secctx.dev/v1alpha1, SecctxConfiguration`},
+		{name: "other version", yaml: "apiVersion: config.secctx.dev/v1\nkind: SecctxConfiguration\n", wantErr: `apiVersion "config.secctx.dev/v1"`},
+		{name: "overrides", yaml: hdr + `
 port: 10250
 certDir: /certs
 logLevel: debug
@@ -32,11 +36,11 @@ inject:
 			c.Port, c.CertDir, c.LogLevel, c.EnableHTTP2 = 10250, "/certs", "debug", true
 			c.Inject.AnyMountAs, c.Inject.SecretsDir = securityctx.MountEnvVar, "/run/secrets"
 		}},
-		{name: "unknown key", yaml: "port: 1\nprot: 2\n", wantErr: `unknown field "prot"`},
-		{name: "unknown nested key", yaml: "inject:\n  prefix: X\n", wantErr: `unknown field "inject.prefix"`},
-		{name: "repeated key", yaml: "port: 1\nport: 2\n", wantErr: `"port" already set`},
-		{name: "wrong type", yaml: "port: nine\n", wantErr: "port"},
-		{name: "bad enum", yaml: "inject:\n  anyMountAs: DISK\n", wantErr: "DISK"},
+		{name: "unknown key", yaml: hdr + "port: 1\nprot: 2\n", wantErr: `unknown field "prot"`},
+		{name: "unknown nested key", yaml: hdr + "inject:\n  prefix: X\n", wantErr: `unknown field "inject.prefix"`},
+		{name: "repeated key", yaml: hdr + "port: 1\nport: 2\n", wantErr: `"port" already set`},
+		{name: "wrong type", yaml: hdr + "port: nine\n", wantErr: "port"},
+		{name: "bad enum", yaml: hdr + "inject:\n  anyMountAs: DISK\n", wantErr: "DISK"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -187,7 +187,7 @@ func TestHandlerDeniesBadAnnotations(t *testing.T) {
 				"apiVersion": "v1", "kind": "Pod",
 				"metadata": map[string]any{"name": "bad", "labels": map[string]string{securityctx.LabelInject: "true"},
 					"annotations": map[string]string{securityctx.AnnotationSecurityContext: tt.annotation}},
-				"spec":     map[string]any{"containers": []any{map[string]any{"name": "main", "image": "app"}}},
+				"spec": map[string]any{"containers": []any{map[string]any{"name": "main", "image": "app"}}},
 			})
 			if err != nil {
 				t.Fatal(err)

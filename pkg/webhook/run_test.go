@@ -90,6 +90,7 @@ func TestRun(t *testing.T) {
 	cfg.CertDir = dir
 	cfg.Port = freePort(t)
 	cfg.MetricsBindAddress = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg.MetricsSecure = false // the secure endpoint needs TokenReviews: test/chart checks it in a cluster
 	cfg.HealthProbeBindAddress = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	var logs syncBuffer
 	log, err := NewLogger("info", &logs)

@@ -19,17 +19,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/secctx/secctx/pkg/inject"
 )
-
-func closedChan() <-chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}
 
 // NewWebhookServer returns the HTTPS server with the pod webhook registered.
 // It serves CertDir's tls.crt and tls.key and reloads them when they change.
@@ -61,16 +56,34 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("build scheme: %w", err)
 	}
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+	metrics := metricsserver.Options{BindAddress: cfg.MetricsBindAddress}
+	if cfg.MetricsSecure {
+		// HTTPS, with the client's token checked by a TokenReview and its
+		// right to GET /metrics by a SubjectAccessReview, as kubebuilder
+		// projects do. The certificate is made at start.
+		metrics.SecureServing = true
+		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	opts := ctrl.Options{
 		Scheme: scheme,
 		Logger: log,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
 		}},
-		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		Metrics:                metrics,
 		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
 		PprofBindAddress:       cfg.PprofBindAddress,
-	})
+	}
+	if cfg.Certificates.Mode == CertModeSelf {
+		// One replica rotates the certificate (see addSelfManagedCerts);
+		// the others serve. The lease is given up on shutdown, so that a
+		// rolling restart hands it over at once.
+		opts.LeaderElection = true
+		opts.LeaderElectionID = cfg.Certificates.SecretName + "-rotation"
+		opts.LeaderElectionNamespace = cfg.Certificates.Namespace
+		opts.LeaderElectionReleaseOnCancel = true
+	}
+	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
@@ -92,12 +105,13 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	// the manager is made; the manager starts it before the caches.
 	srv := NewWebhookServer(cfg, mutator)
 	var runnable manager.Runnable = srv
-	certsReady := closedChan()
+	certsReady := healthz.Checker(healthz.Ping)
 	if cfg.Certificates.Mode == CertModeSelf {
-		if certsReady, err = addSelfManagedCerts(mgr, cfg, log.WithName("certificates")); err != nil {
+		var written <-chan struct{}
+		if written, certsReady, err = addSelfManagedCerts(mgr, cfg, log.WithName("certificates")); err != nil {
 			return err
 		}
-		runnable = gatedServer{Server: srv, ready: certsReady}
+		runnable = gatedServer{Server: srv, ready: written}
 	}
 	if err := mgr.Add(runnable); err != nil {
 		return fmt.Errorf("add webhook server: %w", err)
@@ -106,14 +120,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("certificates", func(*http.Request) error {
-		select {
-		case <-certsReady:
-			return nil
-		default:
-			return errCertsNotReady
-		}
-	}); err != nil {
+	if err := mgr.AddReadyzCheck("certificates", certsReady); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
