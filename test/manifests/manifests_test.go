@@ -266,6 +266,21 @@ func TestManifestsMatchTheCode(t *testing.T) {
 		t.Errorf("config.yaml: %v", err)
 	}
 	c := dep.Spec.Template.Spec.Containers[0]
+	chart, err := loader.Load("../../charts/secctx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ghcr.io/secctx/secctx:" + chart.Metadata.AppVersion; c.Image != want {
+		t.Errorf("config/ deploys %s; the release (the chart's appVersion) is %s", c.Image, want)
+	}
+	if p := dep.Spec.Template.Spec.PriorityClassName; p != "system-cluster-critical" {
+		t.Errorf("priorityClassName %q: a fail-closed webhook should not be evicted first", p)
+	}
+	for _, name := range []string{"ValidatingAdmissionPolicy /secctx-opt-in", "ValidatingAdmissionPolicyBinding /secctx-opt-in", "ClusterRole /secctx-metrics-reader"} {
+		if _, ok := objs[name]; !ok {
+			t.Errorf("config/default lacks %s", name)
+		}
+	}
 	if c.Ports[0].ContainerPort != int32(cfg.Port) || c.VolumeMounts[1].MountPath != cfg.CertDir {
 		t.Errorf("container port %d / cert mount %s; config says %d / %s", c.Ports[0].ContainerPort, c.VolumeMounts[1].MountPath, cfg.Port, cfg.CertDir)
 	}
@@ -316,8 +331,9 @@ func TestCertificateModes(t *testing.T) {
 				}
 				role := objs["Role "+namespace+"/secctx"].(*rbacv1.Role)
 				for _, r := range role.Rules {
-					if slices.Contains(r.Verbs, "update") && !slices.Equal(r.ResourceNames, []string{"secctx-webhook-tls"}) {
-						t.Errorf("self mode: Secret update not limited to the certificate Secret: %+v", r)
+					own := map[string][]string{"secrets": {"secctx-webhook-tls"}, "leases": {"secctx-webhook-tls-rotation"}}[r.Resources[0]]
+					if (slices.Contains(r.Verbs, "update") || slices.Contains(r.Verbs, "delete")) && !slices.Equal(r.ResourceNames, own) {
+						t.Errorf("self mode: writes not limited to the certificate Secret and the rotation Lease: %+v", r)
 					}
 				}
 			}},
@@ -338,8 +354,13 @@ func TestCertificateModes(t *testing.T) {
 			[]string{"Secret " + namespace + "/secctx-webhook-tls", "Role " + namespace + "/secctx", "Certificate " + namespace + "/secctx-webhook"},
 			func(t *testing.T, objs objects) {
 				cr := objs["ClusterRole /secctx"].(*rbacv1.ClusterRole)
-				if len(cr.Rules) != 1 || cr.Rules[0].Resources[0] != "serviceaccounts" {
-					t.Errorf("provided mode: ClusterRole grants more than reading service accounts: %+v", cr.Rules)
+				want := []rbacv1.PolicyRule{
+					{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
+					{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+					{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+				}
+				if diff := cmp.Diff(want, cr.Rules); diff != "" {
+					t.Errorf("provided mode: ClusterRole grants more than reading service accounts and checking metrics clients (-want +got):\n%s", diff)
 				}
 				dep := objs["Deployment "+namespace+"/secctx"].(*appsv1.Deployment)
 				if s := dep.Spec.Template.Spec.Volumes[1].Secret; s == nil || s.SecretName != "secctx-webhook-tls" {
