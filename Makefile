@@ -16,6 +16,10 @@ LDFLAGS := -s -w \
 	-X github.com/secctx/secctx/pkg/version.Date=$(DATE)
 
 BIN := bin/secctx
+# The main module (the binary and the importable packages) and the modules
+# of the test and bench programs, kept apart so that importers of pkg/ do not
+# inherit the test tools' requirements.
+MODULES := . test hack
 FUZZTIME ?= 30s
 BENCHTIME ?= 2s
 
@@ -30,8 +34,8 @@ help: ## Show this help.
 ##@ Demo
 
 .PHONY: demo
-demo: tools ## Start a real cluster, deploy secctx, run SPEC §4's examples 1-3 as pods, tear down (root).
-	@$(GO) run ./hack/demo
+demo: tools ## Start a real cluster, deploy secctx, run the reference examples 1-3 as pods, tear down (root).
+	@cd hack && $(GO) run ./demo
 
 .PHONY: demo-offline
 demo-offline: build ## Show secctx's patch for the examples without a cluster (no root).
@@ -41,15 +45,15 @@ demo-offline: build ## Show secctx's patch for the examples without a cluster (n
 
 .PHONY: test
 test: verify tools ## Run every test: formatting, vet, unit, golden, fuzz seeds, real-cluster end to end (root).
-	$(GO) test -race -count=1 -timeout 30m ./...
+	for m in $(MODULES); do (cd $$m && $(GO) test -race -count=1 -timeout 30m ./...); done
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no cluster (go test -short).
-	$(GO) test -race -count=1 -short ./...
+	for m in $(MODULES); do (cd $$m && $(GO) test -race -count=1 -short ./...); done
 
 .PHONY: test-e2e
 test-e2e: tools ## Run only the real-cluster suites (test/e2e, test/chart), verbosely.
-	$(GO) test -count=1 -v -timeout 30m ./test/e2e/ ./test/chart/
+	cd test && $(GO) test -count=1 -v -timeout 30m ./e2e/ ./chart/
 
 KIND ?= kind
 KIND_CLUSTER ?= secctx-e2e
@@ -57,9 +61,9 @@ KIND_CLUSTER ?= secctx-e2e
 test-e2e-kind: ## Run the end-to-end suite against a kind cluster (needs Docker; not run on the dev VM).
 	@$(KIND) get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
 	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > bin/kind-$(KIND_CLUSTER).kubeconfig
-	$(GO) run ./hack/images bin/images
+	cd hack && $(GO) run ./images ../bin/images
 	for t in bin/images/secctx.tar bin/images/task.tar; do $(KIND) load image-archive $$t --name $(KIND_CLUSTER); done
-	$(GO) test -count=1 -v -timeout 30m ./test/e2e/ -args \
+	cd test && $(GO) test -count=1 -v -timeout 30m ./e2e/ -args \
 		-kubeconfig=$(CURDIR)/bin/kind-$(KIND_CLUSTER).kubeconfig \
 		-host-address=$$(docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}')
 
@@ -67,7 +71,7 @@ test-e2e-kind: ## Run the end-to-end suite against a kind cluster (needs Docker;
 verify: ## Check formatting and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')); \
 		if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
-	$(GO) vet ./...
+	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 
 .PHONY: update-golden
 update-golden: ## Regenerate golden files after a deliberate change; review the diff.
@@ -83,7 +87,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 
 .PHONY: bench
 bench: tools ## Measure handler, HTTPS load vs peers, API-server throughput, RSS, ready time; writes docs/performance.md (root, 2 cores).
-	$(GO) build -o bin/bench ./hack/bench
+	cd hack && $(GO) build -o ../bin/bench ./bench
 	bin/bench -out docs/performance.md $(BENCHFLAGS)
 
 .PHONY: bench-handler
@@ -98,7 +102,7 @@ tools: ## Build the test cluster's Kubernetes v1.37.2 and etcd into bin/ once; a
 
 .PHONY: images
 images: ## Build secctx's image and the test images as tarballs in bin/images (no Docker).
-	$(GO) run ./hack/images bin/images
+	cd hack && $(GO) run ./images ../bin/images
 
 .PHONY: build
 build: ## Build bin/secctx, static, with version info.

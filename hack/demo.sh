@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: what secctx does to SPEC §4's reference pods, offline.
+# make demo: what secctx does to the reference pods in examples/, offline.
 set -euo pipefail
 bin=${1:-bin/secctx}
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it brings up a real single-node cluster,
-// installs secctx with its Helm chart, runs SPEC §4's reference examples 1–3 as pods,
+// installs secctx with its Helm chart, runs the reference examples 1–3 (examples/) as pods,
 // prints what secctx added and what each task printed, shows a refused pod,
 // and tears everything down.
 package main

@@ -14,14 +14,15 @@ import (
 
 // targets returns the containers to inject into, init containers first, as
 // pointers into pod:
-//   - with the containers annotation, the containers it names (a name that
-//     is not in the pod is an error);
+//   - with the containers annotation, the containers it names; names the
+//     pod does not have are returned as later (another webhook may add
+//     them, and they are targets then), but at least one must be there;
 //   - else, once secctx has run (the status annotation is there, as on a
 //     reinvocation), the containers of that first pass that are still there:
 //     a container another webhook added after secctx (a mesh proxy, an
 //     agent) gets nothing;
 //   - else every container and init container, native sidecars included.
-func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
+func targets(pod *corev1.Pod) (tgts []*corev1.Container, later []string, problem string) {
 	var all []*corev1.Container
 	for i := range pod.Spec.InitContainers {
 		all = append(all, &pod.Spec.InitContainers[i])
@@ -33,14 +34,14 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 	if !named {
 		st, ok := pod.Annotations[securityctx.AnnotationStatus]
 		if !ok {
-			return all, ""
+			return all, nil, ""
 		}
 		var prev Status
 		if err := jsonv2.Unmarshal([]byte(st), &prev); err != nil {
-			return nil, fmt.Sprintf("%s %s: is not a record secctx wrote (%s); remove it, secctx writes it",
+			return nil, nil, fmt.Sprintf("%s %s: is not a record secctx wrote (%s); remove it, secctx writes it",
 				securityctx.AnnotationStatus, securityctx.Quote(st), securityctx.Shorten(err.Error()))
 		}
-		return slices.DeleteFunc(all, func(c *corev1.Container) bool { return !slices.Contains(prev.Containers, c.Name) }), ""
+		return slices.DeleteFunc(all, func(c *corev1.Container) bool { return !slices.Contains(prev.Containers, c.Name) }), nil, ""
 	}
 	want := map[string]bool{}
 	var order []string
@@ -51,7 +52,7 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 		}
 	}
 	if len(want) == 0 {
-		return nil, fmt.Sprintf("%s %s: names no container; list container names separated by commas, or remove the annotation to inject into all", securityctx.AnnotationContainers, securityctx.Quote(v))
+		return nil, nil, fmt.Sprintf("%s %s: names no container; list container names separated by commas, or remove the annotation to inject into all", securityctx.AnnotationContainers, securityctx.Quote(v))
 	}
 	var picked []*corev1.Container
 	names := make([]string, 0, len(all))
@@ -62,13 +63,19 @@ func targets(pod *corev1.Pod) ([]*corev1.Container, string) {
 			delete(want, c.Name)
 		}
 	}
+	if len(picked) == 0 {
+		return nil, nil, fmt.Sprintf("%s %s: the pod has none of these containers; it has %s", securityctx.AnnotationContainers,
+			securityctx.Quote(v), securityctx.Shorten(strings.Join(names, ", ")))
+	}
+	// A name the pod does not have (yet) is for a container that another
+	// webhook adds later; the caller warns, in case it is a typo.
+	later = nil
 	for _, n := range order {
 		if want[n] {
-			return nil, fmt.Sprintf("%s %s: the pod has no container %s; it has %s", securityctx.AnnotationContainers,
-				securityctx.Quote(v), securityctx.Quote(n), securityctx.Shorten(strings.Join(names, ", ")))
+			later = append(later, n)
 		}
 	}
-	return picked, ""
+	return picked, later, ""
 }
 
 // applyToContainer adds the plan's env, envFrom and mounts to c. What is

@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/secctx/secctx/pkg/securityctx"
-	"github.com/secctx/secctx/test/flytekit"
+	"github.com/secctx/secctx/internal/flytekit"
 )
 
 type vectorFile struct {

@@ -104,7 +104,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		return nil, Result{}, deny(pr.unparsable)
 	}
 	out := shallowCopy(pod)
-	tgts, tgtErr := targets(out)
+	tgts, later, tgtErr := targets(out)
 	if tgtErr != "" {
 		return nil, Result{}, deny(tgtErr)
 	}
@@ -120,6 +120,10 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	plan := pr.plan.clone()
 
 	var res Result
+	if len(later) > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%s names %s, which the pod does not have: it gets the secrets only if another webhook adds it",
+			securityctx.AnnotationContainers, securityctx.Shorten(strings.Join(later, ", "))))
+	}
 	sa := ""
 	if sc.RunAs != nil {
 		sa = sc.RunAs.K8sServiceAccount

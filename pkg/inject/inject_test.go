@@ -399,7 +399,7 @@ func TestAttackerSizedInput(t *testing.T) {
 			p := testPod(`{}`)
 			p.Annotations[securityctx.AnnotationContainers] = big
 			return p
-		}, `(2500000 bytes): the pod has no container`},
+		}, `(2500000 bytes): the pod has none of these containers`},
 		{"2.5 MB container name clash", func() *corev1.Pod {
 			p := testPod(`{"secrets":[{"group":"g","key":"k","mountRequirement":"ENV_VAR","envVar":"X"}]}`)
 			p.Spec.Containers[0].Name = big
@@ -446,5 +446,30 @@ func TestQuoteBounds(t *testing.T) {
 	}
 	if !strings.HasSuffix(d.Error(), "and 40 more problems") {
 		t.Errorf("DeniedError does not count what it left out: ...%s", d.Error()[len(d.Error())-60:])
+	}
+}
+
+// TestContainersNamedForLater: a name in secctx.dev/containers that the pod
+// does not have yet is allowed (another webhook may add that container),
+// with a warning in case it is a typo; once the container is there, a
+// reinvocation injects into it.
+func TestContainersNamedForLater(t *testing.T) {
+	in := newTestInjector(t, DefaultConfig())
+	pod := testPod(`{"secrets":[{"group":"g","key":"k","mountRequirement":"ENV_VAR"}]}`)
+	pod.Annotations[securityctx.AnnotationContainers] = "main,proxy"
+	out, res, err := in.Inject(context.Background(), pod, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`secctx.dev/containers names proxy, which the pod does not have: it gets the secrets only if another webhook adds it`}; !slices.Equal(res.Notes, want) {
+		t.Errorf("notes %q, want %q", res.Notes, want)
+	}
+	out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: "proxy"})
+	again, res, err := in.Inject(context.Background(), out, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Notes) != 0 || findEnv(again.Spec.Containers[1].Env, "_FSEC_G_K") < 0 {
+		t.Errorf("reinvocation: notes %q, proxy env %v", res.Notes, again.Spec.Containers[1].Env)
 	}
 }

@@ -71,7 +71,7 @@ type secretPlan struct {
 	annotations [][2]string
 }
 
-// planSecrets lays out the Kubernetes-Secret backend: SPEC §2. It checks the
+// planSecrets lays out the Kubernetes-Secret backend (docs/contract.md). It checks the
 // backend's names and every clash between the requests themselves.
 func planSecrets(cfg Config, secrets []securityctx.Secret, fields []string) (*secretPlan, securityctx.ErrorList) {
 	if len(secrets) == 0 {

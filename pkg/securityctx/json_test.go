@@ -14,7 +14,7 @@ func TestDecode(t *testing.T) {
 		in   string
 		want *SecurityContext
 	}{{
-		name: "SPEC example, camelCase",
+		name: "contract example, camelCase",
 		in: `{
 		  "runAs": {"k8sServiceAccount": "data-processing-sa", "iamRole": "arn:aws:iam::123456789012:role/r",
 		            "executionIdentity": "alice@example.com",

@@ -23,9 +23,12 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/secctx/secctx/test/framework"
 	"github.com/secctx/secctx/test/framework/cluster"
@@ -130,6 +133,11 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The metrics are read as Prometheus would: with a service account
+	// bound to the chart's metrics-reader ClusterRole.
+	if metricsToken, err = serviceAccountToken(ctx, "default", "metrics-scraper", true); err != nil {
+		t.Fatal(err)
+	}
 	uninstalled := false
 	t.Cleanup(func() {
 		if !uninstalled {
@@ -162,6 +170,47 @@ func TestInstall(t *testing.T) {
 			if err != nil || !bytes.Equal(got.Raw, block.Bytes) {
 				t.Errorf("replica %s does not serve the Secret's certificate: %v", p.Name, err)
 			}
+		}
+	})
+
+	t.Run("one writer, high priority", func(t *testing.T) {
+		pods, err := secctxPods(ctx, releaseNS)
+		if err != nil || len(pods) != 2 {
+			t.Fatalf("ready replicas: %d, %v", len(pods), err)
+		}
+		lease, err := kube.Client.CoordinationV1().Leases(releaseNS).Get(ctx, "secctx-webhook-tls-rotation", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("no rotation lease: %v", err)
+		}
+		holder := ptr.Deref(lease.Spec.HolderIdentity, "")
+		if !strings.HasPrefix(holder, pods[0].Name+"_") && !strings.HasPrefix(holder, pods[1].Name+"_") {
+			t.Errorf("the rotation lease is held by %q, not by a replica (%s, %s)", holder, pods[0].Name, pods[1].Name)
+		}
+		for _, p := range pods {
+			if p.Spec.PriorityClassName != "system-cluster-critical" || ptr.Deref(p.Spec.Priority, 0) != 2000000000 {
+				t.Errorf("replica %s: priority class %q (%d)", p.Name, p.Spec.PriorityClassName, ptr.Deref(p.Spec.Priority, 0))
+			}
+		}
+	})
+
+	t.Run("metrics only to authorized clients", func(t *testing.T) {
+		pods, err := secctxPods(ctx, releaseNS)
+		if err != nil || len(pods) == 0 {
+			t.Fatalf("ready replicas: %d, %v", len(pods), err)
+		}
+		ip := pods[0].Status.PodIP
+		if code, _, err := getMetrics(ip, ""); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("no token: %d %v, want 401", code, err)
+		}
+		other, err := serviceAccountToken(ctx, "default", "metrics-nobody", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, err := getMetrics(ip, other); err != nil || code != http.StatusForbidden {
+			t.Errorf("a token without the metrics-reader role: %d %v, want 403", code, err)
+		}
+		if code, body, err := getMetrics(ip, metricsToken); err != nil || code != http.StatusOK || !strings.Contains(body, "secctx_admission_decisions_total") {
+			t.Errorf("a token with the metrics-reader role: %d %v, want 200 with secctx's series", code, err)
 		}
 	})
 
@@ -438,14 +487,64 @@ func bothReplicasServe(ctx context.Context, ns string) error {
 	})
 }
 
+// metricsToken is a token allowed to read /metrics (TestInstall).
+var metricsToken string
+
+// serviceAccountToken makes a service account in ns and returns a token of
+// it; bound, it may read secctx's metrics.
+func serviceAccountToken(ctx context.Context, ns, name string, bound bool) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	if bound {
+		crb := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "secctx-metrics-reader"},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
+		}
+		if _, err := kube.Client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", err
+		}
+	}
+	tr, err := kube.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	return tr.Status.Token, nil
+}
+
+// getMetrics reads a replica's /metrics over HTTPS (its certificate is
+// self-made, as a ServiceMonitor with insecureSkipVerify reads it), with
+// token when it is not empty.
+func getMetrics(ip, token string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodGet, "https://"+net.JoinHostPort(ip, "8443")+"/metrics", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, string(b), err
+}
+
 func admissions(ip string) (float64, error) {
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + net.JoinHostPort(ip, "8080") + "/metrics")
+	code, body, err := getMetrics(ip, metricsToken)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %d", code)
+	}
 	var total float64
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<20))
+	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "secctx_admission_decisions_total{") {

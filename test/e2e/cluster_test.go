@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -175,14 +176,13 @@ func TestBadAnnotationRejected(t *testing.T) {
 	}
 }
 
-// TestUnlabelledPodUntouched: without the opt-in label the webhook is not
-// even called, whatever the annotations say.
+// TestUnlabelledPodUntouched: without the opt-in label (and without a
+// request) the webhook is not even called.
 func TestUnlabelledPodUntouched(t *testing.T) {
 	needCluster(t)
 	ctx := testContext(t)
-	ns := namespace(t, ctx, map[string]map[string]string{"db-creds": {"password": "p4ssw0rd-e2e"}})
-	sc := `{"secrets": [{"group": "db-creds", "key": "password", "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"}]}`
-	got, logs := runPod(t, ctx, taskPod(ns, "task", sc, false, taskContainer("task", "-full", "env", "HOSTNAME")))
+	ns := namespace(t, ctx, nil)
+	got, logs := runPod(t, ctx, taskPod(ns, "task", "", false, taskContainer("task", "-full", "env", "HOSTNAME")))
 	if _, ok := got.Annotations[annotStatus]; ok {
 		t.Errorf("pod has %s", annotStatus)
 	}
@@ -196,6 +196,21 @@ func TestUnlabelledPodUntouched(t *testing.T) {
 	}
 	if logs["task"] != "HOSTNAME = task\n" {
 		t.Errorf("output %q", logs["task"])
+	}
+}
+
+// TestAnnotationWithoutLabelRefused: a pod that asks for secrets but lacks
+// the label is not admitted without them: the admission policy refuses it,
+// saying to add the label.
+func TestAnnotationWithoutLabelRefused(t *testing.T) {
+	needCluster(t)
+	ctx := testContext(t)
+	ns := namespace(t, ctx, nil)
+	sc := `{"secrets": [{"group": "db-creds", "key": "password", "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"}]}`
+	_, err := kube.Client.CoreV1().Pods(ns).Create(ctx, taskPod(ns, "task", sc, false, taskContainer("task", "env", "DB_PASSWORD")), metav1.CreateOptions{})
+	want := `ValidatingAdmissionPolicy 'secctx-opt-in' with binding 'secctx-opt-in' denied request: the pod carries the annotation secctx.dev/security-context but not the label secctx.dev/inject: "true"; add the label`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want a refusal containing %q", err, want)
 	}
 }
 
@@ -224,8 +239,9 @@ func TestServerSideDryRun(t *testing.T) {
 }
 
 // TestReinvocation: a webhook that runs after secctx adds a container; the
-// API server calls secctx again (reinvocationPolicy: IfNeeded) and the new
-// container gets the secrets too.
+// API server calls secctx again (reinvocationPolicy: IfNeeded). The new
+// container gets nothing: only the containers of secctx's first pass are
+// targets. Named in secctx.dev/containers, it gets the secrets.
 func TestReinvocation(t *testing.T) {
 	needCluster(t)
 	ctx := testContext(t)
@@ -249,7 +265,7 @@ func TestReinvocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	added := taskContainer("added", "-full", "env", "DB_PASSWORD")
+	added := taskContainer("added", "-full", "env", "HOSTNAME")
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addContainer(t, w, r, added)
 	})}
@@ -293,12 +309,33 @@ func TestReinvocation(t *testing.T) {
 		t.Fatalf("the second webhook is not called: %v", err)
 	}
 	got, logs := runPod(t, ctx, pod)
-	want := map[string]string{"main": "DB_PASSWORD = p4ssw0rd-e2e\n", "added": "DB_PASSWORD = p4ssw0rd-e2e\n"}
+	want := map[string]string{"main": "DB_PASSWORD = p4ssw0rd-e2e\n", "added": "HOSTNAME = task\n"}
 	if diff := cmp.Diff(want, logs); diff != "" {
 		t.Errorf("container output (-want +got):\n%s", diff)
 	}
 	if len(got.Spec.Containers) != 2 {
-		t.Errorf("containers: %d, want 2", len(got.Spec.Containers))
+		t.Fatalf("containers: %d, want 2", len(got.Spec.Containers))
+	}
+	if env := got.Spec.Containers[1].Env; len(env) != 0 {
+		t.Errorf("the container added after secctx got env %+v", env)
+	}
+	if st := got.Annotations[annotStatus]; !strings.Contains(st, `"containers":["main"]`) {
+		t.Errorf("status %s: want the first pass's containers only", st)
+	}
+
+	// Named in secctx.dev/containers, the added container is a target.
+	named := taskPod(ns, "named", sc, true, taskContainer("main", "-full", "env", "DB_PASSWORD"))
+	named.Annotations["secctx.dev/containers"] = "main,added"
+	named.Spec.Containers = append(named.Spec.Containers, taskContainer("added", "-full", "env", "DB_PASSWORD"))
+	// The second webhook sees "added" there already and adds nothing; so
+	// that secctx's first pass does not see it, it is removed here and the
+	// second webhook adds it.
+	named.Spec.Containers = named.Spec.Containers[:1]
+	added.Args = []string{"-full", "env", "DB_PASSWORD"}
+	_, logs = runPod(t, ctx, named)
+	want = map[string]string{"main": "DB_PASSWORD = p4ssw0rd-e2e\n", "added": "DB_PASSWORD = p4ssw0rd-e2e\n"}
+	if diff := cmp.Diff(want, logs); diff != "" {
+		t.Errorf("named: container output (-want +got):\n%s", diff)
 	}
 }
 
@@ -374,10 +411,139 @@ func TestFlytePropellerPod(t *testing.T) {
 	if logs[c.Name] != want {
 		t.Errorf("pyflyte-execute found:\n%s\nwant:\n%s", logs[c.Name], want)
 	}
+	found := false
 	for _, e := range got.Spec.Containers[0].Env {
-		if e.Name == "DB_PASSWORD" && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef.Name != "my-credentials") {
-			t.Errorf("DB_PASSWORD: %+v", e)
+		if e.Name == "DB_PASSWORD" {
+			found = true
+			if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "my-credentials" || e.ValueFrom.SecretKeyRef.Key != "db_password" {
+				t.Errorf("DB_PASSWORD: %+v", e)
+			}
 		}
+	}
+	if !found {
+		t.Error("DB_PASSWORD is not set")
+	}
+}
+
+// TestServiceAccountFollowed: a pod moved to another account is what it
+// would be had it been created with it: no API token when the account opts
+// out, a token when it moves away from a default that opts out, and the
+// account's image pull secrets.
+func TestServiceAccountFollowed(t *testing.T) {
+	needCluster(t)
+	ctx := testContext(t)
+	ns := namespace(t, ctx, nil)
+	no := false
+	for _, sa := range []*corev1.ServiceAccount{
+		{ObjectMeta: metav1.ObjectMeta{Name: "no-token-sa"}, AutomountServiceAccountToken: &no},
+		{ObjectMeta: metav1.ObjectMeta{Name: "pull-sa"}, ImagePullSecrets: []corev1.LocalObjectReference{{Name: "regcred"}}},
+	} {
+		if _, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hasToken := func(p *corev1.Pod) bool {
+		for _, m := range p.Spec.Containers[0].VolumeMounts {
+			if m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" {
+				return true
+			}
+		}
+		return false
+	}
+
+	// The account opts out: the token default's was given is taken away,
+	// and the task finds none.
+	pod := taskPod(ns, "no-token", `{"runAs": {"k8sServiceAccount": "no-token-sa"}}`, true, taskContainer("task", "whoami"))
+	got, logs, err := framework.RunPod(ctx, kube, pod, 90*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hasToken(got) || got.Status.Phase != corev1.PodFailed || !strings.Contains(logs["task"], "no such file") {
+		t.Errorf("no-token-sa: token mounted %v, phase %s, output %q; want no token", hasToken(got), got.Status.Phase, logs["task"])
+	}
+	for _, v := range got.Spec.Volumes {
+		if strings.HasPrefix(v.Name, "kube-api-access-") {
+			t.Errorf("no-token-sa: volume %s is still there", v.Name)
+		}
+	}
+
+	// The account has an image pull secret: the pod gets it, and its
+	// token is the account's.
+	got, logs = runPod(t, ctx, taskPod(ns, "pull", `{"runAs": {"k8sServiceAccount": "pull-sa"}}`, true, taskContainer("task", "whoami")))
+	if diff := cmp.Diff([]corev1.LocalObjectReference{{Name: "regcred"}}, got.Spec.ImagePullSecrets); diff != "" {
+		t.Errorf("pull-sa: imagePullSecrets (-want +got):\n%s", diff)
+	}
+	if want := fmt.Sprintf("running as system:serviceaccount:%s:pull-sa\n", ns); logs["task"] != want {
+		t.Errorf("pull-sa: %q, want %q", logs["task"], want)
+	}
+
+	// default opts out, so the ServiceAccount plugin mounted nothing; the
+	// pod moves to an account that does not: it gets the token.
+	def, err := kube.Client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def.AutomountServiceAccountToken = &no
+	if _, err := kube.Client.CoreV1().ServiceAccounts(ns).Update(ctx, def, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// secctx reads accounts from its cache: wait until a dry run shows the change.
+	err = framework.Poll(ctx, 30*time.Second, func() (bool, error) {
+		p, err := kube.Client.CoreV1().Pods(ns).Create(ctx, taskPod(ns, "probe", "", false, taskContainer("task", "whoami")), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil && !hasToken(p), err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, logs = runPod(t, ctx, taskPod(ns, "from-default", `{"runAs": {"k8sServiceAccount": "pull-sa"}}`, true, taskContainer("task", "whoami")))
+	if want := fmt.Sprintf("running as system:serviceaccount:%s:pull-sa\n", ns); !hasToken(got) || logs["task"] != want {
+		t.Errorf("from an opted-out default: token %v, output %q, want %q", hasToken(got), logs["task"], want)
+	}
+}
+
+// TestPolicyGuard: with the webhook's registration deleted, the admission
+// policy still refuses a labelled pod, which would otherwise start without
+// its secrets. The registration then comes back.
+func TestPolicyGuard(t *testing.T) {
+	needCluster(t)
+	ctx := testContext(t)
+	ns := namespace(t, ctx, nil)
+	mwcs := kube.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	saved, err := mwcs.Get(ctx, "secctx", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mwcs.Delete(ctx, "secctx", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		saved.ResourceVersion, saved.UID = "", ""
+		if _, err := mwcs.Create(ctx, saved, metav1.CreateOptions{}); err != nil {
+			t.Errorf("restore the webhook configuration: %v", err)
+			return
+		}
+		err := framework.Poll(ctx, 60*time.Second, func() (bool, error) {
+			p, err := kube.Client.CoreV1().Pods(ns).Create(ctx, taskPod(ns, "back", "{}", true, taskContainer("task", "whoami")), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err == nil && p.Annotations[annotStatus] != "", nil
+		})
+		if err != nil {
+			t.Errorf("secctx does not inject again after its registration came back: %v", err)
+		}
+	})
+	sc := `{"secrets": [{"group": "db-creds", "key": "password", "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"}]}`
+	want := `ValidatingAdmissionPolicy 'secctx-opt-in' with binding 'secctx-opt-in' denied request: the pod is labelled secctx.dev/inject: "true" but secctx did not inject it`
+	var last error
+	// The API server drops the webhook asynchronously.
+	err = framework.Poll(ctx, 30*time.Second, func() (bool, error) {
+		_, last = kube.Client.CoreV1().Pods(ns).Create(ctx, taskPod(ns, "labelled", sc, true, taskContainer("task", "env", "DB_PASSWORD")), metav1.CreateOptions{})
+		if last == nil {
+			return false, errors.New("a labelled pod was admitted without secctx")
+		}
+		return strings.Contains(last.Error(), want), nil
+	})
+	if err != nil {
+		t.Fatalf("%v; last answer: %v; want a refusal containing %q", err, last, want)
 	}
 }
 

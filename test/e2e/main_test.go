@@ -47,7 +47,8 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	secctx = filepath.Join(dir, "secctx")
 	build := exec.Command("go", "build", "-trimpath",
-		"-ldflags", "-X github.com/secctx/secctx/pkg/version.Version=v0.0.0-e2e", "-o", secctx, "../../cmd/webhook")
+		"-ldflags", "-X github.com/secctx/secctx/pkg/version.Version=v0.0.0-e2e", "-o", secctx, "./cmd/webhook")
+	build.Dir = framework.Root() // the main module, not the test module
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build secctx: %v\n%s", err, out)

@@ -78,18 +78,19 @@ func Up(ctx context.Context, o Options) (*cluster.Cluster, error) {
 func BuildImages(ctx context.Context, root, out string) ([]string, error) {
 	binDir := filepath.Join(out, "bin")
 	specs := []struct {
-		pkg, ldflags string
-		spec         image.Spec
+		dir, pkg, ldflags string
+		spec              image.Spec
 	}{
-		{"./cmd/webhook", "-s -w -X github.com/secctx/secctx/pkg/version.Version=v0.0.0-e2e",
+		// The test images are built in the test module (test/).
+		{root, "./cmd/webhook", "-s -w -X github.com/secctx/secctx/pkg/version.Version=v0.0.0-e2e",
 			image.Spec{Ref: SecctxImage, Path: "secctx", Cmd: []string{"serve"}, User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
-		{"./test/images/pause", "-s -w", image.Spec{Ref: cluster.PauseImage, Path: "pause"}},
-		{"./test/images/task", "-s -w", image.Spec{Ref: TaskImage, Path: "task", User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
+		{filepath.Join(root, "test"), "./images/pause", "-s -w", image.Spec{Ref: cluster.PauseImage, Path: "pause"}},
+		{filepath.Join(root, "test"), "./images/task", "-s -w", image.Spec{Ref: TaskImage, Path: "task", User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
 	}
 	var tars []string
 	for _, s := range specs {
 		bin := filepath.Join(binDir, s.spec.Path)
-		if err := image.GoBuild(ctx, root, s.pkg, bin, s.ldflags); err != nil {
+		if err := image.GoBuild(ctx, s.dir, s.pkg, bin, s.ldflags); err != nil {
 			return nil, err
 		}
 		s.spec.Binary = bin

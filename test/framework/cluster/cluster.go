@@ -6,7 +6,7 @@
 // Every process is started by the harness and stopped by its PID. Teardown
 // removes mounts, cgroups, network namespaces, the bridge and iptables
 // chains, and restores the kernel settings the components changed. It needs
-// root. The flags follow the recipe in shared/recipes/local-cluster.
+// root. docs/testing.md lists the flags that had to be found.
 package cluster
 
 import (

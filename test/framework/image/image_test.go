@@ -19,7 +19,7 @@ import (
 func TestBuild(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "pause")
-	if err := GoBuild(context.Background(), "../../..", "./test/images/pause", bin, "-s -w"); err != nil {
+	if err := GoBuild(context.Background(), "../..", "./images/pause", bin, "-s -w"); err != nil {
 		t.Fatal(err)
 	}
 	spec := Spec{Ref: "localhost/test:1", Binary: bin, Path: "secctx", Cmd: []string{"serve"}, User: "65532:65532"}

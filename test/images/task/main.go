@@ -28,7 +28,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/secctx/secctx/test/flytekit"
+	"github.com/secctx/secctx/internal/flytekit"
 )
 
 var full = flag.Bool("full", false, "print whole secret values")
