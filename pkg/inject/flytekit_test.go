@@ -15,8 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/secctx/secctx/pkg/securityctx"
 	"github.com/secctx/secctx/internal/flytekit"
+	"github.com/secctx/secctx/pkg/securityctx"
 )
 
 type vectorFile struct {

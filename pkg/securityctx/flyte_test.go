@@ -9,9 +9,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// flyteVectors are encodings made by Flyte's own marshaler
 // flyteVectors are encodings made by Flyte's own marshaler, kept in
 // testdata/flyte-secrets/vectors.json.
+type flyteVectors struct {
 	Alphabet string            `json:"alphabet"`
 	Label    map[string]string `json:"label"`
 	Vectors  []struct {
