@@ -74,7 +74,9 @@ func addSelfManagedCerts(mgr manager.Manager, cfg Config, log logr.Logger) (<-ch
 	if err != nil {
 		return nil, nil, fmt.Errorf("watch secret %s: %w", key, err)
 	}
-	if err := mgr.Add(secretCache); err != nil {
+	// Every replica serves from the Secret, so its cache runs on every
+	// replica: a runnable that does not say otherwise runs on the leader only.
+	if err := mgr.Add(everyReplica{secretCache}); err != nil {
 		return nil, nil, err
 	}
 	files := &certFiles{cache: secretCache, key: key, dir: cfg.CertDir, log: log.WithName("cert-files"), written: make(chan struct{})}
@@ -84,6 +86,11 @@ func addSelfManagedCerts(mgr manager.Manager, cfg Config, log logr.Logger) (<-ch
 	trusted := &caTrusted{api: mgr.GetAPIReader(), files: files, name: c.WebhookConfigurationName}
 	return files.written, trusted.check, nil
 }
+
+// everyReplica runs a cache whatever the leader election says.
+type everyReplica struct{ cache.Cache }
+
+func (everyReplica) NeedLeaderElection() bool { return false }
 
 // caTrusted is the readiness check of self mode: the files are written and
 // the webhook configuration's caBundle holds their CA. Until the leader has

@@ -210,7 +210,7 @@ func TestHandlerLeavesOtherPodsAlone(t *testing.T) {
 	m := newTestMutator(t)
 	h := m
 	plain := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"plain"},"spec":{"containers":[{"name":"c","image":"i"}]}}`)
-	withSC := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"secctx.dev/security-context":"{\"secrets\":[{\"group\":\"g\",\"key\":\"k\"}]}"}},"spec":{"containers":[{"name":"c","image":"i"}]}}`)
+	withSC := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"secctx.dev/inject":"true"},"annotations":{"secctx.dev/security-context":"{\"secrets\":[{\"group\":\"g\",\"key\":\"k\"}]}"}},"spec":{"containers":[{"name":"c","image":"i"}]}}`)
 	for name, body := range map[string][]byte{
 		"no annotation": reviewBytes(t, plain, admissionv1.Create),
 		"update":        reviewBytes(t, withSC, admissionv1.Update),
@@ -239,6 +239,44 @@ func TestHandlerLeavesOtherPodsAlone(t *testing.T) {
 		if rec.Code < 400 {
 			t.Errorf("%s: HTTP %d, want an error status", name, rec.Code)
 		}
+	}
+}
+
+// TestHandlerChecksTheLabels: the handler does not trust the registration's
+// objectSelector. A pod that reaches it without the opt-in label is not
+// injected: refused when it carries a request, left alone otherwise; and
+// Flyte's label and annotations mean nothing with Flyte mode off.
+func TestHandlerChecksTheLabels(t *testing.T) {
+	h := newTestMutator(t)
+	pod := func(labels, annotations string) []byte {
+		return reviewBytes(t, []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{`+labels+`},"annotations":{`+annotations+
+			`}},"spec":{"containers":[{"name":"c","image":"i"}]}}`), admissionv1.Create)
+	}
+	sc := `"secctx.dev/security-context":"{\"secrets\":[{\"group\":\"g\",\"key\":\"k\"}]}"`
+	flyte := `"flyte.secrets/s0":"m4zg54lqhiqceztsnfsgk3tuorzs42lpozqxe2lbnruwk4zcbjvwk5j1earhu23fpe2dgmrcbi"`
+	tests := []struct {
+		name, labels, annotations string
+		denied, patched           bool
+	}{
+		{"annotation without the label", `"other":"x"`, sc, true, false},
+		{"the label set to false", `"secctx.dev/inject":"false"`, sc, true, false},
+		{"neither", `"other":"x"`, `"a":"b"`, false, false},
+		{"the label alone", `"secctx.dev/inject":"true"`, `"a":"b"`, false, true},
+		{"Flyte's label and annotation, Flyte mode off", `"inject-flyte-secrets":"true"`, flyte, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := post(t, h, pod(tt.labels, tt.annotations))
+			if resp.Allowed == tt.denied || (resp.Patch != nil) != tt.patched {
+				t.Fatalf("allowed %v, patch %s, result %+v; want denied %v, patched %v", resp.Allowed, resp.Patch, resp.Result, tt.denied, tt.patched)
+			}
+			if tt.denied && !strings.Contains(resp.Result.Message, `but the pod is not labelled secctx.dev/inject: "true"; add the label`) {
+				t.Errorf("message %q does not say to add the label", resp.Result.Message)
+			}
+			if tt.patched && !strings.Contains(string(resp.Patch), `"/metadata/annotations/secctx.dev~1status"`) {
+				t.Errorf("patch %s: a labelled pod gets the status annotation", resp.Patch)
+			}
+		})
 	}
 }
 

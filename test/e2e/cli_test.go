@@ -78,7 +78,7 @@ func TestServeAndVersion(t *testing.T) {
 		t.Errorf("version: exit %d, %q", code, out)
 	}
 	code, out, _ = runSecctx(t, "serve", "--help")
-	for _, flag := range []string{"--port int", "(default 9443)", "--cert-dir", "--metrics-bind-address", `(default ":8080")`,
+	for _, flag := range []string{"--port int", "(default 9443)", "--cert-dir", "--metrics-bind-address", `(default ":8443")`, "--metrics-secure", "--flyte",
 		"--health-probe-bind-address", `(default ":8081")`, "--config"} {
 		if code != 0 || !strings.Contains(out, flag) {
 			t.Errorf("serve --help lacks %q", flag)
