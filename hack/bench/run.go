@@ -249,7 +249,7 @@ func taskPod(root string) (*corev1.Pod, error) {
 
 func (e *env) writeConfig() error {
 	e.config = filepath.Join(e.dir, "config.yaml")
-	cfg := fmt.Sprintf("port: %s\ncertDir: %s\nmetricsBindAddress: \"0\"\nhealthProbeBindAddress: %q\nlogLevel: error\n", secctxPort, e.certDir, probeAddr)
+	cfg := fmt.Sprintf("apiVersion: config.secctx.dev/v1alpha1\nkind: SecctxConfiguration\nport: %s\ncertDir: %s\nmetricsBindAddress: \"0\"\nhealthProbeBindAddress: %q\nlogLevel: error\n", secctxPort, e.certDir, probeAddr)
 	if e.o.profile != "" {
 		cfg += "pprofBindAddress: 127.0.0.1:6060\n"
 	}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/secctx/secctx/pkg/inject"
+	"github.com/secctx/secctx/pkg/securityctx"
 )
 
 // MutatePath is where the pod webhook is served.
@@ -137,7 +138,7 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-		http.Error(w, fmt.Sprintf("content type %q: want application/json", ct), http.StatusUnsupportedMediaType)
+		http.Error(w, "content type "+securityctx.Quote(ct)+": want application/json", http.StatusUnsupportedMediaType)
 		return
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -154,8 +155,11 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			err = errors.New("no request in the AdmissionReview")
 		}
 		m.count(DecisionError)
-		m.log.Error(err, "bad admission review")
-		http.Error(w, "decode AdmissionReview: "+err.Error(), http.StatusBadRequest)
+		// A decoding error can quote the input; the log line and the answer
+		// hold at most a few hundred bytes of it.
+		msg := securityctx.Shorten(err.Error())
+		m.log.Info("bad admission review", "error", msg)
+		http.Error(w, "decode AdmissionReview: "+msg, http.StatusBadRequest)
 		return
 	}
 	out := reviewOut{APIVersion: review.APIVersion, Kind: "AdmissionReview"}

@@ -305,10 +305,21 @@ func TestInstall(t *testing.T) {
 		if _, err := kube.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "secctx", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("webhook configuration after uninstall: %v", err)
 		}
-		// Nothing rejects labelled pods any more: they are created as they are.
-		p, err := dryRunPod(ctx, "default")
+		for _, name := range []string{"secctx-opt-in"} {
+			if _, err := kube.Client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("admission policy %s after uninstall: %v", name, err)
+			}
+		}
+		// Nothing rejects labelled pods any more: they are created as they
+		// are, once the API server has dropped the policy (asynchronously).
+		var p *corev1.Pod
+		var last error
+		err := framework.Poll(ctx, 30*time.Second, func() (bool, error) {
+			p, last = dryRunPod(ctx, "default")
+			return last == nil, nil
+		})
 		if err != nil {
-			t.Errorf("labelled pod after uninstall: %v", err)
+			t.Errorf("labelled pod after uninstall: %v", last)
 		} else if hasEnv(p, "DB_PASSWORD") {
 			t.Error("a pod is still injected after uninstall")
 		}
