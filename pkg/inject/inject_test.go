@@ -394,6 +394,12 @@ func TestAttackerSizedInput(t *testing.T) {
 		{"2.5 MB envVar", func() *corev1.Pod {
 			return testPod(`{"secrets":[{"group":"g","key":"k","envVar":"` + big + `x"}]}`)
 		}, `secrets[0].envVar "AAAA`},
+		{"2.5 MB envVar that matches the pattern", func() *corev1.Pod {
+			return testPod(`{"secrets":[{"group":"g","key":"k","envVar":"` + big + `"}]}`)
+		}, `(2500000 bytes): must be at most 256 characters`},
+		{"2.5 MB execution identity", func() *corev1.Pod {
+			return testPod(`{"runAs":{"executionIdentity":"` + big + `"}}`)
+		}, `runAs.executionIdentity "AAAA`},
 		{"2.5 MB field name", func() *corev1.Pod { return testPod(`{"` + big + `":1}`) }, `... (2500000 bytes): unknown field`},
 		{"2.5 MB containers annotation", func() *corev1.Pod {
 			p := testPod(`{}`)

@@ -8,6 +8,14 @@ import (
 // EnvVarPattern is what secrets[].envVar must match.
 const EnvVarPattern = `^[A-Z_][A-Z0-9_]*$`
 
+// Length bounds of the names a SecurityContext puts into a pod: an env var
+// name, and the execution identity (kept whole in an annotation). Each is far
+// above real use; without them a megabyte name would be copied into the pod.
+const (
+	MaxEnvVarLength            = 256
+	MaxExecutionIdentityLength = 1024
+)
+
 // validEnvVar is EnvVarPattern without a regexp engine: this runs for every
 // secret of every pod.
 func validEnvVar(s string) bool {
@@ -31,6 +39,9 @@ func (sc *SecurityContext) Validate() ErrorList {
 	if sc.RunAs != nil {
 		if c := sc.RunAs.OAuth2Client; c != nil {
 			errs = append(errs, validateClient(c, "runAs.oauth2Client")...)
+		}
+		if ei := sc.RunAs.ExecutionIdentity; len(ei) > MaxExecutionIdentityLength {
+			errs = append(errs, Invalid("runAs.executionIdentity", ei, "must be at most "+strconv.Itoa(MaxExecutionIdentityLength)+" bytes"))
 		}
 	}
 	for i := range sc.Secrets {
@@ -73,8 +84,12 @@ func validateSecret(s *Secret, path string) ErrorList {
 	if !s.MountRequirement.Valid() {
 		errs = append(errs, Invalid(path+".mountRequirement", s.MountRequirement.String(), allowedEnum(mountTypeNames)))
 	}
-	if s.EnvVar != "" && !validEnvVar(s.EnvVar) {
+	switch {
+	case s.EnvVar == "":
+	case !validEnvVar(s.EnvVar):
 		errs = append(errs, Invalid(path+".envVar", s.EnvVar, "must match "+EnvVarPattern))
+	case len(s.EnvVar) > MaxEnvVarLength:
+		errs = append(errs, Invalid(path+".envVar", s.EnvVar, "must be at most "+strconv.Itoa(MaxEnvVarLength)+" characters"))
 	}
 	return errs
 }
