@@ -59,8 +59,15 @@ func Up(ctx context.Context, o Options) (*cluster.Cluster, error) {
 	var images []string
 	if o.Mode == cluster.Full {
 		t0 := time.Now()
-		var err error
-		images, err = BuildImages(ctx, root, filepath.Join(root, "bin", "images"))
+		// A directory of this run's own: test packages run in parallel and
+		// each builds its images before it waits for the machine's cluster
+		// lock, so a shared directory would have two builds write one file.
+		dir, err := os.MkdirTemp("", "secctx-images-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir) // Start imports the images into containerd
+		images, err = BuildImages(ctx, root, dir)
 		if err != nil {
 			return nil, err
 		}
