@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/secctx/secctx/test/framework"
@@ -122,6 +123,24 @@ func run(ctx context.Context) (err error) {
 	fmt.Println("   kubectl apply fails:")
 	for _, part := range strings.Split(strings.TrimSpace(stderr), "; ") {
 		fmt.Printf("     %s\n", part)
+	}
+
+	// The guard in the API server: a pod that asks for secrets without the
+	// opt-in label is refused, not started without them.
+	fmt.Printf("\n%s== example 1 without its label%s\n", bold, off)
+	b, err := os.ReadFile(filepath.Join(root, "examples", "1-env-var-secret.yaml"))
+	if err != nil {
+		return err
+	}
+	var unlabelled corev1.Pod
+	if err := yaml.UnmarshalStrict(b, &unlabelled); err != nil {
+		return err
+	}
+	unlabelled.Namespace, unlabelled.Labels = ns, nil
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, &unlabelled, metav1.CreateOptions{}); err == nil {
+		return errors.New("example 1 without its label was admitted")
+	} else {
+		fmt.Printf("   refused: %s\n", err)
 	}
 	fmt.Println()
 	say("all examples ran")
