@@ -172,10 +172,18 @@ func (r *viewReader) volume(v *corev1.Volume) error {
 			return jsonv2.UnmarshalDecode(r.d, &v.Secret)
 		}
 		if i, ok := volumeSources[string(name)]; ok {
-			if r.d.PeekKind() == 'n' {
+			switch k := r.d.PeekKind(); k {
+			case 'n':
 				others &^= 1 << i
-			} else {
+			case '{':
 				others |= 1 << i
+			default:
+				// A source is an object: anything else fails as it does by
+				// reflection. What is inside is not read (see above).
+				if _, err := r.d.ReadToken(); err != nil {
+					return err
+				}
+				return kindError(r.d, "an object", k)
 			}
 		}
 		return r.d.SkipValue()

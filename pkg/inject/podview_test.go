@@ -1,7 +1,9 @@
 package inject
 
 import (
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -34,6 +36,11 @@ func decodeBothWith(t *testing.T, raw []byte, opts ...jsonv2.Options) {
 	gotErr := jsonv2.Unmarshal(raw, &got, opts...)
 	var want reflectView
 	wantErr := jsonv2.Unmarshal(raw, &want, opts...)
+	if gotErr == nil && wantErr != nil && insideSkippedSource(wantErr) {
+		// The view does not read inside a volume source other than secret
+		// (PodView's decoder says so), so it cannot see what is wrong there.
+		return
+	}
 	if (gotErr == nil) != (wantErr == nil) {
 		t.Fatalf("%s\nhand-written decoder: %v\nreflection: %v", raw, gotErr, wantErr)
 	}
@@ -119,6 +126,21 @@ var podViewEdgeCases = []string{
 	`{"spec":{"volumes":[{"name":"v","secret":{"secretName":"s"}},null]},"spec":{"serviceAccountName":"sa"}}`,
 	`{"spec":{"containers":[{"volumeMounts":[{"name":"a","readOnly":true,"readOnly":null}],"env":[{"valueFrom":{"fieldRef":{"fieldPath":"x"}},"valueFrom":{"secretKeyRef":{"key":"k"}}}]}]}}`,
 	`{"metadata":{"annotations":{"a":"1"}},"metadata":{"annotations":{"b":"2"}}}`,
+}
+
+// insideSkippedSource reports whether a reflection error is inside the value
+// of a volume source other than secret: /spec/volumes/<i>/<source>/...
+func insideSkippedSource(err error) bool {
+	var se *jsonv2.SemanticError
+	if !errors.As(err, &se) {
+		return false
+	}
+	parts := strings.Split(string(se.JSONPointer), "/")
+	if len(parts) < 6 || parts[1] != "spec" || parts[2] != "volumes" {
+		return false
+	}
+	_, isSource := volumeSources[parts[4]]
+	return isSource && parts[4] != "secret"
 }
 
 func FuzzPodView(f *testing.F) {
