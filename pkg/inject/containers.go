@@ -142,7 +142,12 @@ func applyToContainer(c *corev1.Container, p *secretPlan, volumes []corev1.Volum
 // runtimes resolve it against the root, so a relative path, repeated or
 // trailing slashes and "." or ".." elements name the same directory as
 // their clean absolute form.
-func cleanMountPath(p string) string { return path.Clean("/" + p) }
+func cleanMountPath(p string) string {
+	if strings.HasPrefix(p, "/") {
+		return path.Clean(p) // no allocation when p is already clean
+	}
+	return path.Clean("/" + p)
+}
 
 // within reports whether p is strictly inside dir; both are clean.
 func within(p, dir string) bool {
