@@ -212,6 +212,16 @@ func TestAnnotationWithoutLabelRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("got %v, want a refusal containing %q", err, want)
 	}
+
+	// Flyte mode (secctx runs from config/flyte here): the same for Flyte's
+	// annotations without Flyte's label.
+	flyte := taskPod(ns, "flyte", "", false, taskContainer("task", "env", "DB_PASSWORD"))
+	flyte.Annotations["flyte.secrets/s0"] = "m4zg54lqhiqce2lzfvrxezlemvxhi1lbnrzsectlmv3tuibcmrrf53dbonzxo22smqrau2lpovxhix2smvyxk1lsmvwwk2tuhiqektswl4lecuqkmvxhmx2wmfzduibcirbf5ucbknjvot1siqrau"
+	_, err = kube.Client.CoreV1().Pods(ns).Create(ctx, flyte, metav1.CreateOptions{})
+	want = `ValidatingAdmissionPolicy 'secctx-flyte-opt-in' with binding 'secctx-flyte-opt-in' denied request: the pod carries flyte.secrets/s<N> annotations but not the label inject-flyte-secrets: "true"`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Flyte: got %v, want a refusal containing %q", err, want)
+	}
 }
 
 // TestServerSideDryRun: kubectl apply --dry-run=server shows the injected pod
