@@ -149,7 +149,7 @@ func diffNamed[T any](w *patchWriter, base string, index int, field string, befo
 		w.opAt("test", base, index, field, "/"+strconv.Itoa(i)+"/name")
 		w.value(name(&before[i]))
 		w.opAt("remove", base, index, field, "/"+strconv.Itoa(i))
-		w.b = w.b[:len(w.b)-len(`,"value":`)]
+		w.b = w.b[:len(w.b)-len(`,"value":`)] // a remove has no value
 	}
 	for k := j; k < len(after); k++ {
 		w.op(base, index, field, "/-")

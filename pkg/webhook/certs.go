@@ -53,6 +53,7 @@ func addSelfManagedCerts(mgr manager.Manager, cfg Config, log logr.Logger) (<-ch
 		Webhooks:               []rotator.WebhookInfo{{Name: c.WebhookConfigurationName, Type: rotator.Mutating}},
 		FieldOwner:             "secctx",
 		RequireLeaderElection:  true,
+		EnableReadinessCheck:   true,
 		CaCertDuration:         c.CAValidity.Duration,
 		ServerCertDuration:     c.CertValidity.Duration,
 		LookaheadInterval:      c.RenewBefore.Duration,
