@@ -87,7 +87,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	deny := func(problems ...string) error {
 		return &DeniedError{Pod: podRef(pod, namespace), Problems: problems}
 	}
-	optedIn, problems := in.optIn(pod)
+	optedIn, hasFlyte, problems := in.optIn(pod)
 	if len(problems) > 0 {
 		return nil, Result{}, deny(problems...)
 	}
@@ -95,7 +95,6 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		return pod, Result{}, nil
 	}
 	raw, hasSC := pod.Annotations[securityctx.AnnotationSecurityContext]
-	hasFlyte := in.cfg.Flyte.Enabled && securityctx.HasFlyteSecrets(pod.Annotations)
 	pr := emptyRequest
 	if hasSC || hasFlyte {
 		pr = in.prepare(raw, hasSC, hasFlyte, pod.Annotations)
@@ -170,25 +169,26 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	return out, res, nil
 }
 
-// optIn says whether the pod opted in. The webhook's registration selects
+// optIn says whether the pod opted in, and whether it carries Flyte's
+// annotations in Flyte mode. The webhook's registration selects
 // on the labels already; checking them here too means that a registration
 // changed by hand, or offline injection, cannot inject into a pod that did
 // not opt in. A pod that carries a request but not the label that goes with
 // it is refused rather than admitted without what it asked for, as the
 // admission policy secctx ships refuses it (docs/install.md).
-func (in *Injector) optIn(pod *corev1.Pod) (bool, []string) {
+func (in *Injector) optIn(pod *corev1.Pod) (optedIn, hasFlyte bool, problems []string) {
 	own := pod.Labels[securityctx.LabelInject] == "true"
 	flyte := in.cfg.Flyte.Enabled && pod.Labels[securityctx.LabelFlyteInject] == "true"
-	var problems []string
 	if _, ok := pod.Annotations[securityctx.AnnotationSecurityContext]; ok && !own {
 		problems = append(problems, fmt.Sprintf(`%s is set, but the pod is not labelled %s: "true"; add the label so that secctx injects what it asks for`,
 			securityctx.AnnotationSecurityContext, securityctx.LabelInject))
 	}
-	if in.cfg.Flyte.Enabled && !flyte && securityctx.HasFlyteSecrets(pod.Annotations) {
+	hasFlyte = in.cfg.Flyte.Enabled && securityctx.HasFlyteSecrets(pod.Annotations)
+	if hasFlyte && !flyte {
 		problems = append(problems, fmt.Sprintf(`%s<N> annotations are set, but the pod is not labelled %s: "true"; add the label so that secctx injects what they ask for`,
 			securityctx.FlyteAnnotationPrefix, securityctx.LabelFlyteInject))
 	}
-	return own || flyte, problems
+	return own || flyte, hasFlyte, problems
 }
 
 // groupProblems words errors for the denial: those of the SecurityContext
