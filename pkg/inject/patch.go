@@ -125,33 +125,26 @@ func mountName(m *corev1.VolumeMount) string { return m.Name }
 // appended. The removed items go first, last index first so that the
 // indexes stay right, each after a test of its name.
 func diffNamed[T any](w *patchWriter, base string, index int, field string, before, after []T, name func(*T) string) {
-	j := 0
+	kept := 0
+	var removed []int
 	for i := range before {
-		if j < len(after) && name(&before[i]) == name(&after[j]) {
-			j++
+		if kept < len(after) && name(&before[i]) == name(&after[kept]) {
+			kept++
+		} else {
+			removed = append(removed, i)
 		}
 	}
-	if j == len(before) {
+	if len(removed) == 0 {
 		diffList(w, base, index, field, before, after)
 		return
 	}
-	kept := make([]bool, len(before))
-	for i, k := 0, 0; i < len(before); i++ {
-		if k < j && name(&before[i]) == name(&after[k]) {
-			kept[i] = true
-			k++
-		}
-	}
-	for i := len(before) - 1; i >= 0; i-- {
-		if kept[i] {
-			continue
-		}
+	for _, i := range slices.Backward(removed) {
 		w.opAt("test", base, index, field, "/"+strconv.Itoa(i)+"/name")
 		w.value(name(&before[i]))
 		w.opAt("remove", base, index, field, "/"+strconv.Itoa(i))
 		w.b = w.b[:len(w.b)-len(`,"value":`)] // a remove has no value
 	}
-	for k := j; k < len(after); k++ {
+	for k := kept; k < len(after); k++ {
 		w.op(base, index, field, "/-")
 		w.value(&after[k])
 	}
