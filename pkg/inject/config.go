@@ -39,9 +39,10 @@ type FlyteConfig struct {
 }
 
 // Limits cap what one pod can ask for; a pod beyond them is denied, naming
-// the limit. A zero field means the default. The defaults are far above what a task needs (a handful of
-// secrets), and keep one request's work and answer small: without them, a
-// pod with 10,000 secrets took seconds and a 9.5 MB answer.
+// the limit. A zero field means the default. The defaults are far above
+// what a task needs (a handful of secrets), and keep one request's work and
+// answer small: without them, a pod with 10,000 secrets took seconds and a
+// 9.5 MB answer.
 type Limits struct {
 	// MaxSecrets is the most secrets one pod may ask for, in
 	// secctx.dev/security-context and Flyte's annotations together.
@@ -86,15 +87,17 @@ var defaultLimits = Limits{MaxSecrets: 256, MaxTokens: 32, MaxContainerSecrets: 
 
 // orDefaults fills the fields left zero.
 func (l Limits) orDefaults() Limits {
-	for _, f := range []struct{ v, def *int }{
-		{&l.MaxSecrets, &defaultLimits.MaxSecrets}, {&l.MaxTokens, &defaultLimits.MaxTokens},
-		{&l.MaxContainerSecrets, &defaultLimits.MaxContainerSecrets},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
+	or := func(v, def int) int {
+		if v == 0 {
+			return def
 		}
+		return v
 	}
-	return l
+	return Limits{
+		MaxSecrets:          or(l.MaxSecrets, defaultLimits.MaxSecrets),
+		MaxTokens:           or(l.MaxTokens, defaultLimits.MaxTokens),
+		MaxContainerSecrets: or(l.MaxContainerSecrets, defaultLimits.MaxContainerSecrets),
+	}
 }
 
 var envPrefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

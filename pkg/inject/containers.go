@@ -69,7 +69,6 @@ func targets(pod *corev1.Pod) (tgts []*corev1.Container, later []string, problem
 	}
 	// A name the pod does not have (yet) is for a container that another
 	// webhook adds later; the caller warns, in case it is a typo.
-	later = nil
 	for _, n := range order {
 		if want[n] {
 			later = append(later, n)

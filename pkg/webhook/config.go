@@ -144,9 +144,8 @@ func LoadConfig(path string) (Config, error) {
 	if t := bytes.TrimSpace(j); len(t) > 0 && t[0] == '{' {
 		_ = json.Unmarshal(j, &header) // a bad file is reported below
 	}
-	if header.APIVersion != ConfigAPIVersion || header.Kind != ConfigKind {
-		return cfg, fmt.Errorf("config %s: apiVersion %q, kind %q: must be %s, %s; start the file with:\n%s",
-			path, header.APIVersion, header.Kind, ConfigAPIVersion, ConfigKind, configHeader)
+	if err := checkHeader(header.APIVersion, header.Kind); err != nil {
+		return cfg, fmt.Errorf("config %s: %w; start the file with:\n%s", path, err, configHeader)
 	}
 	strict, err := kjson.UnmarshalStrict(j, &cfg)
 	if err != nil {
@@ -158,11 +157,19 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, nil
 }
 
+// checkHeader refuses a format other than this version's.
+func checkHeader(apiVersion, kind string) error {
+	if apiVersion != ConfigAPIVersion || kind != ConfigKind {
+		return fmt.Errorf("apiVersion %q, kind %q: must be %s, %s", apiVersion, kind, ConfigAPIVersion, ConfigKind)
+	}
+	return nil
+}
+
 // Validate checks every field and reports all that are wrong.
 func (c Config) Validate() error {
 	var errs []error
-	if c.APIVersion != ConfigAPIVersion || c.Kind != ConfigKind {
-		errs = append(errs, fmt.Errorf("apiVersion %q, kind %q: must be %s, %s", c.APIVersion, c.Kind, ConfigAPIVersion, ConfigKind))
+	if err := checkHeader(c.APIVersion, c.Kind); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d: must be 1-65535", c.Port))
