@@ -7,6 +7,9 @@ import (
 	"regexp"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
@@ -31,7 +34,47 @@ type Config struct {
 	Flyte FlyteConfig `json:"flyte"`
 	// Limits cap the work one pod can ask for.
 	Limits Limits `json:"limits"`
+	// Tokens lays out OAuth2 tokens (docs/tokens.md).
+	Tokens TokensConfig `json:"tokens"`
+	// Agent is the container secctx adds to pods with tokens: the token
+	// sidecar and the exec wrapper's installer.
+	Agent AgentConfig `json:"agent"`
 }
+
+// TokensConfig is where tokens go and which providers are trusted.
+type TokensConfig struct {
+	// Dir holds one file per token, named after it, in every target
+	// container (read-only) and the sidecar.
+	Dir string `json:"dir"`
+	// HTTPHosts may serve token and discovery endpoints over plain http
+	// (host or host:port, as in the URL). For test providers only.
+	HTTPHosts []string `json:"httpHosts,omitempty"`
+	// CABundle is PEM certificates the sidecar trusts besides the system's,
+	// for a provider whose certificate a private CA signed.
+	CABundle string `json:"caBundle,omitempty"`
+}
+
+// AgentConfig is the agent containers'.
+type AgentConfig struct {
+	// Image is secctx's own image; the agent is /secctx-agent in it.
+	Image string `json:"image"`
+	// ImagePullPolicy is the containers' pull policy.
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy"`
+	// Resources are the sidecar's and the installer's.
+	Resources corev1.ResourceRequirements `json:"resources"`
+	// NativeSidecars says whether the API server keeps an init container's
+	// restartPolicy: Always (Kubernetes 1.29 and later): auto (the webhook
+	// asks the API server at start), true or false. Without them a pod with
+	// tokens is denied, since its sidecar would block the pod for ever.
+	NativeSidecars string `json:"nativeSidecars"`
+}
+
+// NativeSidecars values.
+const (
+	NativeSidecarsAuto  = "auto"
+	NativeSidecarsTrue  = "true"
+	NativeSidecarsFalse = "false"
+)
 
 // FlyteConfig is Flyte mode.
 type FlyteConfig struct {
@@ -80,7 +123,25 @@ func DefaultConfig() Config {
 		Backend:      BackendKubernetes,
 		Vault:        VaultConfig{Role: "flyte", KVVersion: "2"},
 		Limits:       defaultLimits,
+		Tokens:       TokensConfig{Dir: defaultTokensDir},
+		Agent: AgentConfig{
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			NativeSidecars:  NativeSidecarsAuto,
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+			},
+		},
 	}
+}
+
+const defaultTokensDir = "/etc/flyte/tokens"
+
+func (c Config) tokensDir() string {
+	if c.Tokens.Dir == "" {
+		return defaultTokensDir
+	}
+	return c.Tokens.Dir
 }
 
 var defaultLimits = Limits{MaxSecrets: 256, MaxTokens: 32, MaxContainerSecrets: 4096}
@@ -120,6 +181,30 @@ func (c Config) Validate() error {
 		if l.v < 0 {
 			return fmt.Errorf("inject.limits.%s %d: must be at least 1 (0: the default)", l.name, l.v)
 		}
+	}
+	if d := c.Tokens.Dir; d != "" && (!path.IsAbs(d) || path.Clean(d) != d || d == "/") { // empty: the default
+		return fmt.Errorf("inject.tokens.dir %q: must be a clean absolute path other than /", d)
+	}
+	if d := c.tokensDir(); within(d, c.SecretsDir) || within(c.SecretsDir, d) || d == c.SecretsDir {
+		return fmt.Errorf("inject.tokens.dir %q: must not be inside inject.secretsDir %q, or hold it", c.Tokens.Dir, c.SecretsDir)
+	}
+	for _, h := range c.Tokens.HTTPHosts {
+		if h == "" || strings.ContainsAny(h, "/ @?#") {
+			return fmt.Errorf("inject.tokens.httpHosts %q: must be a host or host:port", h)
+		}
+	}
+	if b := strings.TrimSpace(c.Tokens.CABundle); b != "" && !strings.HasPrefix(b, "-----BEGIN CERTIFICATE-----") {
+		return fmt.Errorf("inject.tokens.caBundle: must be PEM certificates")
+	}
+	switch c.Agent.NativeSidecars {
+	case NativeSidecarsAuto, NativeSidecarsTrue, NativeSidecarsFalse, "":
+	default:
+		return fmt.Errorf("inject.agent.nativeSidecars %q: must be auto, true or false", c.Agent.NativeSidecars)
+	}
+	switch c.Agent.ImagePullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever, "":
+	default:
+		return fmt.Errorf("inject.agent.imagePullPolicy %q: must be Always, IfNotPresent or Never", c.Agent.ImagePullPolicy)
 	}
 	switch c.Backend {
 	case BackendKubernetes, "": // empty: the default, for Configs built in code

@@ -22,10 +22,15 @@ import (
 //     a container another webhook added after secctx (a mesh proxy, an
 //     agent) gets nothing;
 //   - else every container and init container, native sidecars included.
+//
+// secctx's own agent containers (token sidecar, installer) are never
+// targets.
 func targets(pod *corev1.Pod) (tgts []*corev1.Container, later []string, problem string) {
 	var all []*corev1.Container
 	for i := range pod.Spec.InitContainers {
-		all = append(all, &pod.Spec.InitContainers[i])
+		if !isAgentContainer(pod.Spec.InitContainers[i].Name) {
+			all = append(all, &pod.Spec.InitContainers[i])
+		}
 	}
 	for i := range pod.Spec.Containers {
 		all = append(all, &pod.Spec.Containers[i])
@@ -118,16 +123,16 @@ func applyToContainer(c *corev1.Container, p *secretPlan, volumes []corev1.Volum
 					present = true
 					continue
 				}
-				clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s; %s would mount Secret %s there",
-					q(c.Name), q(have.Name), q(have.MountPath), v.by, q(v.volume.Secret.SecretName)))
+				clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s; %s would mount %s there",
+					q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what()))
 			case within(at, v.dir):
-				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s at %s, inside %s where %s mounts Secret %s read-only: "+
-					"the mount point cannot be made there, and it would hide the secret's files; mount it elsewhere",
-					q(c.Name), q(have.Name), q(have.MountPath), v.dir, v.by, q(v.volume.Secret.SecretName)))
+				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s at %s, inside %s where %s mounts %s read-only: "+
+					"the mount point cannot be made there, and it would hide the files; mount it elsewhere",
+					q(c.Name), q(have.Name), q(have.MountPath), v.dir, v.by, v.what()))
 			case within(v.dir, at) && mountReadOnly(have, volumes):
-				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s read-only at %s, and %s would mount Secret %s at %s inside it: "+
+				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s read-only at %s, and %s would mount %s at %s inside it: "+
 					"the mount point cannot be made in a read-only volume, so the container would not start; mount it elsewhere or writable",
-					q(c.Name), q(have.Name), q(have.MountPath), v.by, q(v.volume.Secret.SecretName), v.dir))
+					q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what(), v.dir))
 			}
 		}
 		if !present {
@@ -199,9 +204,9 @@ func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 				continue
 			}
 			found = true
-			if !sameSecretVolume(have, &v.volume) {
-				clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; %s needs that name for Secret %s",
-					securityctx.Quote(have.Name), v.by, securityctx.Quote(v.volume.Secret.SecretName)))
+			if !sameVolume(have, &v.volume) {
+				clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; %s needs that name for %s",
+					securityctx.Quote(have.Name), v.by, v.what()))
 			}
 		}
 		if !found {
@@ -211,7 +216,16 @@ func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 	return clashes
 }
 
-func sameSecretVolume(a, b *corev1.Volume) bool {
+// sameVolume compares a volume of the pod with one secctx adds: a secret
+// or an emptyDir volume, as the pod view keeps them.
+func sameVolume(a, b *corev1.Volume) bool {
+	if b.EmptyDir != nil {
+		x, y := a.EmptyDir, b.EmptyDir
+		z := a.VolumeSource
+		z.EmptyDir = nil
+		return x != nil && z == (corev1.VolumeSource{}) && x.Medium == y.Medium &&
+			(x.SizeLimit == nil) == (y.SizeLimit == nil) && (x.SizeLimit == nil || x.SizeLimit.Cmp(*y.SizeLimit) == 0)
+	}
 	x, y := a.Secret, b.Secret
 	if x == nil || y == nil || x.SecretName != y.SecretName || len(x.Items) != len(y.Items) ||
 		boolOr(x.Optional, false) != boolOr(y.Optional, false) {

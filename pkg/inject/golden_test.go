@@ -61,6 +61,7 @@ func TestGolden(t *testing.T) {
 			// Flyte mode off); the fixtures run in Flyte mode.
 			cfg := DefaultConfig()
 			cfg.Flyte.Enabled = true
+			cfg.Agent.Image = "ghcr.io/secctx/secctx:0.1.0"
 			if b, err := os.ReadFile(filepath.Join("testdata/pods", name+".config.yaml")); err == nil {
 				if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
 					t.Fatal(err)

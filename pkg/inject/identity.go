@@ -36,9 +36,6 @@ func validateIdentity(id *securityctx.Identity, pod *corev1.Pod) securityctx.Err
 	if id.IAMRole != "" {
 		errs = append(errs, securityctx.Invalid("runAs.iamRole", id.IAMRole, "not supported yet"))
 	}
-	if id.OAuth2Client != nil {
-		errs = append(errs, &securityctx.FieldError{Field: "runAs.oauth2Client", Detail: "not supported yet"})
-	}
 	if sa := id.K8sServiceAccount; sa != "" {
 		for _, msg := range validation.IsDNS1123Subdomain(sa) {
 			errs = append(errs, securityctx.Invalid("runAs.k8sServiceAccount", sa, "must be a Kubernetes service account name: "+msg))

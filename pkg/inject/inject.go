@@ -28,6 +28,7 @@ func New(cfg Config, sas ServiceAccounts) (*Injector, error) {
 		return nil, err
 	}
 	cfg.Limits = cfg.Limits.orDefaults()
+	cfg.Tokens.Dir = cfg.tokensDir()
 	return &Injector{cfg: cfg, sas: sas, plans: newPlanCache()}, nil
 }
 
@@ -46,6 +47,7 @@ type Status struct {
 	Secrets           []string `json:"secrets,omitempty"`
 	ServiceAccount    string   `json:"serviceAccount,omitempty"`
 	ExecutionIdentity bool     `json:"executionIdentity,omitzero"`
+	Tokens            []string `json:"tokens,omitempty"`
 }
 
 // appendJSON writes the status as jsonv2.Marshal does (a test holds them to
@@ -72,6 +74,9 @@ func (s *Status) appendJSON(b []byte) ([]byte, error) {
 	}
 	if s.ExecutionIdentity {
 		b = append(b, `,"executionIdentity":true`...)
+	}
+	if len(s.Tokens) > 0 {
+		list(`,"tokens":[`, s.Tokens)
 	}
 	return append(b, '}'), err
 }
@@ -147,12 +152,20 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	}
 	clashes = append(clashes, addVolumes(out, plan)...)
 	clashes = append(clashes, addAnnotations(out, plan)...)
+	if pr.tokens != nil {
+		notes, tokenClashes := applyTokens(out, tgts, pr.tokens)
+		res.Notes = append(res.Notes, notes...)
+		clashes = append(clashes, tokenClashes...)
+	}
 	if len(clashes) > 0 {
 		return nil, Result{}, deny(clashes...)
 	}
 	setIdentity(out, sc.RunAs)
 
 	st := Status{Secrets: plan.record, ServiceAccount: sa}
+	if pr.tokens != nil {
+		st.Tokens = pr.tokens.names
+	}
 	st.ExecutionIdentity = sc.RunAs != nil && sc.RunAs.ExecutionIdentity != ""
 	st.Containers = make([]string, 0, len(tgts))
 	for _, c := range tgts {

@@ -162,12 +162,25 @@ func TestDeniedEnvVarClashesBetweenRequests(t *testing.T) {
 		{"bad key", `{"secrets":[{"group":"a","key":"../etc"}]}`, `secrets[0].key "../etc": must be a Kubernetes Secret key`},
 		{"bad group version", `{"secrets":[{"group":"a","groupVersion":"V_2","key":"k"}]}`, `secrets[0].groupVersion "V_2": the Secret name "a-V_2" (group-groupVersion) must be a Kubernetes Secret name`},
 		{"bad service account", `{"runAs":{"k8sServiceAccount":"Data_SA"}}`, `runAs.k8sServiceAccount "Data_SA": must be a Kubernetes service account name`},
-		{"oauth2Client", `{"runAs":{"oauth2Client":{"clientId":"c","clientSecret":{"group":"s"}}}}`, `runAs.oauth2Client: not supported yet`},
+		{"oauth2Client without key", `{"runAs":{"oauth2Client":{"clientId":"c","clientSecret":{"group":"s"}}}}`, `runAs.oauth2Client.clientSecret.key: required`},
+		{"oauth2Client as env", `{"runAs":{"oauth2Client":{"clientId":"c","clientSecret":{"group":"s","key":"k","mountRequirement":"ENV_VAR"}}}}`, `runAs.oauth2Client.clientSecret.mountRequirement "ENV_VAR": must be ANY or FILE`},
+		{"oauth2Client id clashes", `{"runAs":{"oauth2Client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}}},"secrets":[{"group":"x","key":"y","mountRequirement":"ENV_VAR","envVar":"FLYTE_CREDENTIALS_CLIENT_ID"}]}`, `env FLYTE_CREDENTIALS_CLIENT_ID would be set to "c", but secrets[0] sets it from Secret "x" key "y"`},
+		{"token name", `{"tokens":[{"name":"Api_Token","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}]}`, `tokens[0].name "Api_Token": must be a DNS label that starts with a letter`},
+		{"token http", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"http://a/t"}]}`, `tokens[0].tokenEndpoint "http://a/t": must be an https:// URL with a host`},
+		{"token endpoint with user", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://u:p@a/t"}]}`, `tokens[0].tokenEndpoint "https://u:p@a/t": must be an https:// URL with a host, and no user`},
+		{"token env clashes with secret", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}],"secrets":[{"group":"x","key":"y","mountRequirement":"ENV_VAR","envVar":"API_TOKEN"}]}`, `tokens[0].name: env API_TOKEN is set by the exec wrapper from the token file, but secrets[0] sets it`},
+		{"token file env clashes with secret", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}],"secrets":[{"group":"x","key":"y","mountRequirement":"ENV_VAR","envVar":"API_TOKEN_FILE"}]}`, `tokens[0].name: env API_TOKEN_FILE would be set to "/etc/flyte/tokens/api", but secrets[0] sets it`},
+		{"token secret name", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"S{{x}}","key":"k"}},"tokenEndpoint":"https://a/t"}]}`, `tokens[0].client.clientSecret.group "S{{x}}": must be a Kubernetes Secret name`},
+		{"token without agent image", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}]}`, `tokens: secctx is not configured for tokens: inject.agent.image`},
 		{"connectionRef", `{"connectionRef":"c"}`, `connectionRef "c": not supported`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := newTestInjector(t, DefaultConfig()).Inject(context.Background(), testPod(tt.sc), "default")
+			cfg := DefaultConfig()
+			if !strings.Contains(tt.name, "without agent image") {
+				cfg.Agent.Image = "secctx:test"
+			}
+			_, _, err := newTestInjector(t, cfg).Inject(context.Background(), testPod(tt.sc), "default")
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("Inject: %v", err)

@@ -12,7 +12,8 @@ import (
 // AppendPatch appends to b the JSON patch that turns before into after,
 // where after came from Inject(before), and returns b unchanged when there
 // is nothing to do. It looks only at what Inject may change: the ends of
-// env, envFrom and volumeMounts lists in each container, the end of the
+// env, envFrom and volumeMounts lists in each container, the start of a
+// wrapped command and of the init containers (tokens), the end of the
 // volume and imagePullSecrets lists, the service account, and label and
 // annotation keys. Every operation is an append or a keyed add, so fields
 // secctx does not know (newer API fields, native sidecars' restartPolicy)
@@ -31,8 +32,24 @@ func AppendPatch(b []byte, before, after *corev1.Pod) ([]byte, error) {
 	w := patchWriter{b: b, start: len(b)}
 	w.diffMap("/metadata/labels", before.Labels, after.Labels)
 	w.diffMap("/metadata/annotations", before.Annotations, after.Annotations)
-	for i := range after.Spec.InitContainers {
-		w.diffContainer("/spec/initContainers/", i, &before.Spec.InitContainers[i], &after.Spec.InitContainers[i])
+	// secctx's agent containers are inserted at the front of the init
+	// containers (applyTokens); the others keep their order, so the first
+	// added are the new ones. They are written after every change to the
+	// others, whose paths are their indexes before the insertion.
+	added := len(after.Spec.InitContainers) - len(before.Spec.InitContainers)
+	for i := range before.Spec.InitContainers {
+		w.diffContainer("/spec/initContainers/", i, &before.Spec.InitContainers[i], &after.Spec.InitContainers[i+added])
+	}
+	switch {
+	case added == 0:
+	case len(before.Spec.InitContainers) == 0:
+		w.op("/spec/initContainers", -1, "", "")
+		w.value(after.Spec.InitContainers)
+	default:
+		for i := range added {
+			w.op("/spec/initContainers/", i, "", "")
+			w.value(&after.Spec.InitContainers[i])
+		}
 	}
 	for i := range after.Spec.Containers {
 		w.diffContainer("/spec/containers/", i, &before.Spec.Containers[i], &after.Spec.Containers[i])
@@ -112,6 +129,14 @@ func (w *patchWriter) value(v any) {
 }
 
 func (w *patchWriter) diffContainer(base string, i int, before, after *corev1.Container) {
+	// A wrapped command is the wrapper's words, then the command as it was:
+	// each word is inserted at its index, the command itself left alone.
+	if n := len(after.Command) - len(before.Command); n > 0 {
+		for j := range n {
+			w.op(base, i, "/command/", strconv.Itoa(j))
+			w.value(after.Command[j])
+		}
+	}
 	diffList(w, base, i, "/env", before.Env, after.Env)
 	diffList(w, base, i, "/envFrom", before.EnvFrom, after.EnvFrom)
 	diffNamed(w, base, i, "/volumeMounts", before.VolumeMounts, after.VolumeMounts, mountName)

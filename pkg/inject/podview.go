@@ -22,8 +22,8 @@ import (
 // decoder; TestPodViewMatchesReflection and FuzzPodView hold the two to the
 // same result on every input.
 //
-// Volumes keep their name, their secret source only when it is their only
-// source, and of a configMap, projected or downwardAPI source an empty one
+// Volumes keep their name, their secret or emptyDir source only when it is
+// their only source, and of a configMap, projected or downwardAPI source an empty one
 // of that kind: that is all Inject reads, and skipping the projected
 // service-account token volume every pod has saves decoding its sources.
 func (v *PodView) UnmarshalJSONFrom(d *jsontext.Decoder) error {
@@ -103,6 +103,12 @@ func (r *viewReader) container(c *ContainerView) error {
 		switch string(name) {
 		case "name":
 			c.Name, err = r.str(true)
+		case "image":
+			c.Image, err = r.str(true)
+		case "command":
+			err = jsonv2.UnmarshalDecode(r.d, &c.Command)
+		case "args":
+			err = jsonv2.UnmarshalDecode(r.d, &c.Args)
 		case "env":
 			c.Env, err = readArray(r, c.Env, 16, (*viewReader).envVar)
 		case "envFrom":
@@ -170,6 +176,8 @@ func (r *viewReader) volume(v *corev1.Volume) error {
 			return err
 		case "secret":
 			return jsonv2.UnmarshalDecode(r.d, &v.Secret)
+		case "emptyDir":
+			return jsonv2.UnmarshalDecode(r.d, &v.EmptyDir)
 		}
 		if i, ok := volumeSources[string(name)]; ok {
 			switch k := r.d.PeekKind(); k {
@@ -188,8 +196,8 @@ func (r *viewReader) volume(v *corev1.Volume) error {
 		}
 		return r.d.SkipValue()
 	})
-	if others != 0 {
-		v.Secret = nil
+	if others != 0 || v.Secret != nil && v.EmptyDir != nil {
+		v.Secret, v.EmptyDir = nil, nil
 	}
 	// The kinds that are always read-only are kept as empty sources: Inject
 	// needs the kind (can a mount point be made inside it?), not the contents.

@@ -49,12 +49,12 @@ func decodeBothWith(t *testing.T, raw []byte, opts ...jsonv2.Options) {
 	}
 	for i := range want.Spec.Volumes {
 		v := &want.Spec.Volumes[i]
-		secret, rest := v.Secret, v.VolumeSource
-		rest.Secret = nil
-		if rest != (corev1.VolumeSource{}) {
-			secret = nil
+		secret, emptyDir, rest := v.Secret, v.EmptyDir, v.VolumeSource
+		rest.Secret, rest.EmptyDir = nil, nil
+		if rest != (corev1.VolumeSource{}) || secret != nil && emptyDir != nil {
+			secret, emptyDir = nil, nil
 		}
-		kinds := corev1.VolumeSource{Secret: secret}
+		kinds := corev1.VolumeSource{Secret: secret, EmptyDir: emptyDir}
 		if v.ConfigMap != nil {
 			kinds.ConfigMap = &corev1.ConfigMapVolumeSource{}
 		}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/lru"
 
 	"github.com/secctx/secctx/pkg/securityctx"
@@ -25,6 +26,8 @@ type prepared struct {
 	plan       *secretPlan
 	errs       securityctx.ErrorList // parse, Flyte and plan problems
 	tokenErrs  securityctx.ErrorList
+	// tokens is the token sidecar and wrapper; nil without tokens.
+	tokens *tokenPlan
 }
 
 // emptyRequest is what a pod that opted in but asks for nothing gets: the
@@ -93,7 +96,7 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 	p := &prepared{}
 	var errs securityctx.ErrorList
 	if hasSC {
-		if p.sc, errs = securityctx.Parse([]byte(raw)); p.sc == nil {
+		if p.sc, errs = securityctx.ParseWith([]byte(raw), securityctx.ValidateOptions{HTTPHosts: in.cfg.Tokens.HTTPHosts}); p.sc == nil {
 			p.unparsable = securityctx.AnnotationSecurityContext + ": " + errs.Error()
 			return p
 		}
@@ -126,15 +129,68 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 		p.plan = &secretPlan{}
 		return p
 	}
+	secrets, fields := withClientSecret(p.sc, fields)
 	var planErrs securityctx.ErrorList
 	if in.cfg.Backend == BackendVault {
-		p.plan, planErrs = planVault(in.cfg, p.sc.Secrets, fields)
+		p.plan, planErrs = planVault(in.cfg, secrets, fields)
 	} else {
-		p.plan, planErrs = planSecrets(in.cfg, p.sc.Secrets, fields)
+		p.plan, planErrs = planSecrets(in.cfg, secrets, fields)
 	}
 	p.errs = append(errs, planErrs...)
-	p.tokenErrs = validateTokens(p.sc)
+	p.tokenErrs = validateTokens(in.cfg, p.sc)
+	if p.plan != nil {
+		p.errs = append(p.errs, planClient(p.sc, p.plan)...)
+	}
+	if len(p.errs) == 0 && len(p.tokenErrs) == 0 {
+		p.tokens, p.tokenErrs = planTokens(in.cfg, p.sc.Tokens, p.plan)
+	}
 	return p
+}
+
+// The settings flytekit reads to authenticate as a client with client
+// credentials (flytekit.configuration.internal.Credentials): the id, the
+// file that holds the secret, and the mode.
+const (
+	EnvClientID             = "FLYTE_CREDENTIALS_CLIENT_ID"
+	EnvClientSecretLocation = "FLYTE_CREDENTIALS_CLIENT_SECRET_LOCATION"
+	EnvAuthMode             = "FLYTE_CREDENTIALS_AUTH_MODE"
+	clientField             = "runAs.oauth2Client.clientSecret"
+)
+
+// withClientSecret returns the secrets to plan: those asked for, then
+// runAs.oauth2Client's secret as a file whose path flytekit reads from
+// FLYTE_CREDENTIALS_CLIENT_SECRET_LOCATION. A client secret is never put in
+// an env var, where it would be seen by every process and in crash dumps.
+func withClientSecret(sc *securityctx.SecurityContext, fields []string) ([]securityctx.Secret, []string) {
+	if sc.RunAs == nil || sc.RunAs.OAuth2Client == nil || sc.RunAs.OAuth2Client.ClientSecret == nil {
+		return sc.Secrets, fields
+	}
+	s := *sc.RunAs.OAuth2Client.ClientSecret
+	s.MountRequirement, s.EnvVar = securityctx.MountFile, EnvClientSecretLocation
+	if fields == nil {
+		fields = make([]string, len(sc.Secrets))
+		for i := range fields {
+			fields[i] = fieldName(nil, i)
+		}
+	}
+	return append(slices.Clip(sc.Secrets), s), append(slices.Clip(fields), clientField)
+}
+
+// planClient adds runAs.oauth2Client's id and flytekit's auth mode.
+func planClient(sc *securityctx.SecurityContext, p *secretPlan) securityctx.ErrorList {
+	if sc.RunAs == nil || sc.RunAs.OAuth2Client == nil {
+		return nil
+	}
+	var errs securityctx.ErrorList
+	for _, e := range []corev1.EnvVar{
+		{Name: EnvClientID, Value: sc.RunAs.OAuth2Client.ClientID},
+		{Name: EnvAuthMode, Value: "client_credentials"},
+	} {
+		if err := p.addEnv(envItem{env: e, by: "runAs.oauth2Client"}, "runAs.oauth2Client"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // clone copies what Inject puts into a pod, pointers included, so that no

@@ -40,8 +40,8 @@ type podMeta struct {
 type podSpec struct {
 	InitContainers []ContainerView `json:"initContainers"`
 	Containers     []ContainerView `json:"containers"`
-	// Volumes hold their name, their secret source when that is their only
-	// one, and an empty source of their kind when that is a kind the kubelet
+	// Volumes hold their name, their secret or emptyDir source when that is
+	// their only one, and an empty source of their kind when that is a kind the kubelet
 	// mounts read-only (configMap, projected, downwardAPI).
 	Volumes                      []corev1.Volume               `json:"volumes"`
 	ServiceAccountName           string                        `json:"serviceAccountName"`
@@ -52,7 +52,12 @@ type podSpec struct {
 
 // ContainerView is the part of a container that Inject reads and changes.
 type ContainerView struct {
-	Name         string                 `json:"name"`
+	Name string `json:"name"`
+	// Image, Command and Args are read to wrap a command and to recognise
+	// secctx's own containers on a reinvocation.
+	Image        string                 `json:"image"`
+	Command      []string               `json:"command"`
+	Args         []string               `json:"args"`
 	Env          []corev1.EnvVar        `json:"env"`
 	EnvFrom      []corev1.EnvFromSource `json:"envFrom"`
 	VolumeMounts []corev1.VolumeMount   `json:"volumeMounts"`
@@ -79,7 +84,7 @@ func containers(views []ContainerView) []corev1.Container {
 	}
 	cs := make([]corev1.Container, len(views))
 	for i, v := range views {
-		cs[i] = corev1.Container{Name: v.Name, Env: v.Env, EnvFrom: v.EnvFrom, VolumeMounts: v.VolumeMounts}
+		cs[i] = corev1.Container{Name: v.Name, Image: v.Image, Command: v.Command, Args: v.Args, Env: v.Env, EnvFrom: v.EnvFrom, VolumeMounts: v.VolumeMounts}
 	}
 	return cs
 }

@@ -51,12 +51,21 @@ func flytekitEnv(cfg Config) []envItem {
 	}
 }
 
-// secretVolume is one Kubernetes Secret mounted at one directory.
+// secretVolume is one volume secctx mounts at one directory in every
+// target container: a Kubernetes Secret, or the tokens' emptyDir.
 type secretVolume struct {
 	volume corev1.Volume
 	dir    string
 	by     string
 	whole  bool
+}
+
+// what names the volume's contents for a message.
+func (v *secretVolume) what() string {
+	if v.volume.Secret != nil {
+		return "Secret " + securityctx.Quote(v.volume.Secret.SecretName)
+	}
+	return "the OAuth2 tokens"
 }
 
 // secretPlan is what the secrets of a SecurityContext put into the pod. It
@@ -83,17 +92,9 @@ func planSecrets(cfg Config, secrets []securityctx.Secret, fields []string) (*se
 	// this runs for every pod.
 	var keys []keySeen
 	addEnv := func(it envItem, field string) {
-		for j := range p.env {
-			if p.env[j].env.Name != it.env.Name {
-				continue
-			}
-			if !sameEnv(p.env[j].env, it.env) {
-				errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
-					"env %s would be set %s, but %s sets it %s", it.env.Name, it.describe(), p.env[j].by, p.env[j].describe())})
-			}
-			return
+		if e := p.addEnv(it, field); e != nil {
+			errs = append(errs, e)
 		}
-		p.env = append(p.env, it)
 	}
 
 	// flytekit's settings come first so that an envVar cannot take their names.
@@ -204,6 +205,23 @@ func planSecrets(cfg Config, secrets []securityctx.Secret, fields []string) (*se
 	}
 	nameVolumes(p.volumes)
 	return p, nil
+}
+
+// addEnv adds it unless the plan has it already; the same name set another
+// way is a problem at field.
+func (p *secretPlan) addEnv(it envItem, field string) *securityctx.FieldError {
+	for j := range p.env {
+		if p.env[j].env.Name != it.env.Name {
+			continue
+		}
+		if !sameEnv(p.env[j].env, it.env) {
+			return &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
+				"env %s would be set %s, but %s sets it %s", it.env.Name, it.describe(), p.env[j].by, p.env[j].describe())}
+		}
+		return nil
+	}
+	p.env = append(p.env, it)
+	return nil
 }
 
 // keySeen is a key already asked for, to find keys that differ only in case.

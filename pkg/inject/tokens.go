@@ -2,19 +2,332 @@ package inject
 
 import (
 	"fmt"
+	"hash/fnv"
+	"path"
+	"slices"
+	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
-// validateTokens refuses token requests and connections: they are not
-// implemented yet, and a pod that asks for one must not start without it.
-func validateTokens(sc *securityctx.SecurityContext) securityctx.ErrorList {
+// What secctx adds to a pod with tokens (docs/tokens.md): the token sidecar
+// and the installer of the exec wrapper, both from secctx's image, and their
+// volumes. The names start with secctx- so that they are seen to be
+// secctx's; a pod that already has one of them is refused on the first pass.
+const (
+	TokenContainer   = "secctx-tokens"
+	InstallContainer = "secctx-bin"
+	tokenVolumeName  = "secctx-tokens"
+	binVolumeName    = "secctx-bin"
+	// AgentPath is the agent binary in secctx's image.
+	AgentPath = "/secctx-agent"
+	// BinDir is where the installer copies the agent, and where the
+	// wrapped containers find it.
+	BinDir = "/var/run/secctx/bin"
+	// WrapperPath is the exec wrapper in the wrapped containers.
+	WrapperPath = BinDir + "/secctx-agent"
+	// clientsDir holds the client secrets, in the sidecar only.
+	clientsDir = "/var/run/secctx/clients"
+	// EnvCABundle carries inject.tokens.caBundle to the sidecar.
+	EnvCABundle = "SECCTX_CA_BUNDLE"
+)
+
+// agentUser is the user the agent containers run as: distroless' nonroot.
+const agentUser int64 = 65532
+
+// tokenPlan is what the tokens of a SecurityContext add to the pod, worked
+// out without the pod. The env (the *_TOKEN_FILE paths) and the token
+// volume's mount are in the secret plan, so that every target gets them
+// with the same clash checks as secrets.
+type tokenPlan struct {
+	names []string
+	// sidecar is the token sidecar, install the wrapper's installer.
+	sidecar, install corev1.Container
+	// volumes are the binary's emptyDir and the client secrets' volumes;
+	// the tokens' emptyDir is in the secret plan.
+	volumes []corev1.Volume
+	// wrapper is the command prefix of a wrapped container: the agent's
+	// exec, each *_TOKEN from its file, then "--".
+	wrapper []string
+	// runtimeEnv are the *_TOKEN names the wrapper sets, with their field.
+	runtimeEnv [][2]string
+}
+
+// tokenEnvName is UPPER_SNAKE(name): a token name is a DNS label that
+// starts with a letter, so this is a valid, distinct env var name.
+func tokenEnvName(name string) string {
+	return strings.ReplaceAll(strings.ToUpper(name), "-", "_")
+}
+
+// validateTokens refuses what the configured cluster or backend cannot do
+// with tokens, and connections, which are not for pods.
+func validateTokens(cfg Config, sc *securityctx.SecurityContext) securityctx.ErrorList {
 	var errs securityctx.ErrorList
-	for i, t := range sc.Tokens {
-		errs = append(errs, securityctx.Invalid(fmt.Sprintf("tokens[%d]", i), t.Name, "not supported yet"))
-	}
 	if sc.ConnectionRef != "" {
 		errs = append(errs, securityctx.Invalid("connectionRef", sc.ConnectionRef, "not supported: connections are for Flyte agents, not pods"))
 	}
+	if len(sc.Tokens) == 0 {
+		return errs
+	}
+	switch {
+	case cfg.Agent.NativeSidecars == NativeSidecarsFalse:
+		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "this cluster does not run native sidecars (init containers with restartPolicy: Always, " +
+			"Kubernetes 1.29 and later), which keep tokens fresh; ask your platform team to upgrade, or remove tokens and read a client secret instead"})
+	case cfg.Agent.Image == "":
+		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "secctx is not configured for tokens: inject.agent.image, secctx's own image, is not set"})
+	}
+	if cfg.Backend == BackendVault {
+		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "not supported with backend vault yet: a token's client secret is read from a Kubernetes Secret, and this secctx reads secrets from Vault"})
+	}
 	return errs
+}
+
+// planTokens lays the tokens out: the *_TOKEN_FILE env vars and the token
+// volume go into p, for every target; the rest is returned.
+func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPlan) (*tokenPlan, securityctx.ErrorList) {
+	if len(tokens) == 0 {
+		return nil, nil
+	}
+	var errs securityctx.ErrorList
+	tp := &tokenPlan{wrapper: []string{WrapperPath, "exec"}}
+	var agentTokens []securityctx.AgentToken
+	sidecarMounts := []corev1.VolumeMount{{Name: tokenVolumeName, MountPath: cfg.Tokens.Dir}}
+	for i := range tokens {
+		t := &tokens[i]
+		field := fmt.Sprintf("tokens[%d]", i)
+		s := t.Client.ClientSecret
+		name, nameErrs := secretName(s, field+".client.clientSecret")
+		if len(nameErrs) > 0 {
+			errs = append(errs, nameErrs...)
+			continue
+		}
+		vol := clientVolumeName(name)
+		if !slices.ContainsFunc(tp.volumes, func(v corev1.Volume) bool { return v.Name == vol }) {
+			tp.volumes = append(tp.volumes, corev1.Volume{Name: vol, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: name, DefaultMode: ptr(secretDefaultMode)}}})
+			sidecarMounts = append(sidecarMounts, corev1.VolumeMount{Name: vol, MountPath: path.Join(clientsDir, vol), ReadOnly: true})
+		}
+		v := &tp.volumes[slices.IndexFunc(tp.volumes, func(v corev1.Volume) bool { return v.Name == vol })]
+		if !slices.ContainsFunc(v.Secret.Items, func(k corev1.KeyToPath) bool { return k.Key == s.Key }) {
+			v.Secret.Items = append(v.Secret.Items, corev1.KeyToPath{Key: s.Key, Path: s.Key})
+		}
+		file := path.Join(cfg.Tokens.Dir, t.Name)
+		env := tokenEnvName(t.Name)
+		if e := p.addEnv(envItem{env: corev1.EnvVar{Name: env + "_TOKEN_FILE", Value: file}, by: field}, field+".name"); e != nil {
+			errs = append(errs, e)
+		}
+		tp.runtimeEnv = append(tp.runtimeEnv, [2]string{env + "_TOKEN", field})
+		tp.wrapper = append(tp.wrapper, "--from-file="+env+"_TOKEN="+file)
+		tp.names = append(tp.names, t.Name)
+		agentTokens = append(agentTokens, securityctx.AgentToken{
+			Name: t.Name, ClientID: t.Client.ClientID, ClientSecretFile: path.Join(clientsDir, vol, s.Key),
+			TokenEndpoint: t.TokenEndpoint, DiscoveryEndpoint: t.IdpDiscoveryEndpoint,
+		})
+	}
+	// A *_TOKEN the wrapper sets must not be an env var the plan sets too.
+	for _, rt := range tp.runtimeEnv {
+		if j := slices.IndexFunc(p.env, func(it envItem) bool { return it.env.Name == rt[0] }); j >= 0 {
+			errs = append(errs, &securityctx.FieldError{Field: rt[1] + ".name", Detail: fmt.Sprintf(
+				"env %s is set by the exec wrapper from the token file, but %s sets it %s", rt[0], p.env[j].by, p.env[j].describe())})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	tp.wrapper = append(tp.wrapper, "--")
+	spec, err := jsonv2.Marshal(agentTokens)
+	if err != nil {
+		return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
+	}
+	args := []string{"tokens", "--dir=" + cfg.Tokens.Dir}
+	for _, h := range cfg.Tokens.HTTPHosts {
+		args = append(args, "--http-host="+h)
+	}
+	args = append(args, "--tokens="+string(spec))
+	tp.sidecar = agentContainer(cfg, TokenContainer, args, sidecarMounts)
+	tp.sidecar.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+	// The task's containers start once this probe passes: every token is
+	// written. Until then the kubelet's events carry the probe's output,
+	// which says what is wrong (the sidecar writes no secret there).
+	tp.sidecar.StartupProbe = &corev1.Probe{
+		ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{AgentPath, "tokens", "--check", "--dir=" + cfg.Tokens.Dir}}},
+		TimeoutSeconds:   5,
+		PeriodSeconds:    1,
+		SuccessThreshold: 1,
+		FailureThreshold: 600,
+	}
+	if cfg.Tokens.CABundle != "" {
+		tp.sidecar.Env = []corev1.EnvVar{{Name: EnvCABundle, Value: cfg.Tokens.CABundle}}
+	}
+	tp.install = agentContainer(cfg, InstallContainer, []string{"install", BinDir},
+		[]corev1.VolumeMount{{Name: binVolumeName, MountPath: BinDir}})
+	tp.volumes = append(tp.volumes, corev1.Volume{Name: binVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+		SizeLimit: ptr(resource.MustParse("64Mi"))}}})
+
+	// The token files: in memory, never on the node's disk.
+	p.volumes = append(p.volumes, &secretVolume{dir: cfg.Tokens.Dir, by: "tokens", volume: corev1.Volume{
+		Name: tokenVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: ptr(resource.MustParse("1Mi"))}},
+	}})
+	return tp, nil
+}
+
+// agentContainer is a container of secctx's image, locked down: the agent
+// needs no privilege, no writable root and no capability.
+func agentContainer(cfg Config, name string, args []string, mounts []corev1.VolumeMount) corev1.Container {
+	return corev1.Container{
+		Name:                     name,
+		Image:                    cfg.Agent.Image,
+		ImagePullPolicy:          cfg.Agent.ImagePullPolicy,
+		Command:                  []string{AgentPath},
+		Args:                     args,
+		Resources:                *cfg.Agent.Resources.DeepCopy(),
+		VolumeMounts:             mounts,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr(agentUser),
+			RunAsGroup:               ptr(agentUser),
+			RunAsNonRoot:             ptr(true),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+}
+
+// clientVolumeName names the volume of a client secret's Secret:
+// secctx-client-<name>, or shortened with a hash.
+func clientVolumeName(secret string) string {
+	name := "secctx-client-" + secret
+	if len(name) <= validation.DNS1123LabelMaxLength && !strings.Contains(secret, ".") {
+		return name
+	}
+	h := fnv.New32a()
+	h.Write([]byte(secret))
+	suffix := fmt.Sprintf("-%08x", h.Sum32())
+	name = strings.ReplaceAll(name, ".", "-")
+	if max := validation.DNS1123LabelMaxLength - len(suffix); len(name) > max {
+		name = strings.TrimRight(name[:max], "-")
+	}
+	return name + suffix
+}
+
+// isAgentContainer: a container secctx adds, never a target.
+func isAgentContainer(name string) bool { return name == TokenContainer || name == InstallContainer }
+
+// applyTokens adds the token sidecar, and the wrapper to every target with
+// an explicit command, to out. A target without one gets the token files
+// only, and a note says so. firstPass is whether secctx has not run on this
+// pod before: only then may the agent containers not be there yet and be
+// added; on a reinvocation they must be secctx's, as it added them.
+func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (notes, clashes []string) {
+	q := securityctx.Quote
+	var bare []string
+	wrapped := false
+	for _, c := range tgts {
+		for _, rt := range tp.runtimeEnv {
+			if i := findEnv(c.Env, rt[0]); i >= 0 {
+				clashes = append(clashes, fmt.Sprintf("container %s already sets env %s %s; the exec wrapper would set it from the file of %s",
+					q(c.Name), rt[0], describeEnv(c.Env[i]), rt[1]))
+			}
+		}
+		switch {
+		case len(c.Command) == 0:
+			bare = append(bare, c.Name)
+			continue
+		case c.Command[0] == WrapperPath:
+			if !hasPrefix(c.Command, tp.wrapper) {
+				clashes = append(clashes, fmt.Sprintf("container %s runs %s with other tokens than %s asks for; remove the wrapper from its command",
+					q(c.Name), WrapperPath, securityctx.AnnotationSecurityContext))
+				continue
+			}
+		default:
+			c.Command = slices.Concat(tp.wrapper, c.Command)
+		}
+		wrapped = true
+		mount := corev1.VolumeMount{Name: binVolumeName, MountPath: BinDir, ReadOnly: true}
+		if i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return cleanMountPath(m.MountPath) == BinDir }); i >= 0 {
+			if have := c.VolumeMounts[i]; have.Name != mount.Name || !have.ReadOnly || have.SubPath != "" || have.SubPathExpr != "" {
+				clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s, where the exec wrapper goes",
+					q(c.Name), q(c.VolumeMounts[i].Name), BinDir))
+			}
+		} else {
+			c.VolumeMounts = append(slices.Clip(c.VolumeMounts), mount)
+		}
+	}
+	if len(bare) > 0 {
+		notes = append(notes, fmt.Sprintf("container %s has no explicit command, so the exec wrapper cannot set %s: it reads the token from the file in %s instead",
+			securityctx.Shorten(strings.Join(bare, ", ")), strings.Join(runtimeEnvNames(tp), ", "), "*_TOKEN_FILE"))
+	}
+
+	// The agent containers go first, installer then sidecar: every other
+	// init container may be a target and need the tokens.
+	var add []corev1.Container
+	if wrapped {
+		add = append(add, tp.install)
+	}
+	add = append(add, tp.sidecar)
+	var missing []corev1.Container
+	for _, want := range add {
+		i := slices.IndexFunc(out.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == want.Name })
+		if i < 0 {
+			if slices.ContainsFunc(out.Spec.Containers, func(c corev1.Container) bool { return c.Name == want.Name }) {
+				clashes = append(clashes, fmt.Sprintf("the pod already has a container named %s; secctx needs that name for its %s", want.Name, describeAgent(want.Name)))
+				continue
+			}
+			missing = append(missing, *want.DeepCopy()) // the plan is shared (prepare)
+			continue
+		}
+		have := &out.Spec.InitContainers[i]
+		if have.Image != want.Image || !slices.Equal(have.Command, want.Command) || !slices.Equal(have.Args, want.Args) {
+			clashes = append(clashes, fmt.Sprintf("the pod already has an init container named %s that is not the %s secctx would add; remove it or rename it",
+				want.Name, describeAgent(want.Name)))
+		}
+	}
+	if len(missing) > 0 {
+		out.Spec.InitContainers = slices.Concat(missing, out.Spec.InitContainers)
+	}
+	out.Spec.Volumes = slices.Clip(out.Spec.Volumes)
+	for _, v := range tp.volumes {
+		if v.Name == binVolumeName && !wrapped {
+			continue
+		}
+		i := slices.IndexFunc(out.Spec.Volumes, func(h corev1.Volume) bool { return h.Name == v.Name })
+		if i < 0 {
+			out.Spec.Volumes = append(out.Spec.Volumes, *v.DeepCopy())
+			continue
+		}
+		if !sameVolume(&out.Spec.Volumes[i], &v) {
+			clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; secctx needs that name for the %s", q(v.Name), describeAgent(v.Name)))
+		}
+	}
+	return notes, clashes
+}
+
+func describeAgent(name string) string {
+	switch name {
+	case TokenContainer:
+		return "token sidecar"
+	case InstallContainer: // and binVolumeName
+		return "exec wrapper's installer"
+	}
+	return "client secret of a token"
+}
+
+func runtimeEnvNames(tp *tokenPlan) []string {
+	names := make([]string, len(tp.runtimeEnv))
+	for i, rt := range tp.runtimeEnv {
+		names[i] = rt[0]
+	}
+	return names
+}
+
+func hasPrefix(s, prefix []string) bool {
+	return len(s) >= len(prefix) && slices.Equal(s[:len(prefix)], prefix)
 }

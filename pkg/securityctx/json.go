@@ -33,6 +33,11 @@ func Decode(data []byte) (*SecurityContext, error) {
 // problems; that value is nil only when the JSON itself is malformed, and
 // must not be used when the list is not empty.
 func Parse(data []byte) (*SecurityContext, ErrorList) {
+	return ParseWith(data, ValidateOptions{})
+}
+
+// ParseWith is Parse with validation options.
+func ParseWith(data []byte, o ValidateOptions) (*SecurityContext, ErrorList) {
 	sc, errs := decode(data)
 	if sc == nil {
 		return nil, errs
@@ -41,7 +46,7 @@ func Parse(data []byte) (*SecurityContext, ErrorList) {
 	for _, e := range errs {
 		bad[e.Field] = true
 	}
-	for _, e := range sc.Validate() {
+	for _, e := range sc.ValidateWith(o) {
 		// A field that did not decode is left empty; saying it is also
 		// missing would repeat the same problem.
 		if !bad[e.Field] {

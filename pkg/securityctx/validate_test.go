@@ -9,7 +9,7 @@ import (
 )
 
 func TestValidate(t *testing.T) {
-	client := &OAuth2Client{ClientID: "c", ClientSecret: &Secret{Group: "s"}}
+	client := &OAuth2Client{ClientID: "c", ClientSecret: &Secret{Group: "s", Key: "k"}}
 	tests := []struct {
 		name string
 		sc   SecurityContext
@@ -35,7 +35,7 @@ func TestValidate(t *testing.T) {
 		}}, want: []string{
 			`tokens[0].tokenEndpoint "http://a.example.com/t": must be an https:// URL with a host`,
 			`tokens[1].name "a": must be unique; tokens[0] has it too`,
-			`tokens[1].idpDiscoveryEndpoint "https://": must be an https:// URL with a host`,
+			`tokens[1].idpDiscoveryEndpoint "https://": must be an https:// URL with a host, and no user, fragment or spaces`,
 			`tokens[2].name: required`,
 			`tokens[2].client.clientId: required`,
 			`tokens[2].client.clientSecret: required`,
@@ -45,7 +45,23 @@ func TestValidate(t *testing.T) {
 			`tokens[3]: tokenEndpoint or idpDiscoveryEndpoint is required`,
 		}},
 		{name: "oauth2 client", sc: SecurityContext{RunAs: &Identity{OAuth2Client: &OAuth2Client{ClientSecret: &Secret{}}}},
-			want: []string{"runAs.oauth2Client.clientId: required", "runAs.oauth2Client.clientSecret.group: required"}},
+			want: []string{"runAs.oauth2Client.clientId: required", "runAs.oauth2Client.clientSecret.group: required",
+				"runAs.oauth2Client.clientSecret.key: required: a client secret is one value, the key of its group"}},
+		{name: "token names and endpoints", sc: SecurityContext{Tokens: []OAuth2TokenRequest{
+			{Name: "9api", Client: client, TokenEndpoint: "https://a/t#frag"},
+			{Name: "api-", Client: client, TokenEndpoint: "https://u@a/t"},
+			{Name: "$(HOME)", Client: client, IdpDiscoveryEndpoint: "ftp://a/x"},
+			{Name: "ok", Client: &OAuth2Client{ClientID: "c\n", ClientSecret: &Secret{Group: "s", Key: "k", EnvVar: "X"}}, TokenEndpoint: "https://a/t"},
+		}}, want: []string{
+			`tokens[0].name "9api": must be a DNS label that starts with a letter: at most 63 characters of a-z, 0-9 and '-', ending in a letter or digit (it names a file and, upper-cased, env vars)`,
+			`tokens[0].tokenEndpoint "https://a/t#frag": must be an https:// URL with a host, and no user, fragment or spaces`,
+			`tokens[1].name "api-": must be a DNS label that starts with a letter: at most 63 characters of a-z, 0-9 and '-', ending in a letter or digit (it names a file and, upper-cased, env vars)`,
+			`tokens[1].tokenEndpoint "https://u@a/t": must be an https:// URL with a host, and no user, fragment or spaces`,
+			`tokens[2].name "$(HOME)": must be a DNS label that starts with a letter: at most 63 characters of a-z, 0-9 and '-', ending in a letter or digit (it names a file and, upper-cased, env vars)`,
+			`tokens[2].idpDiscoveryEndpoint "ftp://a/x": must be an https:// URL with a host`,
+			`tokens[3].client.clientId "c\n": must be at most 1024 bytes without control characters`,
+			`tokens[3].client.clientSecret.envVar "X": must be empty: secctx decides where a client secret goes, and never puts it in an env var`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
