@@ -26,7 +26,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCommand(), newInjectCommand(), newVersionCommand())
+	root.AddCommand(newServeCommand(), newInjectCommand(), newAgentCommand(), newVersionCommand())
 	err := root.Execute()
 	var ee exitError
 	switch {

@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+)
+
+// runExec is the exec wrapper: secctx-agent exec --from-file=NAME=PATH ...
+// -- command args... It sets each NAME to the contents of its PATH, then
+// replaces itself with the command (syscall.Exec): the task keeps the PID,
+// gets every signal and its exit code is the container's. Nothing else in
+// argv or the environment changes.
+func runExec(args []string, stderr io.Writer) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "secctx-agent exec: "+format+"\n", a...)
+		return 127 // what a shell says when it cannot run a command
+	}
+	var set [][2]string
+	i := 0
+	for ; i < len(args) && args[i] != "--"; i++ {
+		v, ok := strings.CutPrefix(args[i], "--from-file=")
+		name, file, ok2 := strings.Cut(v, "=")
+		if !ok || !ok2 || name == "" || file == "" {
+			return fail("%q: want --from-file=NAME=PATH before -- and the command", args[i])
+		}
+		set = append(set, [2]string{name, file})
+	}
+	if i+1 >= len(args) {
+		return fail("no command after --")
+	}
+	argv := args[i+1:]
+	env := os.Environ()
+	for _, s := range set {
+		b, err := os.ReadFile(s[1])
+		if err != nil {
+			// The sidecar's startup probe holds the task until every token
+			// is written, so this is a token that expired unrenewed.
+			return fail("set %s: %v", s[0], err)
+		}
+		env = setEnv(env, s[0], strings.TrimRight(string(b), "\r\n"))
+	}
+	path, err := exec.LookPath(argv[0]) // as the runtime would, in the image's PATH
+	if err != nil {
+		return fail("%v", err)
+	}
+	err = syscall.Exec(path, argv, env)
+	return fail("exec %s: %v", argv[0], err)
+}
+
+// setEnv sets name in env, replacing every entry of that name.
+func setEnv(env []string, name, value string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != name {
+			out = append(out, kv)
+		}
+	}
+	return append(out, name+"="+value)
+}

@@ -1,0 +1,150 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary be the agent (SECCTX_TEST_AGENT=1) or a
+// task that reports what it got (SECCTX_TEST_TASK=1), so that the wrapper
+// really execs a process.
+func TestMain(m *testing.M) {
+	switch {
+	case os.Getenv("SECCTX_TEST_AGENT") == "1":
+		os.Unsetenv("SECCTX_TEST_AGENT")
+		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+	case os.Getenv("SECCTX_TEST_TASK") == "1":
+		task()
+	}
+	os.Exit(m.Run())
+}
+
+// task prints its pid, argv and environment, says ready, and exits with
+// 42 on SIGTERM.
+func task() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	fmt.Printf("pid %d\n", os.Getpid())
+	fmt.Printf("argv %q\n", os.Args[1:])
+	env := os.Environ()
+	slices.Sort(env)
+	fmt.Printf("env %q\n", env)
+	fmt.Println("ready")
+	<-sig
+	os.Exit(42)
+}
+
+// TestExecWrapper: the wrapped task has the wrapper's PID, its own argv,
+// the environment plus the token, receives SIGTERM, and its exit code is
+// the wrapper's.
+func TestExecWrapper(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "api")
+	if err := os.WriteFile(tokenFile, []byte("eyJ-token-value"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	taskArgs := []string{"--input", "a b", "$(NOT_EXPANDED)", ""}
+	cmd := exec.Command(self, append([]string{"exec", "--from-file=API_TOKEN=" + tokenFile, "--", self}, taskArgs...)...)
+	base := []string{"PATH=" + os.Getenv("PATH"), "SECCTX_TEST_TASK=1", "KEEP=me", "API_TOKEN=stale"}
+	cmd.Env = append(slices.Clone(base), "SECCTX_TEST_AGENT=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]string{}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), " ")
+		lines[k] = v
+		if k == "ready" {
+			break
+		}
+	}
+	if got := lines["pid"]; got != strconv.Itoa(cmd.Process.Pid) {
+		t.Errorf("task pid %s, wrapper pid %d: the wrapper must exec, not start a child", got, cmd.Process.Pid)
+	}
+	if want := fmt.Sprintf("%q", taskArgs); lines["argv"] != want {
+		t.Errorf("task argv %s, want %s", lines["argv"], want)
+	}
+	wantEnv := []string{"API_TOKEN=eyJ-token-value", "KEEP=me", "PATH=" + os.Getenv("PATH"), "SECCTX_TEST_TASK=1"}
+	slices.Sort(wantEnv)
+	if want := fmt.Sprintf("%q", wantEnv); lines["env"] != want {
+		t.Errorf("task env %s\nwant %s", lines["env"], want)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the task did not end on SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 42 {
+		t.Errorf("exit code %d (%v), want the task's 42", code, err)
+	}
+}
+
+func TestExecWrapperRefuses(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", []string{"exec", "--"}, "no command after --"},
+		{"bad flag", []string{"exec", "--env=X", "--", "true"}, `"--env=X": want --from-file=NAME=PATH`},
+		{"missing file", []string{"exec", "--from-file=X=/nonexistent", "--", "true"}, "set X: open /nonexistent"},
+		{"unknown command", []string{"exec", "--", "no-such-command-here"}, "executable file not found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(self, tt.args...)
+			cmd.Env = []string{"SECCTX_TEST_AGENT=1", "PATH=" + os.Getenv("PATH")}
+			b, err := cmd.CombinedOutput()
+			if cmd.ProcessState.ExitCode() != 127 || !strings.Contains(string(b), tt.want) {
+				t.Errorf("exit %d (%v), output %q; want 127 and %q", cmd.ProcessState.ExitCode(), err, b, tt.want)
+			}
+		})
+	}
+}
+
+func TestInstall(t *testing.T) {
+	dir := t.TempDir()
+	if err := Install(dir); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, BinaryName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v, want 0755", fi.Mode().Perm())
+	}
+	self, _ := os.Executable()
+	want, _ := os.Stat(self)
+	if fi.Size() != want.Size() {
+		t.Errorf("size %d, want %d", fi.Size(), want.Size())
+	}
+}
