@@ -23,7 +23,7 @@ import (
 )
 
 func newInjectCommand() *cobra.Command {
-	var file, configPath, kubeconfig, namespace, output string
+	var file, configPath, kubeconfig, namespace, output, agentImage string
 	var flyte bool
 	cmd := &cobra.Command{
 		Use:   "inject -f FILE|-",
@@ -42,6 +42,9 @@ looked up there; without it the check is skipped and a note says so.`,
 			}
 			if cmd.Flags().Changed("flyte") {
 				cfg.Inject.Flyte.Enabled = flyte
+			}
+			if cmd.Flags().Changed("agent-image") {
+				cfg.Inject.Agent.Image = agentImage
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("config: %w", err)
@@ -73,6 +76,7 @@ looked up there; without it the check is skipped and a note says so.`,
 	fs.StringVar(&configPath, "config", "", "YAML config file, as for serve")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "check service accounts in this cluster")
 	fs.BoolVar(&flyte, "flyte", false, `Flyte mode, as for serve: honour flyte.secrets/s<N> annotations on pods labelled inject-flyte-secrets: "true"`)
+	fs.StringVar(&agentImage, "agent-image", "", "secctx's image, for the token sidecar (config inject.agent.image)")
 	fs.StringVarP(&namespace, "namespace", "n", "", `namespace of the pods (default: the pod's own, else "default")`)
 	fs.StringVarP(&output, "output", "o", "yaml", "yaml or json: the admitted pod; patch: the webhook's JSON patch")
 	_ = cmd.MarkFlagRequired("filename")

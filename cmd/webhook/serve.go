@@ -40,6 +40,7 @@ when it changes. Settings come from --config (YAML, strict); flags override it.`
 				"enable-http2":              func() { cfg.EnableHTTP2 = flags.EnableHTTP2 },
 				"metrics-secure":            func() { cfg.MetricsSecure = flags.MetricsSecure },
 				"flyte":                     func() { cfg.Inject.Flyte.Enabled = flags.Inject.Flyte.Enabled },
+				"agent-image":               func() { cfg.Inject.Agent.Image = flags.Inject.Agent.Image },
 			} {
 				if fs.Changed(name) {
 					apply()
@@ -69,6 +70,7 @@ when it changes. Settings come from --config (YAML, strict); flags override it.`
 	fs.BoolVar(&flags.EnableHTTP2, "enable-http2", def.EnableHTTP2, "offer HTTP/2 to the API server")
 	fs.BoolVar(&flags.MetricsSecure, "metrics-secure", def.MetricsSecure, "serve /metrics over HTTPS to authorized clients only (false: plain HTTP)")
 	fs.BoolVar(&flags.Inject.Flyte.Enabled, "flyte", def.Inject.Flyte.Enabled, `Flyte mode: honour flyte.secrets/s<N> annotations on pods labelled inject-flyte-secrets: "true"`)
+	fs.StringVar(&flags.Inject.Agent.Image, "agent-image", def.Inject.Agent.Image, "secctx's own image, run as the token sidecar in pods with tokens (config inject.agent.image)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig to use outside a cluster (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	return cmd
 }

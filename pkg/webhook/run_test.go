@@ -92,6 +92,7 @@ func TestRun(t *testing.T) {
 	cfg.MetricsBindAddress = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	cfg.MetricsSecure = false // the secure endpoint needs TokenReviews: test/chart checks it in a cluster
 	cfg.HealthProbeBindAddress = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg.Inject.Agent.NativeSidecars = "true" // the fake API server has no /version: the cluster suites ask a real one
 	var logs syncBuffer
 	log, err := NewLogger("info", &logs)
 	if err != nil {

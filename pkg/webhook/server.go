@@ -11,6 +11,8 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -93,6 +95,13 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	if err != nil {
 		return fmt.Errorf("watch service accounts: %w", err)
 	}
+	if cfg.Inject.Agent.NativeSidecars == inject.NativeSidecarsAuto || cfg.Inject.Agent.NativeSidecars == "" {
+		cfg.Inject.Agent.NativeSidecars, err = nativeSidecars(restCfg)
+		if err != nil {
+			return err
+		}
+		log.Info("native sidecars", "supported", cfg.Inject.Agent.NativeSidecars)
+	}
 	injector, err := inject.New(cfg.Inject, &ServiceAccountLookup{Cache: mgr.GetCache(), API: mgr.GetAPIReader()})
 	if err != nil {
 		return err
@@ -138,4 +147,26 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	}
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "path", MutatePath, "certificates", cfg.Certificates.Mode)
 	return mgr.Start(ctx)
+}
+
+// nativeSidecars asks the API server's version: init containers with
+// restartPolicy: Always are on by default from Kubernetes 1.29. An older
+// server drops the field, and the token sidecar would then block the pod.
+func nativeSidecars(restCfg *rest.Config) (string, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
+	if err != nil {
+		return "", fmt.Errorf("discovery client: %w", err)
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return "", fmt.Errorf("get the API server's version: %w", err)
+	}
+	sv, err := version.ParseGeneric(v.GitVersion)
+	if err != nil {
+		return "", fmt.Errorf("parse the API server's version %q: %w", v.GitVersion, err)
+	}
+	if sv.AtLeast(version.MajorMinor(1, 29)) {
+		return inject.NativeSidecarsTrue, nil
+	}
+	return inject.NativeSidecarsFalse, nil
 }
