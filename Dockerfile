@@ -13,10 +13,14 @@ ARG DATE=
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X github.com/secctx/secctx/pkg/version.Version=${VERSION} -X github.com/secctx/secctx/pkg/version.Commit=${COMMIT} -X github.com/secctx/secctx/pkg/version.Date=${DATE}" \
-      -o /out/secctx ./cmd/webhook
+      -o /out/secctx ./cmd/webhook && \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/secctx-agent ./cmd/agent
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/secctx /secctx
+# The in-pod agent (token sidecar, exec wrapper): small, so that task pods
+# run and copy a few megabytes, not the webhook.
+COPY --from=build /out/secctx-agent /secctx-agent
 USER 65532:65532
 ENTRYPOINT ["/secctx"]
 CMD ["serve"]

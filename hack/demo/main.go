@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it brings up a real single-node cluster,
-// installs secctx with its Helm chart, runs the reference examples 1–3 (examples/) as pods,
+// installs secctx with its Helm chart, runs the reference examples 1–4 (examples/) as pods,
 // prints what secctx added and what each task printed, shows a refused pod,
 // and tears everything down.
 package main
@@ -34,7 +34,17 @@ var examples = []struct {
 	{"1-env-var-secret.yaml", "1. a secret as an environment variable", []string{"env", "DB_PASSWORD"}},
 	{"2-file-secret.yaml", "2. a secret as a file", []string{"file-from-env", "TLS_KEY_PATH"}},
 	{"3-service-account.yaml", "3. run as a service account", []string{"whoami"}},
+	// Example 4's provider is a real OpenID Provider in the cluster; the task
+	// calls a resource server that verifies the token against its keys.
+	{"4-oauth2-token.yaml", "4. an OAuth2 token, obtained and refreshed by secctx", []string{
+		"/task", "call-api", "http://" + framework.OIDCIP + ":8081/", "EXTERNAL_API_ACCESS_TOKEN"}},
 }
+
+// The demo's OpenID Provider and the client of example 4.
+const (
+	demoClient       = "my-app-client-id"
+	demoClientSecret = "demo-client-secret" // as in examples/cluster-objects.yaml
+)
 
 const ns = "demo"
 
@@ -72,7 +82,15 @@ func run(ctx context.Context) (err error) {
 		say("done")
 	}()
 	say("installing secctx with Helm from charts/secctx (2 replicas, self-managed certificates, failurePolicy: Fail)")
-	if _, _, err := framework.InstallChart(ctx, c, indent{}); err != nil {
+	// The demo's provider is plain http inside the cluster; a real one is
+	// https, which needs no setting.
+	vals := framework.LocalImage()
+	vals["config"] = map[string]any{"inject": map[string]any{"tokens": map[string]any{"httpHosts": []any{framework.OIDCHost}}}}
+	if _, _, err := framework.InstallChartWith(ctx, c, indent{}, vals); err != nil {
+		return err
+	}
+	say("starting an OpenID Provider (zitadel/oidc) at %s, tokens lasting 1m, and a resource server that checks them", framework.OIDCIssuer)
+	if err := framework.StartOIDCProvider(ctx, c, "oidc", map[string]string{demoClient: demoClientSecret}, time.Minute); err != nil {
 		return err
 	}
 	if err := c.CreateNamespace(ctx, ns, nil); err != nil {
@@ -82,7 +100,7 @@ func run(ctx context.Context) (err error) {
 	if _, _, err := c.Kubectl(ctx, nil, "apply", "-n", ns, "-f", filepath.Join(root, "examples", "cluster-objects.yaml")); err != nil {
 		return err
 	}
-	say("namespace %q has the examples' Secrets (my-credentials, my-certs) and service account (data-processing-sa)", ns)
+	say("namespace %q has the examples' Secrets (my-credentials, my-certs, oauth-secrets) and service account (data-processing-sa)", ns)
 
 	for _, ex := range examples {
 		b, err := os.ReadFile(filepath.Join(root, "examples", ex.file))
@@ -96,6 +114,13 @@ func run(ctx context.Context) (err error) {
 		pod.Namespace = ns
 		task := &pod.Spec.Containers[0]
 		task.Image, task.ImagePullPolicy, task.Command, task.Args = framework.TaskImage, corev1.PullNever, nil, ex.args
+		if ex.args[0] == "/task" {
+			// A command of its own, as example 4 has, so the exec wrapper
+			// sets the token's env var.
+			task.Command, task.Args = ex.args, nil
+			sc := pod.Annotations["secctx.dev/security-context"]
+			pod.Annotations["secctx.dev/security-context"] = strings.Replace(sc, "https://auth.example.com/oauth2/token", framework.OIDCIssuer+"/oauth/token", 1)
+		}
 		fmt.Printf("\n%s== %s (examples/%s)%s\n", bold, ex.title, ex.file, off)
 		fmt.Printf("   asks for: %s\n", strings.Join(strings.Fields(pod.Annotations["secctx.dev/security-context"]), " "))
 		started := time.Now()
@@ -161,8 +186,19 @@ func added(p *corev1.Pod) []string {
 	}
 	for _, m := range p.Spec.Containers[0].VolumeMounts {
 		if strings.HasPrefix(m.Name, "secctx-") {
-			out = append(out, fmt.Sprintf("Secret volume %s mounted read-only at %s", m.Name, m.MountPath))
+			out = append(out, fmt.Sprintf("volume %s mounted read-only at %s", m.Name, m.MountPath))
 		}
+	}
+	for _, c := range p.Spec.InitContainers {
+		switch c.Name {
+		case "secctx-tokens":
+			out = append(out, "native sidecar secctx-tokens: gets and renews the token; the only container with the client secret")
+		case "secctx-bin":
+			out = append(out, "init container secctx-bin: installs the exec wrapper")
+		}
+	}
+	if cmd := p.Spec.Containers[0].Command; len(cmd) > 0 && strings.HasSuffix(cmd[0], "secctx-agent") {
+		out = append(out, "command wrapped: "+strings.Join(cmd[:len(cmd)-len(examples[3].args)], " ")+" ...")
 	}
 	if p.Spec.ServiceAccountName != "" && p.Spec.ServiceAccountName != "default" {
 		out = append(out, "serviceAccountName: "+p.Spec.ServiceAccountName)

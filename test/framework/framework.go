@@ -26,6 +26,14 @@ import (
 const (
 	SecctxImage = "localhost/secctx:e2e"
 	TaskImage   = "localhost/secctx-task:e2e"
+	// OIDCImage is a real OpenID Provider (zitadel/oidc) and a resource
+	// server that checks its tokens (test/images/oidc).
+	OIDCImage = "localhost/secctx-oidc:e2e"
+	// OIDCIP is the fixed ClusterIP of the test provider's Service (the
+	// cluster has no DNS), and OIDCHost its address, which secctx is
+	// configured to reach over plain http (inject.tokens.httpHosts).
+	OIDCIP   = "10.0.0.200"
+	OIDCHost = OIDCIP + ":8080"
 )
 
 // Root is the repository's top directory.
@@ -93,7 +101,14 @@ func BuildImages(ctx context.Context, root, out string) ([]string, error) {
 			image.Spec{Ref: SecctxImage, Path: "secctx", Cmd: []string{"serve"}, User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
 		{filepath.Join(root, "test"), "./images/pause", "-s -w", image.Spec{Ref: cluster.PauseImage, Path: "pause"}},
 		{filepath.Join(root, "test"), "./images/task", "-s -w", image.Spec{Ref: TaskImage, Path: "task", User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
+		{filepath.Join(root, "test"), "./images/oidc", "-s -w", image.Spec{Ref: OIDCImage, Path: "oidc", User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
 	}
+	// secctx's image holds the agent too, as the Dockerfile builds it.
+	agent := filepath.Join(binDir, "secctx-agent")
+	if err := image.GoBuild(ctx, root, "./cmd/agent", agent, "-s -w"); err != nil {
+		return nil, err
+	}
+	specs[0].spec.More = map[string]string{"secctx-agent": agent}
 	var tars []string
 	for _, s := range specs {
 		bin := filepath.Join(binDir, s.spec.Path)
@@ -142,8 +157,24 @@ images:
 - name: ghcr.io/secctx/secctx
   newName: %s
   newTag: %s
+patches:
+- path: configmap.yaml
 `, base, repo, tag)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o600); err != nil {
+		return nil, err
+	}
+	// The config names secctx's image for the token sidecar, which the
+	// images transformer does not see; and the test provider is plain http.
+	cm, err := os.ReadFile(filepath.Join(Root(), "config", "flyte", "configmap.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	patched := strings.Replace(string(cm), `image: "ghcr.io/secctx/secctx:0.1.0"`, `image: "`+SecctxImage+`"`, 1)
+	patched = strings.Replace(patched, "        dir: /etc/flyte/tokens\n", "        dir: /etc/flyte/tokens\n        httpHosts: [\""+OIDCHost+"\"]\n", 1)
+	if patched == string(cm) || !strings.Contains(patched, OIDCHost) {
+		return nil, errors.New("config/flyte/configmap.yaml: cannot set the agent image and httpHosts for the test")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "configmap.yaml"), []byte(patched), 0o600); err != nil {
 		return nil, err
 	}
 	if _, _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", dir); err != nil {

@@ -82,12 +82,17 @@ func (h *Helm) Uninstall() error {
 // certificates, 2 replicas) and the local image, and waits until the webhook
 // answers.
 func InstallChart(ctx context.Context, c *cluster.Cluster, progress io.Writer) (*Secctx, *Helm, error) {
+	return InstallChartWith(ctx, c, progress, LocalImage())
+}
+
+// InstallChartWith is InstallChart with these values.
+func InstallChartWith(ctx context.Context, c *cluster.Cluster, progress io.Writer, vals map[string]any) (*Secctx, *Helm, error) {
 	t0 := time.Now()
 	h, err := NewHelm(c, "secctx-system")
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := h.Install(ctx, LocalImage()); err != nil {
+	if err := h.Install(ctx, vals); err != nil {
 		return nil, nil, err
 	}
 	s := &Secctx{Namespace: h.Namespace}

@@ -259,6 +259,8 @@ func TestManifestsMatchTheCode(t *testing.T) {
 		t.Errorf("no Secret %s/secctx-webhook-tls for the certificate", namespace)
 	}
 	want.Certificates.SecretName = "secctx-webhook-tls"
+	// The token sidecar runs secctx's own image.
+	want.Inject.Agent.Image = dep.Spec.Template.Spec.Containers[0].Image
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("config.yaml differs from the defaults (-code +manifest):\n%s", diff)
 	}

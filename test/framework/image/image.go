@@ -9,10 +9,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -38,6 +40,9 @@ type Spec struct {
 	Cmd []string
 	// User is "uid:gid"; empty means root.
 	User string
+	// More are other static executables to put in the image: path in the
+	// image (without the leading slash) to the file on disk.
+	More map[string]string
 }
 
 // epoch keeps layers byte-identical across builds of the same binary, so the
@@ -137,6 +142,15 @@ func rootfs(s Spec, bin []byte) ([]byte, error) {
 		steps = append(steps, func() error { return dir(d+"/", 0o755) })
 	}
 	steps = append(steps, func() error { return file(s.Path, 0o755, bin) })
+	for _, p := range slices.Sorted(maps.Keys(s.More)) {
+		steps = append(steps, func() error {
+			b, err := os.ReadFile(s.More[p])
+			if err != nil {
+				return err
+			}
+			return file(p, 0o755, b)
+		})
+	}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, fmt.Errorf("image layer: %w", err)

@@ -12,6 +12,11 @@
 //	                                  flytepropeller makes it: print every secret
 //	                                  flytekit could find (env vars with its prefix,
 //	                                  files under its directory)
+//	task call-api URL NAME [DURATION]
+//	                                  call URL with the token in env NAME (set by
+//	                                  secctx's exec wrapper) and the one in the file
+//	                                  at NAME_FILE; with DURATION, keep calling with
+//	                                  the file's token every 2s for that long
 //	task sleep                        wait for SIGTERM
 package main
 
@@ -21,12 +26,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/secctx/secctx/internal/flytekit"
 )
@@ -86,6 +94,8 @@ func main() {
 		err = whoami()
 	case "pyflyte-execute":
 		err = listFlytekitSecrets()
+	case "call-api":
+		err = callAPI(args[1:])
 	case "sleep":
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
@@ -203,4 +213,74 @@ func whoami() error {
 	}
 	fmt.Println("running as", claims.Sub)
 	return nil
+}
+
+// callAPI calls a resource server as task code would: with the token from
+// the env var, then from the file (re-read on every call, as the sidecar
+// renews it).
+func callAPI(args []string) error {
+	if len(args) < 2 {
+		return errors.New("usage: task call-api URL NAME [DURATION]")
+	}
+	url, name := args[0], args[1]
+	call := func(from, tok string) error {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		fmt.Printf("token from %s = %s; the API says: %d %s", from, show(tok), resp.StatusCode, body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("the API refused the token from %s", from)
+		}
+		return nil
+	}
+	tok, ok := os.LookupEnv(name)
+	if !ok {
+		return fmt.Errorf("env %s is not set", name)
+	}
+	if err := call("env "+name, tok); err != nil {
+		return err
+	}
+	fileFrom := func() (string, string, error) {
+		p, ok := os.LookupEnv(name + "_FILE")
+		if !ok {
+			return "", "", fmt.Errorf("env %s_FILE is not set", name)
+		}
+		b, err := os.ReadFile(p)
+		return p, string(b), err
+	}
+	p, tok, err := fileFrom()
+	if err != nil {
+		return err
+	}
+	if err := call("file "+p, tok); err != nil {
+		return err
+	}
+	if len(args) < 3 {
+		return nil
+	}
+	d, err := time.ParseDuration(args[2])
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{tok: true}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		time.Sleep(2 * time.Second)
+		if p, tok, err = fileFrom(); err != nil {
+			return err
+		}
+		if !seen[tok] {
+			seen[tok] = true
+			fmt.Printf("renewed token read from the file (%d so far)\n", len(seen))
+		}
+	}
+	fmt.Printf("after %s: ", d)
+	return call("file "+p, tok)
 }
