@@ -23,6 +23,11 @@ func BenchmarkServeHTTP(b *testing.B) {
 			serveLoop(b, reviewBytes(b, taskPod(b, n), admissionv1.Create))
 		})
 	}
+	// Two tokens: the sidecar, the installer, a wrapped command, three
+	// volumes.
+	b.Run("tokens=2", func(b *testing.B) {
+		serveLoop(b, reviewBytes(b, taskPodWith(b, 0, 2), admissionv1.Create))
+	})
 	// Every pod a SecurityContext the injector has not seen lately: the
 	// cost of the first pod of each task, parsing and planning included.
 	b.Run("secrets=3,uncached", func(b *testing.B) {

@@ -38,7 +38,9 @@ func (allServiceAccounts) ServiceAccount(_ context.Context, ns, name string) (*c
 // registers it, with a lookup that finds every service account.
 func newTestMutator(t testing.TB) *PodMutator {
 	t.Helper()
-	injector, err := inject.New(inject.DefaultConfig(), allServiceAccounts{})
+	cfg := inject.DefaultConfig()
+	cfg.Agent.Image = "ghcr.io/secctx/secctx:0.1.0"
+	injector, err := inject.New(cfg, allServiceAccounts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +302,10 @@ func TestHandlerMatchesInject(t *testing.T) {
 // taskPod is testdata/task-pod.yaml with n secrets requested, alternating
 // ENV_VAR and FILE, across groups of up to three keys; with n == 0 it has no
 // SecurityContext at all.
-func taskPod(t testing.TB, n int) []byte {
+func taskPod(t testing.TB, n int) []byte { return taskPodWith(t, n, 0) }
+
+// taskPodWith is the reference task pod with n secrets and tokens tokens.
+func taskPodWith(t testing.TB, n, tokens int) []byte {
 	t.Helper()
 	b, err := os.ReadFile("testdata/task-pod.yaml")
 	if err != nil {
@@ -310,7 +315,7 @@ func taskPod(t testing.TB, n int) []byte {
 	if err := yaml.Unmarshal(b, &pod); err != nil {
 		t.Fatal(err)
 	}
-	if n == 0 {
+	if n == 0 && tokens == 0 {
 		raw, err := json.Marshal(pod)
 		if err != nil {
 			t.Fatal(err)
@@ -325,6 +330,13 @@ func taskPod(t testing.TB, n int) []byte {
 			s.EnvVar = fmt.Sprintf("KEY_%d_PATH", i)
 		}
 		sc.Secrets = append(sc.Secrets, s)
+	}
+	for i := range tokens {
+		sc.Tokens = append(sc.Tokens, securityctx.OAuth2TokenRequest{
+			Name:          fmt.Sprintf("api-%d", i),
+			Client:        &securityctx.OAuth2Client{ClientID: "my-app", ClientSecret: &securityctx.Secret{Group: "oauth-secrets", Key: fmt.Sprintf("client-%d", i)}},
+			TokenEndpoint: "https://auth.example.com/oauth2/token",
+		})
 	}
 	enc, err := securityctx.Encode(sc)
 	if err != nil {
