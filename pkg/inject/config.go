@@ -1,6 +1,8 @@
 package inject
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"path"
@@ -193,8 +195,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("inject.tokens.httpHosts %q: must be a host or host:port", h)
 		}
 	}
-	if b := strings.TrimSpace(c.Tokens.CABundle); b != "" && !strings.HasPrefix(b, "-----BEGIN CERTIFICATE-----") {
-		return fmt.Errorf("inject.tokens.caBundle: must be PEM certificates")
+	if c.Tokens.CABundle != "" {
+		if err := checkPEM(c.Tokens.CABundle); err != nil {
+			return fmt.Errorf("inject.tokens.caBundle: %w", err)
+		}
 	}
 	switch c.Agent.NativeSidecars {
 	case NativeSidecarsAuto, NativeSidecarsTrue, NativeSidecarsFalse, "":
@@ -227,6 +231,31 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("inject.backend %q: must be kubernetes or vault", c.Backend)
+	}
+	return nil
+}
+
+// checkPEM: one or more PEM certificates and nothing else, so that the
+// sidecar does not fail on them in every pod.
+func checkPEM(bundle string) error {
+	rest := []byte(bundle)
+	n := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("a PEM block of type %q: only CERTIFICATE blocks belong here", block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+	if n == 0 || len(strings.TrimSpace(string(rest))) > 0 {
+		return errors.New("must be PEM certificates (-----BEGIN CERTIFICATE-----) and nothing else")
 	}
 	return nil
 }

@@ -28,6 +28,15 @@ func TestConfigValidate(t *testing.T) {
 		{"relative dir", func(c *Config) { c.SecretsDir = "etc/secrets" }, `inject.secretsDir "etc/secrets": must be a clean absolute path`},
 		{"unclean dir", func(c *Config) { c.SecretsDir = "/etc/secrets/" }, `inject.secretsDir "/etc/secrets/"`},
 		{"ANY as ANY", func(c *Config) { c.AnyMountAs = securityctx.MountAny }, `inject.anyMountAs "ANY": must be FILE or ENV_VAR`},
+		{"tokens inside secrets", func(c *Config) { c.Tokens.Dir = "/etc/flyte/secrets/tokens" }, `inject.tokens.dir "/etc/flyte/secrets/tokens": must not be inside inject.secretsDir`},
+		{"tokens relative", func(c *Config) { c.Tokens.Dir = "tokens" }, `inject.tokens.dir "tokens": must be a clean absolute path`},
+		{"http host with path", func(c *Config) { c.Tokens.HTTPHosts = []string{"a/b"} }, `inject.tokens.httpHosts "a/b": must be a host or host:port`},
+		{"CA bundle not PEM", func(c *Config) { c.Tokens.CABundle = "hello" }, `inject.tokens.caBundle: must be PEM certificates`},
+		{"CA bundle with a key", func(c *Config) {
+			c.Tokens.CABundle = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+		}, `inject.tokens.caBundle: a PEM block of type "PRIVATE KEY": only CERTIFICATE blocks belong here`},
+		{"native sidecars maybe", func(c *Config) { c.Agent.NativeSidecars = "maybe" }, `inject.agent.nativeSidecars "maybe": must be auto, true or false`},
+		{"pull sometimes", func(c *Config) { c.Agent.ImagePullPolicy = "Sometimes" }, `inject.agent.imagePullPolicy "Sometimes": must be Always, IfNotPresent or Never`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -490,5 +499,28 @@ func TestContainersNamedForLater(t *testing.T) {
 	}
 	if len(res.Notes) != 0 || findEnv(again.Spec.Containers[1].Env, "_FSEC_G_K") < 0 {
 		t.Errorf("reinvocation: notes %q, proxy env %v", res.Notes, again.Spec.Containers[1].Env)
+	}
+}
+
+// TestTokensWarnings: a container without a command gets the file only,
+// and the result says so; native sidecars off denies tokens.
+func TestTokensWarnings(t *testing.T) {
+	sc := `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}]}`
+	cfg := DefaultConfig()
+	cfg.Agent.Image = "secctx:test"
+	out, res, err := newTestInjector(t, cfg).Inject(context.Background(), testPod(sc), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], `container main has no explicit command, so the exec wrapper cannot set API_TOKEN`) {
+		t.Errorf("notes: %q", res.Notes)
+	}
+	if len(out.Spec.InitContainers) != 1 || out.Spec.InitContainers[0].Name != TokenContainer {
+		t.Errorf("init containers: want the sidecar alone (nothing to wrap), have %d", len(out.Spec.InitContainers))
+	}
+	cfg.Agent.NativeSidecars = NativeSidecarsFalse
+	_, _, err = newTestInjector(t, cfg).Inject(context.Background(), testPod(sc), "default")
+	if !IsDenied(err) || !strings.Contains(err.Error(), "tokens: this cluster does not run native sidecars") {
+		t.Errorf("without native sidecars: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,20 @@ func TestTokens(t *testing.T) {
 	ns := namespace(t, ctx, map[string]map[string]string{"oauth-secrets": {"my-app-client-secret": oidcSecret}})
 	task := taskContainer("task")
 	task.Command = []string{"/task", "call-api", apiURL, "EXTERNAL_API_ACCESS_TOKEN", (2*oidcLifetime + 5*time.Second).String()}
+	stop := make(chan struct{})
+	rss := make(chan uint64, 1)
+	go func() { rss <- sidecarRSS(ctx, ns, "example-4", stop) }()
 	got, logs := runPod(t, ctx, taskPod(ns, "example-4", example4(true), true, task))
+	close(stop)
+	if max := <-rss; max == 0 {
+		t.Log("the kubelet reported no memory for the sidecar")
+	} else {
+		// docs/performance.md records this; the issue's bound is 15 MiB.
+		t.Logf("token sidecar RSS (kubelet stats, the most seen): %.1f MiB", float64(max)/(1<<20))
+		if max > 15<<20 {
+			t.Errorf("token sidecar RSS %.1f MiB, want under 15 MiB", float64(max)/(1<<20))
+		}
+	}
 
 	out := logs["task"]
 	for _, want := range []string{
@@ -145,5 +159,50 @@ func TestTokensWrongSecret(t *testing.T) {
 	}
 	if !strings.Contains(string(logs), "invalid_client") {
 		t.Errorf("sidecar log:\n%s", logs)
+	}
+}
+
+// sidecarRSS polls the kubelet's stats summary for the token sidecar of
+// pod until stop, and returns the largest RSS it saw.
+func sidecarRSS(ctx context.Context, ns, pod string, stop <-chan struct{}) uint64 {
+	var max uint64
+	for {
+		select {
+		case <-stop:
+			return max
+		case <-time.After(2 * time.Second):
+		}
+		p, err := kube.Client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil || p.Spec.NodeName == "" {
+			continue
+		}
+		b, err := kube.Client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", p.Spec.NodeName, "proxy", "stats", "summary").DoRaw(ctx)
+		if err != nil {
+			continue
+		}
+		var summary struct {
+			Pods []struct {
+				PodRef     struct{ Name, Namespace string }
+				Containers []struct {
+					Name   string
+					Memory struct {
+						RSSBytes *uint64 `json:"rssBytes"`
+					}
+				}
+			}
+		}
+		if json.Unmarshal(b, &summary) != nil {
+			continue
+		}
+		for _, sp := range summary.Pods {
+			if sp.PodRef.Name != pod || sp.PodRef.Namespace != ns {
+				continue
+			}
+			for _, c := range sp.Containers {
+				if c.Name == "secctx-tokens" && c.Memory.RSSBytes != nil && *c.Memory.RSSBytes > max {
+					max = *c.Memory.RSSBytes
+				}
+			}
+		}
 	}
 }
