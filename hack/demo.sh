@@ -9,15 +9,16 @@ bold=$'\e[1m' dim=$'\e[2m' off=$'\e[0m'
 
 show() {
   local file=$1 title=$2
+  shift 2
   echo
   echo "${bold}== $title ($file)${off}"
   echo "${dim}the pod asks for:${off}"
   sed -n '/secctx.dev\/security-context/,/^spec:/p' "$file" | sed '$d' | sed 's/^/  /'
   echo "${dim}secctx's patch (only adds, at paths it owns):${off}"
-  "$bin" inject -f "$file" -o patch 2>/dev/null | sed 's/^/  /'
-  "$bin" inject -f "$file" -o patch 2>&1 >/dev/null | sed "s/^/  ${dim}/; s/\$/${off}/"
+  "$bin" inject -f "$file" "$@" -o patch 2>/dev/null | sed 's/^/  /'
+  "$bin" inject -f "$file" "$@" -o patch 2>&1 >/dev/null | sed "s/^/  ${dim}/; s/\$/${off}/"
   echo "${dim}what the task container sees:${off}"
-  "$bin" inject -f "$file" 2>/dev/null |
+  "$bin" inject -f "$file" "$@" 2>/dev/null |
     awk '/^  containers:/{c=1} c && /^  [a-z]/ && !/^  containers:/{c=0}
          c && /^    (env|volumeMounts):/{p=1; print; next} c && p && /^    [a-z]/{p=0} c && p' |
     sed 's/^/  /'
@@ -28,6 +29,7 @@ echo "${bold}$("$bin" version)${off}"
 show examples/1-env-var-secret.yaml "1. a secret as an env var"
 show examples/2-file-secret.yaml "2. a secret as a file"
 show examples/3-service-account.yaml "3. run as a service account"
+show examples/4-oauth2-token.yaml "4. an OAuth2 token" --agent-image ghcr.io/secctx/secctx:0.1.0
 
 echo
 echo "${bold}== a pod with mistakes (examples/bad-annotation.yaml)${off}"

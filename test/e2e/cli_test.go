@@ -25,24 +25,32 @@ func runSecctx(t *testing.T, args ...string) (int, string, string) {
 
 func TestReferenceExamples(t *testing.T) {
 	tests := []struct {
-		file string
-		want []string
+		file  string
+		want  []string
+		flags []string
 	}{
 		{"1-env-var-secret.yaml", []string{
 			"- name: DB_PASSWORD\n      valueFrom:\n        secretKeyRef:\n          key: db_password\n          name: my-credentials",
 			"- name: _FSEC_MY-CREDENTIALS_DB_PASSWORD",
 			"- name: FLYTE_SECRETS_ENV_PREFIX\n      value: _FSEC_",
-		}},
+		}, nil},
 		{"2-file-secret.yaml", []string{
 			"- name: TLS_KEY_PATH\n      value: /etc/flyte/secrets/my-certs/tls.key",
 			"- mountPath: /etc/flyte/secrets/my-certs\n      name: secctx-my-certs\n      readOnly: true",
 			"secret:\n      defaultMode: 420\n      items:\n      - key: tls.key\n        path: tls.key\n      secretName: my-certs",
-		}},
-		{"3-service-account.yaml", []string{"serviceAccountName: data-processing-sa"}},
+		}, nil},
+		{"3-service-account.yaml", []string{"serviceAccountName: data-processing-sa"}, nil},
+		{"4-oauth2-token.yaml", []string{
+			"- /var/run/secctx/bin/secctx-agent\n    - exec\n    - --from-file=EXTERNAL_API_ACCESS_TOKEN=/etc/flyte/tokens/external-api-access\n    - --\n    - python",
+			"- name: EXTERNAL_API_ACCESS_TOKEN_FILE\n      value: /etc/flyte/tokens/external-api-access",
+			"image: ghcr.io/secctx/secctx:0.1.0",
+			"name: secctx-tokens\n",
+			"restartPolicy: Always",
+		}, []string{"--agent-image", "ghcr.io/secctx/secctx:0.1.0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			code, out, errOut := runSecctx(t, "inject", "-f", filepath.Join("../../examples", tt.file))
+			code, out, errOut := runSecctx(t, append([]string{"inject", "-f", filepath.Join("../../examples", tt.file)}, tt.flags...)...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errOut)
 			}
