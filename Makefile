@@ -84,6 +84,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	$(GO) test ./pkg/inject/ -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/inject/ -run '^$$' -fuzz '^FuzzPodView$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/webhook/ -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzExecArgs$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
 bench: tools ## Measure handler, HTTPS load vs peers, API-server throughput, RSS, ready time; writes docs/performance.md (root, 2 cores).

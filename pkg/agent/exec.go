@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,20 +20,10 @@ func runExec(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "secctx-agent exec: "+format+"\n", a...)
 		return 127 // what a shell says when it cannot run a command
 	}
-	var set [][2]string
-	i := 0
-	for ; i < len(args) && args[i] != "--"; i++ {
-		v, ok := strings.CutPrefix(args[i], "--from-file=")
-		name, file, ok2 := strings.Cut(v, "=")
-		if !ok || !ok2 || name == "" || file == "" {
-			return fail("%q: want --from-file=NAME=PATH before -- and the command", args[i])
-		}
-		set = append(set, [2]string{name, file})
+	set, argv, err := parseExecArgs(args)
+	if err != nil {
+		return fail("%v", err)
 	}
-	if i+1 >= len(args) {
-		return fail("no command after --")
-	}
-	argv := args[i+1:]
 	env := os.Environ()
 	for _, s := range set {
 		b, err := os.ReadFile(s[1])
@@ -49,6 +40,24 @@ func runExec(args []string, stderr io.Writer) int {
 	}
 	err = syscall.Exec(path, argv, env)
 	return fail("exec %s: %v", argv[0], err)
+}
+
+// parseExecArgs splits exec's arguments into the env vars to set from
+// files (name, path) and the command line after "--".
+func parseExecArgs(args []string) (set [][2]string, argv []string, err error) {
+	i := 0
+	for ; i < len(args) && args[i] != "--"; i++ {
+		v, ok := strings.CutPrefix(args[i], "--from-file=")
+		name, file, ok2 := strings.Cut(v, "=")
+		if !ok || !ok2 || name == "" || file == "" {
+			return nil, nil, fmt.Errorf("%q: want --from-file=NAME=PATH before -- and the command", args[i])
+		}
+		set = append(set, [2]string{name, file})
+	}
+	if i+1 >= len(args) {
+		return nil, nil, errors.New("no command after --")
+	}
+	return set, args[i+1:], nil
 }
 
 // setEnv sets name in env, replacing every entry of that name.

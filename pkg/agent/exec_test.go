@@ -148,3 +148,31 @@ func TestInstall(t *testing.T) {
 		t.Errorf("size %d, want %d", fi.Size(), want.Size())
 	}
 }
+
+// FuzzExecArgs: whatever the arguments, parsing does not panic, and what it
+// accepts is exactly what the webhook writes: the pairs, "--", the command.
+func FuzzExecArgs(f *testing.F) {
+	f.Add("--from-file=A_TOKEN=/etc/flyte/tokens/a\x00--\x00python\x00-c\x00x")
+	f.Add("--\x00/task")
+	f.Add("--from-file==x\x00--\x00a")
+	f.Add("--from-file=A=\x00--")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, joined string) {
+		args := strings.Split(joined, "\x00")
+		set, argv, err := parseExecArgs(args)
+		if err != nil {
+			return
+		}
+		var back []string
+		for _, s := range set {
+			if s[0] == "" || s[1] == "" || strings.Contains(s[0], "=") {
+				t.Fatalf("accepted %q", s)
+			}
+			back = append(back, "--from-file="+s[0]+"="+s[1])
+		}
+		back = append(append(back, "--"), argv...)
+		if !slices.Equal(back, args) || len(argv) == 0 {
+			t.Fatalf("%q parsed as %q, %q", args, set, argv)
+		}
+	})
+}

@@ -333,6 +333,27 @@ func TestReinvocation(t *testing.T) {
 		t.Errorf("status %s: want the first pass's containers only", st)
 	}
 
+	// With a token: on the second pass secctx finds its sidecar, installer
+	// and wrapped command as it left them (defaulted by the API server) and
+	// changes nothing; the added container gets no token.
+	oidcProvider(t, ctx)
+	if _, err := kube.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "oauth-secrets"},
+		StringData: map[string]string{"my-app-client-secret": oidcSecret}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	main := taskContainer("main")
+	main.Command = []string{"/task", "env", "EXTERNAL_API_ACCESS_TOKEN"}
+	got, logs = runPod(t, ctx, taskPod(ns, "tokens", example4(false), true, main))
+	if !strings.HasPrefix(logs["main"], "EXTERNAL_API_ACCESS_TOKEN = eyJ...") || logs["added"] != "HOSTNAME = tokens\n" {
+		t.Errorf("tokens: main printed %q, added printed %q", logs["main"], logs["added"])
+	}
+	if n := len(got.Spec.InitContainers); n != 2 {
+		t.Errorf("tokens: %d init containers, want secctx-bin and secctx-tokens once each", n)
+	}
+	if c := got.Spec.Containers[1]; len(c.Env) != 0 || len(c.VolumeMounts) > 1 || len(c.Command) > 0 {
+		t.Errorf("tokens: the container added after secctx got env %v, mounts %v, command %v", c.Env, c.VolumeMounts, c.Command)
+	}
+
 	// Named in secctx.dev/containers, the added container is a target.
 	named := taskPod(ns, "named", sc, true, taskContainer("main", "-full", "env", "DB_PASSWORD"))
 	named.Annotations["secctx.dev/containers"] = "main,added"
