@@ -36,6 +36,8 @@ func New(cfg Config, sas ServiceAccounts) (*Injector, error) {
 type Result struct {
 	// Notes are things the caller should tell a person, such as a skipped check.
 	Notes []string
+	// tokens is the plan of the pod's tokens, for the patch writer.
+	tokens *tokenPlan
 }
 
 // Status is the record kept in the secctx.dev/status annotation. It names
@@ -153,6 +155,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	clashes = append(clashes, addVolumes(out, plan)...)
 	clashes = append(clashes, addAnnotations(out, plan)...)
 	if pr.tokens != nil {
+		res.tokens = pr.tokens
 		notes, tokenClashes := applyTokens(out, tgts, pr.tokens)
 		res.Notes = append(res.Notes, notes...)
 		clashes = append(clashes, tokenClashes...)

@@ -29,6 +29,13 @@ import (
 // and allocation is what makes the garbage collector run
 // (docs/performance.md).
 func AppendPatch(b []byte, before, after *corev1.Pod) ([]byte, error) {
+	return appendPatch(b, before, after, nil)
+}
+
+// appendPatch is AppendPatch; encoded, when not nil, gives the JSON of an
+// init container secctx inserts (the token plan keeps its agent
+// containers encoded), or nil to encode it here.
+func appendPatch(b []byte, before, after *corev1.Pod, encoded func(*corev1.Container) []byte) ([]byte, error) {
 	w := patchWriter{b: b, start: len(b)}
 	w.diffMap("/metadata/labels", before.Labels, after.Labels)
 	w.diffMap("/metadata/annotations", before.Annotations, after.Annotations)
@@ -44,11 +51,18 @@ func AppendPatch(b []byte, before, after *corev1.Pod) ([]byte, error) {
 	case added == 0:
 	case len(before.Spec.InitContainers) == 0:
 		w.op("/spec/initContainers", -1, "", "")
-		w.value(after.Spec.InitContainers)
+		w.b = append(w.b, '[')
+		for i := range after.Spec.InitContainers {
+			if i > 0 {
+				w.b = append(w.b, ',')
+			}
+			w.container(&after.Spec.InitContainers[i], encoded)
+		}
+		w.b = append(w.b, ']')
 	default:
 		for i := range added {
 			w.op("/spec/initContainers/", i, "", "")
-			w.value(&after.Spec.InitContainers[i])
+			w.container(&after.Spec.InitContainers[i], encoded)
 		}
 	}
 	for i := range after.Spec.Containers {
@@ -126,6 +140,18 @@ func (w *patchWriter) value(v any) {
 		return
 	}
 	w.b, w.err = appendValue(w.b, v)
+}
+
+// container writes an inserted init container, from its encoding when the
+// plan has it.
+func (w *patchWriter) container(c *corev1.Container, encoded func(*corev1.Container) []byte) {
+	if encoded != nil {
+		if j := encoded(c); j != nil {
+			w.b = append(w.b, j...)
+			return
+		}
+	}
+	w.value(c)
 }
 
 func (w *patchWriter) diffContainer(base string, i int, before, after *corev1.Container) {

@@ -77,7 +77,7 @@ func (r *viewReader) spec(s *podSpec) error {
 		var err error
 		switch string(name) {
 		case "initContainers":
-			s.InitContainers, err = readArray(r, s.InitContainers, 2, (*viewReader).container)
+			s.InitContainers, err = readArray(r, s.InitContainers, 2, (*viewReader).initContainer)
 		case "containers":
 			s.Containers, err = readArray(r, s.Containers, 2, (*viewReader).container)
 		case "volumes":
@@ -97,7 +97,15 @@ func (r *viewReader) spec(s *podSpec) error {
 	})
 }
 
-func (r *viewReader) container(c *ContainerView) error {
+func (r *viewReader) container(c *ContainerView) error { return r.containerArgs(c, false) }
+
+// initContainer reads args too: Inject compares them to recognise its own
+// agent containers, which are init containers. A container's args are
+// skipped, since nothing reads them, and they are the longest lists of
+// strings in a task pod.
+func (r *viewReader) initContainer(c *ContainerView) error { return r.containerArgs(c, true) }
+
+func (r *viewReader) containerArgs(c *ContainerView, args bool) error {
 	return DecodeObject(r.d, func() { *c = ContainerView{} }, func(name []byte) error {
 		var err error
 		switch string(name) {
@@ -106,9 +114,13 @@ func (r *viewReader) container(c *ContainerView) error {
 		case "image":
 			c.Image, err = r.str(true)
 		case "command":
-			err = jsonv2.UnmarshalDecode(r.d, &c.Command)
+			// Commands recur from pod to pod (an entrypoint, pyflyte-execute).
+			c.Command, err = readArray(r, c.Command, 4, (*viewReader).internedString)
 		case "args":
-			err = jsonv2.UnmarshalDecode(r.d, &c.Args)
+			if !args {
+				return r.d.SkipValue()
+			}
+			c.Args, err = readArray(r, c.Args, 8, (*viewReader).plainString)
 		case "env":
 			c.Env, err = readArray(r, c.Env, 16, (*viewReader).envVar)
 		case "envFrom":
@@ -315,6 +327,16 @@ func readArray[T any](r *viewReader, s []T, size int, elem func(*viewReader, *T)
 	}
 	_, err = r.d.ReadToken()
 	return s, err
+}
+
+func (r *viewReader) internedString(s *string) (err error) {
+	*s, err = r.str(true)
+	return err
+}
+
+func (r *viewReader) plainString(s *string) (err error) {
+	*s, err = r.str(false)
+	return err
 }
 
 // str reads a string; null is "". Names that recur from pod to pod (env

@@ -54,7 +54,8 @@ type podSpec struct {
 type ContainerView struct {
 	Name string `json:"name"`
 	// Image, Command and Args are read to wrap a command and to recognise
-	// secctx's own containers on a reinvocation.
+	// secctx's own containers on a reinvocation; Args of init containers
+	// only.
 	Image        string                 `json:"image"`
 	Command      []string               `json:"command"`
 	Args         []string               `json:"args"`
@@ -115,7 +116,7 @@ func (in *Injector) PatchTo(ctx context.Context, dst []byte, pod *corev1.Pod, na
 	}
 	o := &Outcome{Pod: out, Result: res}
 	if out != pod {
-		p, err := AppendPatch(dst, pod, out)
+		p, err := appendPatch(dst, pod, out, res.tokens.encoded)
 		if err != nil {
 			return nil, fmt.Errorf("encode patch: %w", err)
 		}

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"path"
@@ -56,6 +57,23 @@ type tokenPlan struct {
 	wrapper []string
 	// runtimeEnv are the *_TOKEN names the wrapper sets, with their field.
 	runtimeEnv [][2]string
+	// sidecarJSON and installJSON are the agent containers as the patch
+	// writes them: encoded once per plan, not per pod.
+	sidecarJSON, installJSON []byte
+}
+
+// encoded returns the JSON of an agent container the plan added, or nil.
+// It is a method of a possibly nil plan: a pod without tokens has none.
+func (tp *tokenPlan) encoded(c *corev1.Container) []byte {
+	switch {
+	case tp == nil:
+		return nil
+	case c.Name == TokenContainer:
+		return tp.sidecarJSON
+	case c.Name == InstallContainer:
+		return tp.installJSON
+	}
+	return nil
 }
 
 // tokenEnvName is UPPER_SNAKE(name): a token name is a DNS label that
@@ -168,6 +186,14 @@ func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPl
 		[]corev1.VolumeMount{{Name: binVolumeName, MountPath: BinDir}})
 	tp.volumes = append(tp.volumes, corev1.Volume{Name: binVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 		SizeLimit: ptr(resource.MustParse("64Mi"))}}})
+	// As appendValue would write them (encoding/json: API types' omitempty
+	// is encoding/json's).
+	if tp.sidecarJSON, err = json.Marshal(&tp.sidecar); err == nil {
+		tp.installJSON, err = json.Marshal(&tp.install)
+	}
+	if err != nil {
+		return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
+	}
 
 	// The token files: in memory, never on the node's disk.
 	p.volumes = append(p.volumes, &secretVolume{dir: cfg.Tokens.Dir, by: "tokens", volume: corev1.Volume{
