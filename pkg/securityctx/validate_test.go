@@ -99,3 +99,19 @@ func TestApplyAndFromAnnotations(t *testing.T) {
 		t.Error("FromAnnotations(nil) reports an annotation")
 	}
 }
+
+func TestValidateWithHTTPHosts(t *testing.T) {
+	client := &OAuth2Client{ClientID: "c", ClientSecret: &Secret{Group: "s", Key: "k"}}
+	sc := SecurityContext{Tokens: []OAuth2TokenRequest{
+		{Name: "a", Client: client, TokenEndpoint: "http://10.0.0.200:8080/oauth/token"},
+		{Name: "b", Client: client, IdpDiscoveryEndpoint: "http://10.0.0.200/.well-known/openid-configuration"},
+	}}
+	got := sc.ValidateWith(ValidateOptions{HTTPHosts: []string{"10.0.0.200:8080"}})
+	want := ErrorList{Invalid("tokens[1].idpDiscoveryEndpoint", "http://10.0.0.200/.well-known/openid-configuration", "must be an https:// URL with a host")}
+	if diff := cmp.Diff(want.Error(), got.Error()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if len(sc.Validate()) != 2 {
+		t.Errorf("Validate allows http: %v", sc.Validate())
+	}
+}

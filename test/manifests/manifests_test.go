@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/secctx/secctx/pkg/securityctx"
 	"github.com/secctx/secctx/pkg/webhook"
+	"github.com/secctx/secctx/test/framework/cluster"
 )
 
 const namespace = "secctx-system"
@@ -435,6 +437,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"timeout too long", map[string]any{"webhook": map[string]any{"timeoutSeconds": 31}}, "timeoutSeconds"},
 		{"bad log level", map[string]any{"config": map[string]any{"logLevel": "loud"}}, "logLevel"},
 		{"bad duration", map[string]any{"certificates": map[string]any{"self": map[string]any{"renewBefore": "90 days"}}}, "renewBefore"},
+		{"native sidecars maybe", map[string]any{"config": map[string]any{"inject": map[string]any{"agent": map[string]any{"nativeSidecars": "maybe"}}}}, "nativeSidecars"},
+		{"http host with a path", map[string]any{"config": map[string]any{"inject": map[string]any{"tokens": map[string]any{"httpHosts": []any{"idp/x"}}}}}, "httpHosts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -453,4 +457,46 @@ func keys(o objects) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// TestChartTokenSettings: the chart passes httpHosts and the CA bundle into
+// the config, where secctx reads them.
+func TestChartTokenSettings(t *testing.T) {
+	objs := renderChart(t, map[string]any{"config": map[string]any{"inject": map[string]any{"tokens": map[string]any{
+		"httpHosts": []any{"10.0.0.200:8080"}, "caBundle": testCA(t)}}}})
+	cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := webhook.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Inject.Tokens.HTTPHosts; len(got) != 1 || got[0] != "10.0.0.200:8080" {
+		t.Errorf("httpHosts %v", got)
+	}
+	if cfg.Inject.Tokens.CABundle != testCA(t) {
+		t.Errorf("caBundle %q", cfg.Inject.Tokens.CABundle)
+	}
+}
+
+var (
+	testCAOnce sync.Once
+	testCAPEM  string
+)
+
+func testCA(t *testing.T) string {
+	t.Helper()
+	testCAOnce.Do(func() {
+		ca, err := cluster.NewCA("test-ca")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testCAPEM = string(ca.CertPEM)
+	})
+	return testCAPEM
 }
