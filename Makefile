@@ -59,10 +59,10 @@ KIND ?= kind
 KIND_CLUSTER ?= secctx-e2e
 .PHONY: test-e2e-kind
 test-e2e-kind: ## Run the end-to-end suite against a kind cluster (needs Docker; not run on the dev VM).
-	@$(KIND) get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
+	@$(KIND) get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --config hack/kind.yaml --wait 120s
 	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > bin/kind-$(KIND_CLUSTER).kubeconfig
 	cd hack && $(GO) run ./images ../bin/images
-	for t in bin/images/secctx.tar bin/images/task.tar; do $(KIND) load image-archive $$t --name $(KIND_CLUSTER); done
+	for t in bin/images/secctx.tar bin/images/task.tar bin/images/oidc.tar; do $(KIND) load image-archive $$t --name $(KIND_CLUSTER); done
 	cd test && $(GO) test -count=1 -v -timeout 30m ./e2e/ -args \
 		-kubeconfig=$(CURDIR)/bin/kind-$(KIND_CLUSTER).kubeconfig \
 		-host-address=$$(docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}')
