@@ -293,7 +293,8 @@ func envName(prefix, group, version, key string) string {
 
 // nameVolumes gives each volume a readable, stable name: secctx-<dir below
 // SecretsDir>, or a shortened name with a hash where that is too long, not a
-// DNS label, or taken by another of ours.
+// DNS label, taken by another of ours, or one the tokens use (a Secret named
+// tokens, bin or client-*).
 func nameVolumes(vols []*secretVolume) {
 	taken := map[string]bool{}
 	for _, v := range vols {
@@ -301,7 +302,7 @@ func nameVolumes(vols []*secretVolume) {
 		name := "secctx-" + secret
 		// A dot is not allowed in a volume name; replacing it could make two
 		// Secrets' names equal, so such names always carry a hash.
-		if len(name) > validation.DNS1123LabelMaxLength || strings.Contains(secret, ".") || taken[name] {
+		if len(name) > validation.DNS1123LabelMaxLength || strings.Contains(secret, ".") || taken[name] || reservedVolume(name) {
 			h := fnv.New32a()
 			h.Write([]byte(v.dir))
 			suffix := fmt.Sprintf("-%08x", h.Sum32())
@@ -314,6 +315,11 @@ func nameVolumes(vols []*secretVolume) {
 		taken[name] = true
 		v.volume.Name = name
 	}
+}
+
+// reservedVolume: a name the tokens' volumes have or may have.
+func reservedVolume(name string) bool {
+	return name == tokenVolumeName || name == binVolumeName || strings.HasPrefix(name, "secctx-client-")
 }
 
 func recordSecret(s *securityctx.Secret, mount securityctx.MountType) string {
