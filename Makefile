@@ -34,7 +34,7 @@ help: ## Show this help.
 ##@ Demo
 
 .PHONY: demo
-demo: tools ## Start a real cluster, deploy secctx, run the reference examples 1-4 as pods, tear down (root).
+demo: tools ## Start a real cluster, deploy secctx, run the reference examples 1-5 as pods, tear down (root).
 	@cd hack && $(GO) run ./demo
 
 .PHONY: demo-offline

@@ -30,6 +30,7 @@ show examples/1-env-var-secret.yaml "1. a secret as an env var"
 show examples/2-file-secret.yaml "2. a secret as a file"
 show examples/3-service-account.yaml "3. run as a service account"
 show examples/4-oauth2-token.yaml "4. an OAuth2 token" --agent-image ghcr.io/secctx/secctx:0.1.0
+show examples/5-iam-role.yaml "5. run as an IAM role (IRSA)"
 
 echo
 echo "${bold}== a pod with mistakes (examples/bad-annotation.yaml)${off}"

@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it brings up a real single-node cluster,
-// installs secctx with its Helm chart, runs the reference examples 1–4 (examples/) as pods,
+// installs secctx with its Helm chart, runs the reference examples 1–5 (examples/) as pods,
 // prints what secctx added and what each task printed, shows a refused pod,
 // and tears everything down.
 package main
@@ -38,6 +38,7 @@ var examples = []struct {
 	// calls a resource server that verifies the token against its keys.
 	{"4-oauth2-token.yaml", "4. an OAuth2 token, obtained and refreshed by secctx", []string{
 		"/task", "call-api", "http://" + framework.OIDCIP + ":8081/", "EXTERNAL_API_ACCESS_TOKEN"}},
+	{"5-iam-role.yaml", "5. run as an IAM role (IRSA)", []string{"env", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS"}},
 }
 
 // The demo's OpenID Provider and the client of example 4.
@@ -185,7 +186,10 @@ func added(p *corev1.Pod) []string {
 		}
 	}
 	for _, m := range p.Spec.Containers[0].VolumeMounts {
-		if strings.HasPrefix(m.Name, "secctx-") {
+		switch {
+		case m.Name == "secctx-aws-iam-token":
+			out = append(out, fmt.Sprintf("volume %s mounted read-only at %s: a service-account token for audience sts.amazonaws.com, renewed by the kubelet", m.Name, m.MountPath))
+		case strings.HasPrefix(m.Name, "secctx-"):
 			out = append(out, fmt.Sprintf("volume %s mounted read-only at %s", m.Name, m.MountPath))
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/secctx/secctx/pkg/securityctx"
 )
@@ -41,7 +42,34 @@ type Config struct {
 	// Agent is the container secctx adds to pods with tokens: the token
 	// sidecar and the exec wrapper's installer.
 	Agent AgentConfig `json:"agent"`
+	// IAM is how runAs.iamRole reaches the pod (docs/identity.md).
+	IAM IAMConfig `json:"iam"`
 }
+
+// IAMConfig is runAs.iamRole's layout.
+type IAMConfig struct {
+	// Mode is irsa (IAM Roles for Service Accounts: a projected
+	// service-account token and the AWS SDK's web-identity env vars) or
+	// annotation (the role in a pod annotation, for kube2iam and kiam).
+	Mode string `json:"mode"`
+	// Audience is the projected token's audience.
+	Audience string `json:"audience"`
+	// ExpirationSeconds is the projected token's lifetime; the kubelet
+	// renews it at 80%.
+	ExpirationSeconds int64 `json:"expirationSeconds"`
+	// TokenDir is where the token is mounted; the file is TokenDir/token.
+	TokenDir string `json:"tokenDir"`
+	// Region, when set, is AWS_REGION and AWS_DEFAULT_REGION.
+	Region string `json:"region,omitempty"`
+	// Annotation is the annotation of annotation mode.
+	Annotation string `json:"annotation"`
+}
+
+// IAM modes.
+const (
+	IAMModeIRSA       = "irsa"
+	IAMModeAnnotation = "annotation"
+)
 
 // TokensConfig is where tokens go and which providers are trusted.
 type TokensConfig struct {
@@ -126,6 +154,7 @@ func DefaultConfig() Config {
 		Vault:        VaultConfig{Role: "flyte", KVVersion: "2"},
 		Limits:       defaultLimits,
 		Tokens:       TokensConfig{Dir: defaultTokensDir},
+		IAM:          defaultIAM,
 		Agent: AgentConfig{
 			ImagePullPolicy: corev1.PullIfNotPresent,
 			NativeSidecars:  NativeSidecarsAuto,
@@ -138,6 +167,36 @@ func DefaultConfig() Config {
 }
 
 const defaultTokensDir = "/etc/flyte/tokens"
+
+// defaultIAM is the EKS Pod Identity Webhook's layout, so that tools and
+// images made for EKS find the token where they expect it.
+var defaultIAM = IAMConfig{
+	Mode:              IAMModeIRSA,
+	Audience:          "sts.amazonaws.com",
+	ExpirationSeconds: 86400,
+	TokenDir:          "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+	Annotation:        "iam.amazonaws.com/role",
+}
+
+// orDefaults fills the fields left empty, for Configs built in code.
+func (c IAMConfig) orDefaults() IAMConfig {
+	if c.Mode == "" {
+		c.Mode = defaultIAM.Mode
+	}
+	if c.Audience == "" {
+		c.Audience = defaultIAM.Audience
+	}
+	if c.ExpirationSeconds == 0 {
+		c.ExpirationSeconds = defaultIAM.ExpirationSeconds
+	}
+	if c.TokenDir == "" {
+		c.TokenDir = defaultIAM.TokenDir
+	}
+	if c.Annotation == "" {
+		c.Annotation = defaultIAM.Annotation
+	}
+	return c
+}
 
 func (c Config) tokensDir() string {
 	if c.Tokens.Dir == "" {
@@ -200,6 +259,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("inject.tokens.caBundle: %w", err)
 		}
 	}
+	if err := c.IAM.validate(c); err != nil {
+		return err
+	}
 	switch c.Agent.NativeSidecars {
 	case NativeSidecarsAuto, NativeSidecarsTrue, NativeSidecarsFalse, "":
 	default:
@@ -259,3 +321,33 @@ func checkPEM(bundle string) error {
 	}
 	return nil
 }
+
+func (i IAMConfig) validate(c Config) error {
+	i = i.orDefaults()
+	switch i.Mode {
+	case IAMModeIRSA, IAMModeAnnotation:
+	default:
+		return fmt.Errorf("inject.iam.mode %q: must be irsa or annotation", i.Mode)
+	}
+	// The API server's bounds for a projected token: 10 minutes to 2^32 s.
+	if i.ExpirationSeconds < 600 || i.ExpirationSeconds > 1<<32 {
+		return fmt.Errorf("inject.iam.expirationSeconds %d: must be at least 600 (10 minutes) and at most 4294967296", i.ExpirationSeconds)
+	}
+	if d := i.TokenDir; !path.IsAbs(d) || path.Clean(d) != d || d == "/" {
+		return fmt.Errorf("inject.iam.tokenDir %q: must be a clean absolute path other than /", d)
+	}
+	for _, other := range []string{c.SecretsDir, c.tokensDir()} {
+		if i.TokenDir == other || within(i.TokenDir, other) || within(other, i.TokenDir) {
+			return fmt.Errorf("inject.iam.tokenDir %q: must not be inside %q or hold it", i.TokenDir, other)
+		}
+	}
+	if msgs := validation.IsQualifiedName(i.Annotation); len(msgs) > 0 {
+		return fmt.Errorf("inject.iam.annotation %q: %s", i.Annotation, strings.Join(msgs, "; "))
+	}
+	if i.Region != "" && !awsRegionRE.MatchString(i.Region) {
+		return fmt.Errorf("inject.iam.region %q: must be an AWS region name such as us-east-1", i.Region)
+	}
+	return nil
+}
+
+var awsRegionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)

@@ -195,6 +195,7 @@ func hasEnvFrom(have []corev1.EnvFromSource, f corev1.EnvFromSource) bool {
 // that differs is a clash.
 func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 	var clashes []string
+	_, reinvoked := pod.Annotations[securityctx.AnnotationStatus]
 	pod.Spec.Volumes = slices.Clip(pod.Spec.Volumes) // see applyToContainer
 	for _, v := range p.volumes {
 		found := false
@@ -204,7 +205,7 @@ func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 				continue
 			}
 			found = true
-			if !sameVolume(have, &v.volume) {
+			if !sameVolume(have, &v.volume, reinvoked) {
 				clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; %s needs that name for %s",
 					securityctx.Quote(have.Name), v.by, v.what()))
 			}
@@ -217,8 +218,17 @@ func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 }
 
 // sameVolume compares a volume of the pod with one secctx adds: a secret
-// or an emptyDir volume, as the pod view keeps them.
-func sameVolume(a, b *corev1.Volume) bool {
+// or an emptyDir volume, as the pod view keeps them. Of a projected volume
+// the view keeps only the kind (reading every pod's API-token volume would
+// cost every request), so one of secctx's names is taken as secctx's only on
+// a reinvocation (reinvoked: secctx wrote the status annotation), never on
+// the first pass.
+func sameVolume(a, b *corev1.Volume, reinvoked bool) bool {
+	if b.Projected != nil {
+		z := a.VolumeSource
+		z.Projected = nil
+		return reinvoked && a.Projected != nil && z == (corev1.VolumeSource{})
+	}
 	if b.EmptyDir != nil {
 		x, y := a.EmptyDir, b.EmptyDir
 		z := a.VolumeSource

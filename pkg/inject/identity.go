@@ -34,7 +34,9 @@ func validateIdentity(id *securityctx.Identity, pod *corev1.Pod) securityctx.Err
 	}
 	var errs securityctx.ErrorList
 	if id.IAMRole != "" {
-		errs = append(errs, securityctx.Invalid("runAs.iamRole", id.IAMRole, "not supported yet"))
+		if e := validateIAMRole(id.IAMRole); e != nil {
+			errs = append(errs, e)
+		}
 	}
 	if sa := id.K8sServiceAccount; sa != "" {
 		for _, msg := range validation.IsDNS1123Subdomain(sa) {

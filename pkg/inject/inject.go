@@ -29,6 +29,7 @@ func New(cfg Config, sas ServiceAccounts) (*Injector, error) {
 	}
 	cfg.Limits = cfg.Limits.orDefaults()
 	cfg.Tokens.Dir = cfg.tokensDir()
+	cfg.IAM = cfg.IAM.orDefaults()
 	return &Injector{cfg: cfg, sas: sas, plans: newPlanCache()}, nil
 }
 
@@ -50,6 +51,7 @@ type Status struct {
 	ServiceAccount    string   `json:"serviceAccount,omitempty"`
 	ExecutionIdentity bool     `json:"executionIdentity,omitzero"`
 	Tokens            []string `json:"tokens,omitempty"`
+	IAMRole           string   `json:"iamRole,omitempty"`
 }
 
 // appendJSON writes the status as jsonv2.Marshal does (a test holds them to
@@ -79,6 +81,10 @@ func (s *Status) appendJSON(b []byte) ([]byte, error) {
 	}
 	if len(s.Tokens) > 0 {
 		list(`,"tokens":[`, s.Tokens)
+	}
+	if s.IAMRole != "" {
+		b = append(b, `,"iamRole":`...)
+		b = appendQuoteErr(b, s.IAMRole, &err)
 	}
 	return append(b, '}'), err
 }
@@ -168,6 +174,9 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	st := Status{Secrets: plan.record, ServiceAccount: sa}
 	if pr.tokens != nil {
 		st.Tokens = pr.tokens.names
+	}
+	if sc.RunAs != nil {
+		st.IAMRole = sc.RunAs.IAMRole
 	}
 	st.ExecutionIdentity = sc.RunAs != nil && sc.RunAs.ExecutionIdentity != ""
 	st.Containers = make([]string, 0, len(tgts))

@@ -524,3 +524,55 @@ func TestTokensWarnings(t *testing.T) {
 		t.Errorf("without native sidecars: %v", err)
 	}
 }
+
+func TestIAMRoleARNs(t *testing.T) {
+	for _, tt := range []struct {
+		arn string
+		ok  bool
+	}{
+		{"arn:aws:iam::123456789012:role/my-workflow-role", true},
+		{"arn:aws-cn:iam::123456789012:role/r", true},
+		{"arn:aws-us-gov:iam::123456789012:role/a/b/c/name+=,.@-_", true},
+		{"arn:aws-iso-b:iam::123456789012:role/r", true},
+		{"arn:aws:iam::123456789012:role/" + strings.Repeat("n", 64), true},
+		{"arn:aws:iam::123456789012:role/" + strings.Repeat("n", 65), false},
+		{"arn:aws:iam::12345678901:role/r", false},
+		{"arn:aws:iam::123456789012:user/r", false},
+		{"arn:aws:iam::123456789012:role/", false},
+		{"arn:aws:sts::123456789012:assumed-role/r/s", false},
+		{"arn:aws:iam::123456789012:role/r\n", false},
+		{"arn:aws:iam::123456789012:role/$(id)", false},
+		{"arn:aws:iam::123456789012:role/{{.x}}", false},
+		{"arn:aws:iam::123456789012:role/r r", false},
+		{"arn:AWS:iam::123456789012:role/r", false},
+		{"arn:aws:iam::123456789012:role/" + strings.Repeat("p/", 1100) + "r", false},
+		{"my-workflow-role", false},
+	} {
+		if got := validateIAMRole(tt.arn) == nil; got != tt.ok {
+			t.Errorf("%.80q: valid = %v, want %v", tt.arn, got, tt.ok)
+		}
+	}
+}
+
+func TestIAMConfig(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		set  func(*IAMConfig)
+		want string
+	}{
+		{"mode", func(c *IAMConfig) { c.Mode = "kiam" }, `inject.iam.mode "kiam": must be irsa or annotation`},
+		{"short expiry", func(c *IAMConfig) { c.ExpirationSeconds = 60 }, `inject.iam.expirationSeconds 60: must be at least 600`},
+		{"relative dir", func(c *IAMConfig) { c.TokenDir = "aws" }, `inject.iam.tokenDir "aws": must be a clean absolute path`},
+		{"inside secrets", func(c *IAMConfig) { c.TokenDir = "/etc/flyte/secrets/aws" }, `inject.iam.tokenDir "/etc/flyte/secrets/aws": must not be inside "/etc/flyte/secrets"`},
+		{"annotation", func(c *IAMConfig) { c.Annotation = "iam role" }, `inject.iam.annotation "iam role"`},
+		{"region", func(c *IAMConfig) { c.Region = "US East" }, `inject.iam.region "US East": must be an AWS region name`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.set(&c.IAM)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -140,6 +140,9 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 	p.tokenErrs = validateTokens(in.cfg, p.sc)
 	if p.plan != nil {
 		p.errs = append(p.errs, planClient(p.sc, p.plan)...)
+		if p.sc.RunAs != nil && p.sc.RunAs.IAMRole != "" && validateIAMRole(p.sc.RunAs.IAMRole) == nil {
+			p.errs = append(p.errs, planIAMRole(in.cfg, p.sc.RunAs, p.plan)...)
+		}
 	}
 	if len(p.errs) == 0 && len(p.tokenErrs) == 0 {
 		p.tokens, p.tokenErrs = planTokens(in.cfg, p.sc.Tokens, p.plan)

@@ -62,8 +62,11 @@ type secretVolume struct {
 
 // what names the volume's contents for a message.
 func (v *secretVolume) what() string {
-	if v.volume.Secret != nil {
+	switch {
+	case v.volume.Secret != nil:
 		return "Secret " + securityctx.Quote(v.volume.Secret.SecretName)
+	case v.volume.Projected != nil:
+		return "the IAM role's web-identity token"
 	}
 	return "the OAuth2 tokens"
 }
@@ -319,7 +322,7 @@ func nameVolumes(vols []*secretVolume) {
 
 // reservedVolume: a name the tokens' volumes have or may have.
 func reservedVolume(name string) bool {
-	return name == tokenVolumeName || name == binVolumeName || strings.HasPrefix(name, "secctx-client-")
+	return name == tokenVolumeName || name == binVolumeName || name == iamVolumeName || strings.HasPrefix(name, "secctx-client-")
 }
 
 func recordSecret(s *securityctx.Secret, mount securityctx.MountType) string {

@@ -329,7 +329,7 @@ func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (note
 			out.Spec.Volumes = append(out.Spec.Volumes, *v.DeepCopy())
 			continue
 		}
-		if !sameVolume(&out.Spec.Volumes[i], &v) {
+		if !sameVolume(&out.Spec.Volumes[i], &v, false) {
 			clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; secctx needs that name for the %s", q(v.Name), describeAgent(v.Name)))
 		}
 	}

@@ -28,6 +28,13 @@ func BenchmarkServeHTTP(b *testing.B) {
 	b.Run("tokens=2", func(b *testing.B) {
 		serveLoop(b, reviewBytes(b, taskPodWith(b, 0, 2), admissionv1.Create))
 	})
+	// An IAM role (IRSA) with 3 secrets: three more env vars, a projected
+	// volume.
+	b.Run("secrets=3,iamRole", func(b *testing.B) {
+		pod := taskPodWith(b, 3, 0)
+		pod = bytes.Replace(pod, []byte(`{\"secrets\"`), []byte(`{\"runAs\":{\"iamRole\":\"arn:aws:iam::123456789012:role/r\"},\"secrets\"`), 1)
+		serveLoop(b, reviewBytes(b, pod, admissionv1.Create))
+	})
 	// Every pod a SecurityContext the injector has not seen lately: the
 	// cost of the first pod of each task, parsing and planning included.
 	b.Run("secrets=3,uncached", func(b *testing.B) {

@@ -181,7 +181,8 @@ func TestHandlerDeniesBadAnnotations(t *testing.T) {
 		{"empty group", `{"secrets": [{"group": "", "key": "k"}]}`, `secrets[0].group: required`},
 		{"bad mount type", `{"secrets": [{"group": "g", "mountRequirement": "VOLUME"}]}`, `secrets[0].mountRequirement "VOLUME": must be one of ANY, ENV_VAR, FILE (or 0, 1, 2)`},
 		{"invalid Secret name", `{"secrets": [{"group": "My_Creds", "key": "k"}]}`, `secrets[0].group "My_Creds": must be a Kubernetes Secret name`},
-		{"not supported", `{"runAs": {"iamRole": "arn:aws:iam::123456789012:role/r"}}`, `runAs.iamRole "arn:aws:iam::123456789012:role/r": not supported yet`},
+		{"not an IAM role", `{"runAs": {"iamRole": "arn:aws:iam::123456789012:user/u"}}`, `runAs.iamRole "arn:aws:iam::123456789012:user/u": must be an IAM role ARN`},
+		{"not for pods", `{"connectionRef": "c"}`, `connectionRef "c": not supported: connections are for Flyte agents, not pods`},
 		{"token over http", `{"tokens": [{"name": "t", "client": {"clientId": "c", "clientSecret": {"group": "s", "key": "k"}}, "tokenEndpoint": "http://idp.example.com/token"}]}`, `tokens[0].tokenEndpoint "http://idp.example.com/token": must be an https:// URL with a host`},
 	}
 	for _, tt := range tests {

@@ -47,6 +47,11 @@ func TestReferenceExamples(t *testing.T) {
 			"name: secctx-tokens\n",
 			"restartPolicy: Always",
 		}, []string{"--agent-image", "ghcr.io/secctx/secctx:0.1.0"}},
+		{"5-iam-role.yaml", []string{
+			"- name: AWS_ROLE_ARN\n      value: arn:aws:iam::123456789012:role/my-workflow-role",
+			"- name: AWS_WEB_IDENTITY_TOKEN_FILE\n      value: /var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+			"audience: sts.amazonaws.com",
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

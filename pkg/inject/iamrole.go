@@ -1,0 +1,82 @@
+package inject
+
+import (
+	"path"
+	"regexp"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// The AWS SDKs' web-identity settings, as the EKS Pod Identity Webhook
+// sets them.
+const (
+	EnvAWSRoleARN              = "AWS_ROLE_ARN"
+	EnvAWSWebIdentityTokenFile = "AWS_WEB_IDENTITY_TOKEN_FILE"
+	EnvAWSSTSRegionalEndpoints = "AWS_STS_REGIONAL_ENDPOINTS"
+	EnvAWSRegion               = "AWS_REGION"
+	EnvAWSDefaultRegion        = "AWS_DEFAULT_REGION"
+	iamVolumeName              = "secctx-aws-iam-token"
+	// maxRoleARN is IAM's bound on a role ARN.
+	maxRoleARN = 2048
+)
+
+// roleARN is an IAM role's ARN in any partition (aws, aws-cn, aws-us-gov,
+// aws-iso-b, ...): a 12-digit account, then role/, an optional path and a
+// name of at most 64 of IAM's characters.
+var roleARN = regexp.MustCompile(`^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$`)
+
+// validateIAMRole checks runAs.iamRole before anything is planned.
+func validateIAMRole(arn string) *securityctx.FieldError {
+	if len(arn) > maxRoleARN || !roleARN.MatchString(arn) {
+		return securityctx.Invalid("runAs.iamRole", arn, "must be an IAM role ARN, arn:<partition>:iam::<12-digit account>:role/[<path>/]<name> (at most "+
+			strconv.Itoa(maxRoleARN)+" characters, a name of at most 64)")
+	}
+	return nil
+}
+
+// planIAMRole adds runAs.iamRole to the plan. In irsa mode every target
+// gets a projected service-account token for the STS audience, the role and
+// the token's path; the AWS SDKs' default chain then assumes the role
+// itself. The kubelet requests the token for the pod's final service
+// account (after runAs.k8sServiceAccount), renews it at 80% of its
+// lifetime, and makes the file readable by the containers' user (owner
+// when they share one, group with fsGroup, else 0644). In annotation mode
+// the role goes into an annotation for kube2iam or kiam.
+func planIAMRole(cfg Config, id *securityctx.Identity, p *secretPlan) securityctx.ErrorList {
+	if id == nil || id.IAMRole == "" {
+		return nil
+	}
+	iam := cfg.IAM
+	if iam.Mode == IAMModeAnnotation {
+		p.annotations = append(p.annotations, [2]string{iam.Annotation, id.IAMRole})
+		return nil
+	}
+	const field = "runAs.iamRole"
+	env := []corev1.EnvVar{
+		{Name: EnvAWSRoleARN, Value: id.IAMRole},
+		{Name: EnvAWSWebIdentityTokenFile, Value: path.Join(iam.TokenDir, "token")},
+		{Name: EnvAWSSTSRegionalEndpoints, Value: "regional"},
+	}
+	if iam.Region != "" {
+		env = append(env, corev1.EnvVar{Name: EnvAWSRegion, Value: iam.Region}, corev1.EnvVar{Name: EnvAWSDefaultRegion, Value: iam.Region})
+	}
+	var errs securityctx.ErrorList
+	for _, e := range env {
+		if err := p.addEnv(envItem{env: e, by: field}, field); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.volumes = append(p.volumes, &secretVolume{dir: iam.TokenDir, by: field, volume: corev1.Volume{
+		Name: iamVolumeName,
+		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: iam.Audience, ExpirationSeconds: ptr(iam.ExpirationSeconds), Path: "token",
+			}}},
+		}},
+	}})
+	return errs
+}
