@@ -200,8 +200,11 @@ func (r *runner) keep(ctx context.Context, t securityctx.AgentToken) {
 			backoff = min(2*backoff, r.cfg.MaxBackoff)
 			now := time.Now()
 			switch {
-			case expiry.IsZero() || !r.has(t.Name):
+			case !r.has(t.Name):
 				r.setProblem(t.Name, err.Error(), false)
+			case expiry.IsZero():
+				// A token that said nothing of its lifetime is kept.
+				r.setProblem(t.Name, "renewal failing, the current token is kept: "+err.Error(), true)
 			case !now.Before(expiry):
 				// Expired: a dead token is removed, not served.
 				if rmErr := os.Remove(file); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
