@@ -67,6 +67,16 @@ func namespace(t *testing.T, ctx context.Context, secrets map[string]map[string]
 	return name
 }
 
+// createServiceAccounts creates the accounts in ns.
+func createServiceAccounts(t *testing.T, ctx context.Context, ns string, sas ...*corev1.ServiceAccount) {
+	t.Helper()
+	for _, sa := range sas {
+		if _, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func taskContainer(name string, args ...string) corev1.Container {
 	return corev1.Container{Name: name, Image: framework.TaskImage, ImagePullPolicy: corev1.PullNever, Args: args}
 }
@@ -137,10 +147,7 @@ func TestServiceAccountIdentity(t *testing.T) {
 	needCluster(t)
 	ctx := testContext(t)
 	ns := namespace(t, ctx, nil)
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "data-processing-sa"}}
-	if _, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createServiceAccounts(t, ctx, ns, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "data-processing-sa"}})
 	got, logs := runPod(t, ctx, taskPod(ns, "task", `{"runAs": {"k8sServiceAccount": "data-processing-sa"}}`, true,
 		taskContainer("task", "whoami")))
 	if got.Spec.ServiceAccountName != "data-processing-sa" {
@@ -465,14 +472,9 @@ func TestServiceAccountFollowed(t *testing.T) {
 	ctx := testContext(t)
 	ns := namespace(t, ctx, nil)
 	no := false
-	for _, sa := range []*corev1.ServiceAccount{
-		{ObjectMeta: metav1.ObjectMeta{Name: "no-token-sa"}, AutomountServiceAccountToken: &no},
-		{ObjectMeta: metav1.ObjectMeta{Name: "pull-sa"}, ImagePullSecrets: []corev1.LocalObjectReference{{Name: "regcred"}}},
-	} {
-		if _, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createServiceAccounts(t, ctx, ns,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "no-token-sa"}, AutomountServiceAccountToken: &no},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "pull-sa"}, ImagePullSecrets: []corev1.LocalObjectReference{{Name: "regcred"}}})
 	hasToken := func(p *corev1.Pod) bool {
 		for _, m := range p.Spec.Containers[0].VolumeMounts {
 			if m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" {

@@ -17,10 +17,7 @@ func TestIAMRoleIRSA(t *testing.T) {
 	needCluster(t)
 	ctx := testContext(t)
 	ns := namespace(t, ctx, nil)
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "data-processing-sa"}}
-	if _, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createServiceAccounts(t, ctx, ns, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "data-processing-sa"}})
 	const role = "arn:aws:iam::123456789012:role/my-workflow-role"
 	_, logs := runPod(t, ctx, taskPod(ns, "example-5", `{"runAs": {"iamRole": "`+role+`", "k8sServiceAccount": "data-processing-sa"}}`, true,
 		taskContainer("settings", "-full", "env", "AWS_ROLE_ARN", "AWS_STS_REGIONAL_ENDPOINTS"),

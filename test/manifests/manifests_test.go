@@ -242,11 +242,7 @@ func TestManifestsMatchTheCode(t *testing.T) {
 	}
 
 	// The ConfigMap's config is valid and is exactly the code's defaults.
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := webhook.LoadConfig(path)
+	cfg, err := loadConfigMap(t, cm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,12 +398,7 @@ func TestCertificateModes(t *testing.T) {
 				tt.check(t, objs)
 			}
 			// The rendered config is one secctx accepts.
-			cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap)
-			path := filepath.Join(t.TempDir(), "config.yaml")
-			if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := webhook.LoadConfig(path)
+			cfg, err := loadConfigMap(t, objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap))
 			if err == nil {
 				err = cfg.Validate()
 			}
@@ -464,12 +455,7 @@ func keys(o objects) []string {
 func TestChartTokenSettings(t *testing.T) {
 	objs := renderChart(t, map[string]any{"config": map[string]any{"inject": map[string]any{"tokens": map[string]any{
 		"httpHosts": []any{"10.0.0.200:8080"}, "caBundle": testCA(t)}}}})
-	cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap)
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := webhook.LoadConfig(path)
+	cfg, err := loadConfigMap(t, objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,6 +468,17 @@ func TestChartTokenSettings(t *testing.T) {
 	if cfg.Inject.Tokens.CABundle != testCA(t) {
 		t.Errorf("caBundle %q", cfg.Inject.Tokens.CABundle)
 	}
+}
+
+// loadConfigMap reads secctx's config from its ConfigMap as secctx does,
+// from a file.
+func loadConfigMap(t *testing.T, cm *corev1.ConfigMap) (webhook.Config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return webhook.LoadConfig(path)
 }
 
 var (
