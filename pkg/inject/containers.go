@@ -198,23 +198,28 @@ func addVolumes(pod *corev1.Pod, p *secretPlan) []string {
 	_, reinvoked := pod.Annotations[securityctx.AnnotationStatus]
 	pod.Spec.Volumes = slices.Clip(pod.Spec.Volumes) // see applyToContainer
 	for _, v := range p.volumes {
-		found := false
-		for i := range pod.Spec.Volumes {
-			have := &pod.Spec.Volumes[i]
-			if have.Name != v.volume.Name {
-				continue
-			}
-			found = true
-			if !sameVolume(have, &v.volume, reinvoked) {
-				clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; %s needs that name for %s",
-					securityctx.Quote(have.Name), v.by, v.what()))
-			}
-		}
-		if !found {
-			pod.Spec.Volumes = append(pod.Spec.Volumes, v.volume)
+		if have := addVolume(pod, v.volume, reinvoked); have != nil {
+			clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; %s needs that name for %s",
+				securityctx.Quote(have.Name), v.by, v.what()))
 		}
 	}
 	return clashes
+}
+
+// addVolume appends v to the pod's volumes (a plan's volume, cloned for
+// this pod), unless the pod has it already; it returns the pod's volume of
+// that name when that differs.
+func addVolume(pod *corev1.Pod, v corev1.Volume, reinvoked bool) (clash *corev1.Volume) {
+	for i := range pod.Spec.Volumes {
+		if have := &pod.Spec.Volumes[i]; have.Name == v.Name {
+			if !sameVolume(have, &v, reinvoked) {
+				return have
+			}
+			return nil
+		}
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, v)
+	return nil
 }
 
 // sameVolume compares a volume of the pod with one secctx adds: a secret

@@ -319,17 +319,9 @@ func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (note
 	if len(missing) > 0 {
 		out.Spec.InitContainers = slices.Concat(missing, out.Spec.InitContainers)
 	}
-	out.Spec.Volumes = slices.Clip(out.Spec.Volumes)
-	for _, v := range tp.volumes {
-		if v.Name == binVolumeName && !wrapped {
-			continue
-		}
-		i := slices.IndexFunc(out.Spec.Volumes, func(h corev1.Volume) bool { return h.Name == v.Name })
-		if i < 0 {
-			out.Spec.Volumes = append(out.Spec.Volumes, *v.DeepCopy())
-			continue
-		}
-		if !sameVolume(&out.Spec.Volumes[i], &v, false) {
+	for i := range tp.volumes {
+		// The plan is shared (prepare): the pod gets a copy.
+		if v := &tp.volumes[i]; (v.Name != binVolumeName || wrapped) && addVolume(out, *v.DeepCopy(), false) != nil {
 			clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; secctx needs that name for the %s", q(v.Name), describeAgent(v.Name)))
 		}
 	}
