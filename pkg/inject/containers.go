@@ -111,33 +111,44 @@ func applyToContainer(c *corev1.Container, p *secretPlan, volumes []corev1.Volum
 		}
 	}
 	for _, v := range p.volumes {
-		present := false
-		// The pod's mounts are compared by the directory they name, the
-		// way the runtime resolves them: "/etc/flyte/secrets/g/",
-		// "/etc//flyte/./secrets/g" and "/etc/flyte/secrets/g" are one.
-		for _, have := range c.VolumeMounts {
-			at := cleanMountPath(have.MountPath)
-			switch {
-			case at == v.dir:
-				if have.Name == v.volume.Name && have.ReadOnly && have.SubPath == "" && have.SubPathExpr == "" {
-					present = true
-					continue
-				}
-				clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s; %s would mount %s there",
-					q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what()))
-			case within(at, v.dir):
-				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s at %s, inside %s where %s mounts %s read-only: "+
-					"the mount point cannot be made there, and it would hide the files; mount it elsewhere",
-					q(c.Name), q(have.Name), q(have.MountPath), v.dir, v.by, v.what()))
-			case within(v.dir, at) && mountReadOnly(have, volumes):
-				clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s read-only at %s, and %s would mount %s at %s inside it: "+
-					"the mount point cannot be made in a read-only volume, so the container would not start; mount it elsewhere or writable",
-					q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what(), v.dir))
+		clashes = append(clashes, mountInto(c, v, volumes)...)
+	}
+	return clashes
+}
+
+// mountInto mounts v read-only at its directory in c, unless it is there
+// already; a mount of c at, inside or around that directory that would
+// stop it is a clash. volumes are the pod's, to tell which of c's mounts are
+// read-only.
+func mountInto(c *corev1.Container, v *secretVolume, volumes []corev1.Volume) []string {
+	var clashes []string
+	q := securityctx.Quote
+	present := false
+	// The pod's mounts are compared by the directory they name, the way the
+	// runtime resolves them: "/etc/flyte/secrets/g/", "/etc//flyte/./secrets/g"
+	// and "/etc/flyte/secrets/g" are one.
+	for _, have := range c.VolumeMounts {
+		at := cleanMountPath(have.MountPath)
+		switch {
+		case at == v.dir:
+			if have.Name == v.volume.Name && have.ReadOnly && have.SubPath == "" && have.SubPathExpr == "" {
+				present = true
+				continue
 			}
+			clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s; %s would mount %s there",
+				q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what()))
+		case within(at, v.dir):
+			clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s at %s, inside %s where %s mounts %s read-only: "+
+				"the mount point cannot be made there, and it would hide the files; mount it elsewhere",
+				q(c.Name), q(have.Name), q(have.MountPath), v.dir, v.by, v.what()))
+		case within(v.dir, at) && mountReadOnly(have, volumes):
+			clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s read-only at %s, and %s would mount %s at %s inside it: "+
+				"the mount point cannot be made in a read-only volume, so the container would not start; mount it elsewhere or writable",
+				q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what(), v.dir))
 		}
-		if !present {
-			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v.volume.Name, MountPath: v.dir, ReadOnly: true})
-		}
+	}
+	if !present {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v.volume.Name, MountPath: v.dir, ReadOnly: true})
 	}
 	return clashes
 }

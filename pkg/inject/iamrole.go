@@ -69,7 +69,7 @@ func planIAMRole(cfg Config, id *securityctx.Identity, p *secretPlan) securityct
 			errs = append(errs, err)
 		}
 	}
-	p.volumes = append(p.volumes, &secretVolume{dir: iam.TokenDir, by: field, volume: corev1.Volume{
+	p.volumes = append(p.volumes, &secretVolume{dir: iam.TokenDir, by: field, desc: "the IAM role's web-identity token", volume: corev1.Volume{
 		Name: iamVolumeName,
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),

@@ -52,23 +52,23 @@ func flytekitEnv(cfg Config) []envItem {
 }
 
 // secretVolume is one volume secctx mounts at one directory in every
-// target container: a Kubernetes Secret, or the tokens' emptyDir.
+// target container: a Kubernetes Secret, the tokens' emptyDir or the IAM
+// role's projected token.
 type secretVolume struct {
 	volume corev1.Volume
 	dir    string
 	by     string
 	whole  bool
+	// desc names the contents of a volume that is not a Secret.
+	desc string
 }
 
 // what names the volume's contents for a message.
 func (v *secretVolume) what() string {
-	switch {
-	case v.volume.Secret != nil:
+	if v.volume.Secret != nil {
 		return "Secret " + securityctx.Quote(v.volume.Secret.SecretName)
-	case v.volume.Projected != nil:
-		return "the IAM role's web-identity token"
 	}
-	return "the OAuth2 tokens"
+	return v.desc
 }
 
 // secretPlan is what the secrets of a SecurityContext put into the pod. It

@@ -57,6 +57,8 @@ type tokenPlan struct {
 	wrapper []string
 	// runtimeEnv are the *_TOKEN names the wrapper sets, with their field.
 	runtimeEnv [][2]string
+	// bin is the wrapper's directory, mounted in each wrapped container.
+	bin secretVolume
 	// sidecarJSON and installJSON are the agent containers as the patch
 	// writes them: encoded once per plan, not per pod.
 	sidecarJSON, installJSON []byte
@@ -184,8 +186,9 @@ func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPl
 	}
 	tp.install = agentContainer(cfg, InstallContainer, []string{"install", BinDir},
 		[]corev1.VolumeMount{{Name: binVolumeName, MountPath: BinDir}})
-	tp.volumes = append(tp.volumes, corev1.Volume{Name: binVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-		SizeLimit: ptr(resource.MustParse("64Mi"))}}})
+	tp.bin = secretVolume{dir: BinDir, by: "tokens", desc: "the exec wrapper", volume: corev1.Volume{Name: binVolumeName,
+		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("64Mi"))}}}}
+	tp.volumes = append(tp.volumes, tp.bin.volume)
 	// As appendValue would write them (encoding/json: API types' omitempty
 	// is encoding/json's).
 	if tp.sidecarJSON, err = json.Marshal(&tp.sidecar); err == nil {
@@ -196,7 +199,7 @@ func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPl
 	}
 
 	// The token files: in memory, never on the node's disk.
-	p.volumes = append(p.volumes, &secretVolume{dir: cfg.Tokens.Dir, by: "tokens", volume: corev1.Volume{
+	p.volumes = append(p.volumes, &secretVolume{dir: cfg.Tokens.Dir, by: "tokens", desc: "the OAuth2 tokens", volume: corev1.Volume{
 		Name: tokenVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: ptr(resource.MustParse("1Mi"))}},
 	}})
@@ -277,15 +280,7 @@ func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (note
 			c.Command = slices.Concat(tp.wrapper, c.Command)
 		}
 		wrapped = true
-		mount := corev1.VolumeMount{Name: binVolumeName, MountPath: BinDir, ReadOnly: true}
-		if i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return cleanMountPath(m.MountPath) == BinDir }); i >= 0 {
-			if have := c.VolumeMounts[i]; have.Name != mount.Name || !have.ReadOnly || have.SubPath != "" || have.SubPathExpr != "" {
-				clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s, where the exec wrapper goes",
-					q(c.Name), q(c.VolumeMounts[i].Name), BinDir))
-			}
-		} else {
-			c.VolumeMounts = append(slices.Clip(c.VolumeMounts), mount)
-		}
+		clashes = append(clashes, mountInto(c, &tp.bin, out.Spec.Volumes)...)
 	}
 	if len(bare) > 0 {
 		notes = append(notes, fmt.Sprintf("container %s has no explicit command, so the exec wrapper cannot set %s: it reads the token from the file in %s instead",
