@@ -11,6 +11,7 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -574,5 +575,55 @@ func TestIAMConfig(t *testing.T) {
 				t.Errorf("Validate = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestPlanCacheTokens: TestPlanCache for the agent containers and volumes
+// a token adds, which come from the cached plan.
+func TestPlanCacheTokens(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Agent.Image = "secctx:test"
+	in := newTestInjector(t, cfg)
+	sc := `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}]}`
+	pod := func() *corev1.Pod {
+		p := testPod(sc)
+		p.Spec.Containers[0].Command = []string{"/task"}
+		return p
+	}
+	first, err := in.Patch(context.Background(), pod(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range first.Pod.Spec.InitContainers {
+		c := &first.Pod.Spec.InitContainers[i]
+		c.Args[0], c.Command[0], c.VolumeMounts[0].MountPath = "changed", "changed", "/changed"
+		c.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("9")
+		*c.SecurityContext.RunAsUser = 0
+	}
+	for _, v := range first.Pod.Spec.Volumes {
+		if v.Secret != nil {
+			v.Secret.SecretName, v.Secret.Items[0].Key = "changed", "changed"
+		}
+		if v.EmptyDir != nil {
+			v.EmptyDir.Medium = "changed"
+		}
+	}
+	again, err := in.Patch(context.Background(), pod(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := fresh.Patch(context.Background(), pod(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want.Pod, again.Pod); diff != "" {
+		t.Errorf("from the cache after changing a pod (-fresh +cached):\n%s", diff)
+	}
+	if string(want.Patch) != string(again.Patch) {
+		t.Errorf("patch from the cache:\n%s\nwant\n%s", again.Patch, want.Patch)
 	}
 }
