@@ -38,7 +38,8 @@ var examples = []struct {
 	// calls a resource server that verifies the token against its keys.
 	{"4-oauth2-token.yaml", "4. an OAuth2 token, obtained and refreshed by secctx", []string{
 		"/task", "call-api", "http://" + framework.OIDCIP + ":8081/", "EXTERNAL_API_ACCESS_TOKEN"}},
-	{"5-iam-role.yaml", "5. run as an IAM role (IRSA)", []string{"env", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS"}},
+	// The web-identity settings are not secret: printed whole.
+	{"5-iam-role.yaml", "5. run as an IAM role (IRSA)", []string{"-full", "env", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS"}},
 }
 
 // The demo's OpenID Provider and the client of example 4.
