@@ -28,7 +28,8 @@ const (
 // name of at most 64 of IAM's characters.
 var roleARN = regexp.MustCompile(`^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$`)
 
-// validateIAMRole checks runAs.iamRole before anything is planned.
+// validateIAMRole checks runAs.iamRole; prepare runs it, before the role is
+// planned.
 func validateIAMRole(arn string) *securityctx.FieldError {
 	if len(arn) > maxRoleARN || !roleARN.MatchString(arn) {
 		return securityctx.Invalid("runAs.iamRole", arn, "must be an IAM role ARN, arn:<partition>:iam::<12-digit account>:role/[<path>/]<name> (at most "+
@@ -46,9 +47,6 @@ func validateIAMRole(arn string) *securityctx.FieldError {
 // when they share one, group with fsGroup, else 0644). In annotation mode
 // the role goes into an annotation for kube2iam or kiam.
 func planIAMRole(cfg Config, id *securityctx.Identity, p *secretPlan) securityctx.ErrorList {
-	if id == nil || id.IAMRole == "" {
-		return nil
-	}
 	iam := cfg.IAM
 	if iam.Mode == IAMModeAnnotation {
 		p.annotations = append(p.annotations, [2]string{iam.Annotation, id.IAMRole})

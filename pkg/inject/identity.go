@@ -26,18 +26,14 @@ type ServiceAccounts interface {
 // every pod before webhooks run, so it cannot tell us what the author meant.
 const defaultServiceAccount = "default"
 
-// validateIdentity checks runAs against the pod, without lookups, and refuses
-// what this version does not implement rather than ignoring it.
+// validateIdentity checks runAs against the pod, without lookups. What does
+// not depend on the pod (the IAM role's ARN) is checked once per
+// SecurityContext, in prepare.
 func validateIdentity(id *securityctx.Identity, pod *corev1.Pod) securityctx.ErrorList {
 	if id == nil {
 		return nil
 	}
 	var errs securityctx.ErrorList
-	if id.IAMRole != "" {
-		if e := validateIAMRole(id.IAMRole); e != nil {
-			errs = append(errs, e)
-		}
-	}
 	if sa := id.K8sServiceAccount; sa != "" {
 		for _, msg := range validation.IsDNS1123Subdomain(sa) {
 			errs = append(errs, securityctx.Invalid("runAs.k8sServiceAccount", sa, "must be a Kubernetes service account name: "+msg))

@@ -140,8 +140,14 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 	p.tokenErrs = validateTokens(in.cfg, p.sc)
 	if p.plan != nil {
 		p.errs = append(p.errs, planClient(p.sc, p.plan)...)
-		if p.sc.RunAs != nil && p.sc.RunAs.IAMRole != "" && validateIAMRole(p.sc.RunAs.IAMRole) == nil {
-			p.errs = append(p.errs, planIAMRole(in.cfg, p.sc.RunAs, p.plan)...)
+		// The role does not depend on the pod: checked here, once per
+		// SecurityContext, not on every request.
+		if id := p.sc.RunAs; id != nil && id.IAMRole != "" {
+			if e := validateIAMRole(id.IAMRole); e != nil {
+				p.errs = append(p.errs, e)
+			} else {
+				p.errs = append(p.errs, planIAMRole(in.cfg, id, p.plan)...)
+			}
 		}
 	}
 	if len(p.errs) == 0 && len(p.tokenErrs) == 0 {
