@@ -18,6 +18,7 @@ const usage = `usage: secctx-agent <command> [flags]
 
 Runs inside task pods, added by the secctx webhook:
   tokens    the token sidecar: obtains and refreshes OAuth2 tokens into files
+  fetch     the init container: reads secrets from a secret store into files
   exec      the exec wrapper: sets env vars from files, then execs the task
   install   copies this binary into a directory, for the exec wrapper
 `
@@ -42,6 +43,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "fetch":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		return runFetch(ctx, args[1:], stderr)
 	case "tokens":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()

@@ -26,11 +26,14 @@ type Config struct {
 	// AnyMountAs is what a secret with mountRequirement ANY becomes: FILE or ENV_VAR.
 	AnyMountAs securityctx.MountType `json:"anyMountAs"`
 	// Backend is where secrets come from: kubernetes (Secrets in the pod's
-	// namespace) or vault (HashiCorp Vault, through the Vault Agent
-	// Injector's annotations).
+	// namespace), vault (HashiCorp Vault: through the Vault Agent
+	// Injector's annotations, or secctx's own fetch) or aws (AWS Secrets
+	// Manager). docs/backends.md.
 	Backend string `json:"backend"`
 	// Vault configures the vault backend.
 	Vault VaultConfig `json:"vault"`
+	// AWS configures the aws backend.
+	AWS AWSConfig `json:"aws"`
 	// Flyte turns on Flyte mode: pods labelled inject-flyte-secrets: "true"
 	// have their flyte.secrets/s<N> annotations honoured. Off, those
 	// annotations are not secctx's and are left alone.
@@ -92,6 +95,9 @@ type AgentConfig struct {
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy"`
 	// Resources are the sidecar's and the installer's.
 	Resources corev1.ResourceRequirements `json:"resources"`
+	// FetchTimeoutSeconds bounds how long the fetch init container keeps
+	// retrying a store that answers with transient errors (120).
+	FetchTimeoutSeconds int32 `json:"fetchTimeoutSeconds"`
 	// NativeSidecars says whether the API server keeps an init container's
 	// restartPolicy: Always (Kubernetes 1.29 and later): auto (the webhook
 	// asks the API server at start), true or false. Without them a pod with
@@ -134,14 +140,45 @@ const (
 
 // VaultConfig is the vault backend's settings, as Flyte's Vault mode has them.
 type VaultConfig struct {
+	// Mode is injector (the Vault Agent Injector renders the files, as in
+	// Flyte) or agent (secctx's fetch init container reads Vault itself).
+	Mode string `json:"mode"`
 	// Role is the Vault Kubernetes-auth role the agent logs in with.
 	Role string `json:"role"`
+	// Address is Vault's URL (agent mode), as the pods reach it.
+	Address string `json:"address,omitempty"`
+	// AuthPath is the Kubernetes auth method's mount (agent mode).
+	AuthPath string `json:"authPath,omitempty"`
+	// Namespace is the Vault Enterprise namespace (agent mode).
+	Namespace string `json:"namespace,omitempty"`
+	// Audience, when set, is the audience of the service-account token the
+	// fetch logs in with (agent mode); empty, the API server's own, which a
+	// Vault role without an audience accepts.
+	Audience string `json:"audience,omitempty"`
+	// CABundle is PEM certificates to trust for Vault besides the system's
+	// (agent mode).
+	CABundle string `json:"caBundle,omitempty"`
 	// KVVersion, 1 or 2, is the KV engine for a secret whose groupVersion is
 	// not kv1, kv2 or db.
 	KVVersion string `json:"kvVersion"`
 	// Annotations are more Vault Agent Injector annotations to put on every
 	// pod, e.g. vault.hashicorp.com/agent-limits-cpu.
 	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Vault modes.
+const (
+	VaultModeInjector = "injector"
+	VaultModeAgent    = "agent"
+)
+
+// AWSConfig is the aws backend's settings.
+type AWSConfig struct {
+	// SecretsManagerEndpoint and STSEndpoint, when set, replace the AWS
+	// endpoints (a VPC endpoint, or an emulator in tests); http only for
+	// hosts in inject.tokens.httpHosts.
+	SecretsManagerEndpoint string `json:"secretsManagerEndpoint,omitempty"`
+	STSEndpoint            string `json:"stsEndpoint,omitempty"`
 }
 
 // DefaultConfig returns flytekit's defaults: _FSEC_, /etc/flyte/secrets, ANY as FILE.
@@ -151,13 +188,14 @@ func DefaultConfig() Config {
 		SecretsDir:   "/etc/flyte/secrets",
 		AnyMountAs:   securityctx.MountFile,
 		Backend:      BackendKubernetes,
-		Vault:        VaultConfig{Role: "flyte", KVVersion: "2"},
+		Vault:        VaultConfig{Mode: VaultModeInjector, Role: "flyte", KVVersion: "2", AuthPath: "kubernetes"},
 		Limits:       defaultLimits,
 		Tokens:       TokensConfig{Dir: defaultTokensDir},
 		IAM:          defaultIAM,
 		Agent: AgentConfig{
 			ImagePullPolicy: corev1.PullIfNotPresent,
 			NativeSidecars:  NativeSidecarsAuto,
+			FetchTimeoutSeconds: defaultFetchTimeout,
 			Resources: corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
@@ -272,27 +310,15 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("inject.agent.imagePullPolicy %q: must be Always, IfNotPresent or Never", c.Agent.ImagePullPolicy)
 	}
-	switch c.Backend {
-	case BackendKubernetes, "": // empty: the default, for Configs built in code
-	case BackendVault:
-		if c.Vault.Role == "" {
-			return errors.New("inject.vault.role: required with backend vault")
-		}
-		if c.Vault.KVVersion != "1" && c.Vault.KVVersion != "2" {
-			return fmt.Errorf("inject.vault.kvVersion %q: must be 1 or 2", c.Vault.KVVersion)
-		}
-		for k := range c.Vault.Annotations {
-			if !strings.HasPrefix(k, vaultPrefix) {
-				return fmt.Errorf("inject.vault.annotations %q: must start with %s", k, vaultPrefix)
-			}
-			for _, own := range []string{vaultSecret, vaultFile, vaultTemplate} {
-				if strings.HasPrefix(k, own) {
-					return fmt.Errorf("inject.vault.annotations %q: secctx sets %s<id> for each secret", k, own)
-				}
-			}
-		}
-	default:
-		return fmt.Errorf("inject.backend %q: must be kubernetes or vault", c.Backend)
+	if c.Agent.FetchTimeoutSeconds < 0 || c.Agent.FetchTimeoutSeconds > 3600 {
+		return fmt.Errorf("inject.agent.fetchTimeoutSeconds %d: must be between 1 and 3600 (0: the default)", c.Agent.FetchTimeoutSeconds)
+	}
+	st, ok := stores[c.backend()]
+	if !ok {
+		return fmt.Errorf("inject.backend %q: must be %s", c.Backend, storeNames())
+	}
+	if err := st.validate(c); err != nil {
+		return err
 	}
 	return nil
 }

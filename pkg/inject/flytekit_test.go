@@ -145,16 +145,16 @@ func (f fakeFiles) read(p string) ([]byte, error) {
 // group) that a vector's secrets name, each holding the asked key (or
 // "token", for a group without key) with fakeValue. The fake kubelet and
 // Vault Agent read only the pod spec and this store, as the real ones do.
-type store struct {
+type fakeStore struct {
 	k8s   map[string]map[string]string // Secret name -> key -> value
 	vault map[string]map[string]string // Vault path -> key -> value
 }
 
-func newStore() *store {
-	return &store{k8s: map[string]map[string]string{}, vault: map[string]map[string]string{}}
+func newStore() *fakeStore {
+	return &fakeStore{k8s: map[string]map[string]string{}, vault: map[string]map[string]string{}}
 }
 
-func (s *store) put(group, groupVersion, key string) {
+func (s *fakeStore) put(group, groupVersion, key string) {
 	if key == "" {
 		key = "token"
 	}
@@ -174,7 +174,7 @@ func (s *store) put(group, groupVersion, key string) {
 // pod spec, as the kubelet does with Secret env refs, envFrom and volumes:
 // a Secret or key that the store does not have fails the test, as it would
 // keep the container from starting.
-func runAsKubelet(t *testing.T, pod *corev1.Pod, st *store) (flytekit.Env, fakeFiles) {
+func runAsKubelet(t *testing.T, pod *corev1.Pod, st *fakeStore) (flytekit.Env, fakeFiles) {
 	t.Helper()
 	secret := func(name string) map[string]string {
 		data, ok := st.k8s[name]
@@ -230,7 +230,7 @@ func runAsKubelet(t *testing.T, pod *corev1.Pod, st *store) (flytekit.Env, fakeF
 // and secret answering from the store, shaped as Vault answers for KV v1
 // (.Data holds the keys) and v2 (.Data.data does). And the container's
 // plain env.
-func runAsVaultAgent(t *testing.T, pod *corev1.Pod, st *store) (flytekit.Env, fakeFiles) {
+func runAsVaultAgent(t *testing.T, pod *corev1.Pod, st *fakeStore) (flytekit.Env, fakeFiles) {
 	t.Helper()
 	a := pod.Annotations
 	if a[vaultInject] != "true" || a[vaultPrepopulate] != "true" || a[vaultRole] == "" {

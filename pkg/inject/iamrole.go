@@ -19,6 +19,7 @@ const (
 	EnvAWSRegion               = "AWS_REGION"
 	EnvAWSDefaultRegion        = "AWS_DEFAULT_REGION"
 	iamVolumeName              = "secctx-aws-iam-token"
+	iamField                   = "runAs.iamRole"
 	// maxRoleARN is IAM's bound on a role ARN.
 	maxRoleARN = 2048
 )
@@ -52,7 +53,7 @@ func planIAMRole(cfg Config, id *securityctx.Identity, p *secretPlan) securityct
 		p.annotations = append(p.annotations, [2]string{iam.Annotation, id.IAMRole})
 		return nil
 	}
-	const field = "runAs.iamRole"
+	const field = iamField
 	env := []corev1.EnvVar{
 		{Name: EnvAWSRoleARN, Value: id.IAMRole},
 		{Name: EnvAWSWebIdentityTokenFile, Value: path.Join(iam.TokenDir, "token")},

@@ -38,7 +38,7 @@ type Result struct {
 	// Notes are things the caller should tell a person, such as a skipped check.
 	Notes []string
 	// tokens is the plan of the pod's tokens, for the patch writer.
-	tokens *tokenPlan
+	tokens *agentPlan
 }
 
 // Status is the record kept in the secctx.dev/status annotation. It names
@@ -162,7 +162,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	clashes = append(clashes, addAnnotations(out, plan)...)
 	if pr.tokens != nil {
 		res.tokens = pr.tokens
-		notes, tokenClashes := applyTokens(out, tgts, pr.tokens)
+		notes, tokenClashes := applyAgent(out, tgts, pr.tokens)
 		res.Notes = append(res.Notes, notes...)
 		clashes = append(clashes, tokenClashes...)
 	}

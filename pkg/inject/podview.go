@@ -90,6 +90,8 @@ func (r *viewReader) spec(s *podSpec) error {
 			err = jsonv2.UnmarshalDecode(r.d, &s.AutomountServiceAccountToken)
 		case "imagePullSecrets":
 			err = jsonv2.UnmarshalDecode(r.d, &s.ImagePullSecrets)
+		case "securityContext":
+			err = jsonv2.UnmarshalDecode(r.d, &s.SecurityContext)
 		default:
 			err = r.d.SkipValue()
 		}
@@ -127,6 +129,8 @@ func (r *viewReader) containerArgs(c *ContainerView, args bool) error {
 			err = jsonv2.UnmarshalDecode(r.d, &c.EnvFrom)
 		case "volumeMounts":
 			c.VolumeMounts, err = readArray(r, c.VolumeMounts, 2, (*viewReader).volumeMount)
+		case "securityContext":
+			err = jsonv2.UnmarshalDecode(r.d, &c.SecurityContext)
 		default:
 			err = r.d.SkipValue()
 		}

@@ -27,7 +27,7 @@ type prepared struct {
 	errs       securityctx.ErrorList // parse, Flyte and plan problems
 	tokenErrs  securityctx.ErrorList
 	// tokens is the token sidecar and wrapper; nil without tokens.
-	tokens *tokenPlan
+	tokens *agentPlan
 }
 
 // emptyRequest is what a pod that opted in but asks for nothing gets: the
@@ -131,11 +131,7 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 	}
 	secrets, fields := withClientSecret(p.sc, fields)
 	var planErrs securityctx.ErrorList
-	if in.cfg.Backend == BackendVault {
-		p.plan, planErrs = planVault(in.cfg, secrets, fields)
-	} else {
-		p.plan, planErrs = planSecrets(in.cfg, secrets, fields)
-	}
+	p.plan, planErrs = stores[in.cfg.backend()].plan(in.cfg, secrets, fields)
 	p.errs = append(errs, planErrs...)
 	p.tokenErrs = validateTokens(in.cfg, p.sc)
 	if p.plan != nil {
@@ -151,7 +147,7 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 		}
 	}
 	if len(p.errs) == 0 && len(p.tokenErrs) == 0 {
-		p.tokens, p.tokenErrs = planTokens(in.cfg, p.sc.Tokens, p.plan)
+		p.tokens, p.tokenErrs = planAgent(in.cfg, p.sc.Tokens, p.plan)
 	}
 	return p
 }

@@ -48,6 +48,23 @@ type podSpec struct {
 	DeprecatedServiceAccount     string                        `json:"serviceAccount"`
 	AutomountServiceAccountToken *bool                         `json:"automountServiceAccountToken"`
 	ImagePullSecrets             []corev1.LocalObjectReference `json:"imagePullSecrets"`
+	// SecurityContext keeps the users: who the fetched secrets' files are
+	// for.
+	SecurityContext *podUsers `json:"securityContext"`
+}
+
+// podUsers is the part of a pod's securityContext that Inject reads.
+type podUsers struct {
+	RunAsUser  *int64 `json:"runAsUser"`
+	RunAsGroup *int64 `json:"runAsGroup"`
+	FSGroup    *int64 `json:"fsGroup"`
+}
+
+// containerUsers is the part of a container's securityContext that Inject
+// reads.
+type containerUsers struct {
+	RunAsUser  *int64 `json:"runAsUser"`
+	RunAsGroup *int64 `json:"runAsGroup"`
 }
 
 // ContainerView is the part of a container that Inject reads and changes.
@@ -62,6 +79,8 @@ type ContainerView struct {
 	Env          []corev1.EnvVar        `json:"env"`
 	EnvFrom      []corev1.EnvFromSource `json:"envFrom"`
 	VolumeMounts []corev1.VolumeMount   `json:"volumeMounts"`
+	// SecurityContext keeps the container's users.
+	SecurityContext *containerUsers `json:"securityContext"`
 }
 
 // Pod returns a pod with the view's fields and nothing else.
@@ -76,6 +95,9 @@ func (v *PodView) Pod() *corev1.Pod {
 	p.Spec.DeprecatedServiceAccount = v.Spec.DeprecatedServiceAccount
 	p.Spec.AutomountServiceAccountToken = v.Spec.AutomountServiceAccountToken
 	p.Spec.ImagePullSecrets = v.Spec.ImagePullSecrets
+	if u := v.Spec.SecurityContext; u != nil {
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: u.RunAsUser, RunAsGroup: u.RunAsGroup, FSGroup: u.FSGroup}
+	}
 	return p
 }
 
@@ -86,6 +108,9 @@ func containers(views []ContainerView) []corev1.Container {
 	cs := make([]corev1.Container, len(views))
 	for i, v := range views {
 		cs[i] = corev1.Container{Name: v.Name, Image: v.Image, Command: v.Command, Args: v.Args, Env: v.Env, EnvFrom: v.EnvFrom, VolumeMounts: v.VolumeMounts}
+		if u := v.SecurityContext; u != nil {
+			cs[i].SecurityContext = &corev1.SecurityContext{RunAsUser: u.RunAsUser, RunAsGroup: u.RunAsGroup}
+		}
 	}
 	return cs
 }

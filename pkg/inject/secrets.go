@@ -81,6 +81,22 @@ type secretPlan struct {
 	record []string
 	// annotations are added to the pod (vault backend), in order.
 	annotations [][2]string
+	// fetch is what the fetch init container reads (aws, vault agent
+	// mode); nil for the stores the kubelet or an injector reads. Shared
+	// by the pods of a plan and never changed.
+	fetch *fetchPlan
+}
+
+func init() { stores[BackendKubernetes] = kubernetesStore{} }
+
+// kubernetesStore is the default backend: Secrets in the pod's namespace,
+// mounted and referenced by the kubelet.
+type kubernetesStore struct{}
+
+func (kubernetesStore) validate(Config) error { return nil }
+
+func (kubernetesStore) plan(cfg Config, secrets []securityctx.Secret, fields []string) (*secretPlan, securityctx.ErrorList) {
+	return planSecrets(cfg, secrets, fields)
 }
 
 // planSecrets lays out the Kubernetes-Secret backend (docs/contract.md). It checks the
@@ -320,9 +336,13 @@ func nameVolumes(vols []*secretVolume) {
 	}
 }
 
-// reservedVolume: a name the tokens' volumes have or may have.
+// reservedVolume: a name secctx's other volumes have or may have.
 func reservedVolume(name string) bool {
-	return name == tokenVolumeName || name == binVolumeName || name == iamVolumeName || strings.HasPrefix(name, "secctx-client-")
+	switch name {
+	case tokenVolumeName, binVolumeName, iamVolumeName, fetchedVolumeName, fetchedEnvVolumeName, vaultTokenVolumeName:
+		return true
+	}
+	return strings.HasPrefix(name, "secctx-client-")
 }
 
 func recordSecret(s *securityctx.Secret, mount securityctx.MountType) string {

@@ -41,24 +41,34 @@ const (
 // agentUser is the user the agent containers run as: distroless' nonroot.
 const agentUser int64 = 65532
 
-// tokenPlan is what the tokens of a SecurityContext add to the pod, worked
-// out without the pod. The env (the *_TOKEN_FILE paths) and the token
-// volume's mount are in the secret plan, so that every target gets them
-// with the same clash checks as secrets.
-type tokenPlan struct {
+// agentPlan is what secctx's in-pod agent adds to a pod, worked out
+// without the pod: the fetch init container (secrets from a store the
+// kubelet cannot read), the token sidecar, and the exec wrapper that both
+// share with its installer. The env (the *_TOKEN_FILE paths) and the
+// volumes every target mounts are in the secret plan, so that every target
+// gets them with the same clash checks as secrets.
+type agentPlan struct {
 	names []string
-	// sidecar is the token sidecar, install the wrapper's installer.
+	// sidecar is the token sidecar (when there are tokens), install the
+	// wrapper's installer, fetch the fetch container as planned (fetchFor
+	// makes it for each pod); nil without fetched secrets.
 	sidecar, install corev1.Container
-	// volumes are the binary's emptyDir and the client secrets' volumes;
-	// the tokens' emptyDir is in the secret plan.
+	fetch            *corev1.Container
+	// volumes are the binary's emptyDir, the client secrets' volumes and
+	// the fetch's own; the tokens' emptyDir is in the secret plan.
 	volumes []corev1.Volume
 	// wrapper is the command prefix of a wrapped container: the agent's
-	// exec, each *_TOKEN from its file, then "--".
+	// exec, each env var from its file, then "--"; nil when nothing is to
+	// be wrapped.
 	wrapper []string
-	// runtimeEnv are the *_TOKEN names the wrapper sets, with their field.
+	// runtimeEnv are the names the wrapper sets, with their field.
 	runtimeEnv [][2]string
-	// bin is the wrapper's directory, mounted in each wrapped container.
-	bin secretVolume
+	// required: the wrapper sets secrets (ENV_VAR from a fetched store),
+	// so a target it cannot wrap is refused; tokens alone are in files too.
+	required bool
+	// bin is the wrapper's directory, envDir the fetched env values; both
+	// are mounted in each wrapped container.
+	bin, envDir secretVolume
 	// sidecarJSON and installJSON are the agent containers as the patch
 	// writes them: encoded once per plan, not per pod.
 	sidecarJSON, installJSON []byte
@@ -66,7 +76,7 @@ type tokenPlan struct {
 
 // encoded returns the JSON of an agent container the plan added, or nil.
 // It is a method of a possibly nil plan: a pod without tokens has none.
-func (tp *tokenPlan) encoded(c *corev1.Container) []byte {
+func (tp *agentPlan) encoded(c *corev1.Container) []byte {
 	switch {
 	case tp == nil:
 		return nil
@@ -101,20 +111,86 @@ func validateTokens(cfg Config, sc *securityctx.SecurityContext) securityctx.Err
 	case cfg.Agent.Image == "":
 		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "secctx is not configured for tokens: inject.agent.image, secctx's own image, is not set"})
 	}
-	if cfg.Backend == BackendVault {
-		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "not supported with backend vault yet: a token's client secret is read from a Kubernetes Secret, and this secctx reads secrets from Vault"})
+	if b := cfg.backend(); b != BackendKubernetes {
+		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "not supported with backend " + b + " yet: a token's client secret is read from a Kubernetes Secret, and this secctx reads secrets from " + b})
 	}
 	return errs
 }
 
-// planTokens lays the tokens out: the *_TOKEN_FILE env vars and the token
-// volume go into p, for every target; the rest is returned.
-func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPlan) (*tokenPlan, securityctx.ErrorList) {
-	if len(tokens) == 0 {
+// planAgent lays out the fetch and the tokens: the *_TOKEN_FILE env vars
+// and the token volume go into p, for every target; the rest is returned.
+func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPlan) (*agentPlan, securityctx.ErrorList) {
+	if len(tokens) == 0 && p.fetch == nil {
 		return nil, nil
 	}
 	var errs securityctx.ErrorList
-	tp := &tokenPlan{wrapper: []string{WrapperPath, "exec"}}
+	tp := &agentPlan{wrapper: []string{WrapperPath, "exec"}}
+	if fp := p.fetch; fp != nil {
+		for _, w := range fp.wrapEnv {
+			tp.runtimeEnv = append(tp.runtimeEnv, [2]string{w[0], w[2]})
+			tp.wrapper = append(tp.wrapper, "--from-file="+w[0]+"="+w[1])
+		}
+		tp.required = len(fp.wrapEnv) > 0
+		c, vols, err := buildFetch(cfg, fp, p)
+		if err != nil {
+			return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "secrets", Detail: "encode: " + err.Error()}}
+		}
+		tp.fetch = &c
+		tp.volumes = append(tp.volumes, vols...)
+		if tp.required {
+			i := slices.IndexFunc(vols, func(v corev1.Volume) bool { return v.Name == fetchedEnvVolumeName })
+			tp.envDir = secretVolume{dir: EnvDir, by: "secrets", desc: "the values of ENV_VAR secrets", volume: vols[i]}
+		}
+	}
+	if len(tokens) > 0 {
+		errs = append(errs, tp.addTokens(cfg, tokens, p)...)
+	}
+	// A name the wrapper sets must not be an env var the plan sets too,
+	// nor one it sets twice.
+	for i, rt := range tp.runtimeEnv {
+		if j := slices.IndexFunc(p.env, func(it envItem) bool { return it.env.Name == rt[0] }); j >= 0 {
+			from := "the file the fetch writes"
+			if strings.HasPrefix(rt[1], "tokens[") {
+				from = "the token file"
+			}
+			errs = append(errs, &securityctx.FieldError{Field: rt[1], Detail: fmt.Sprintf(
+				"env %s is set by the exec wrapper from %s, but %s sets it %s", rt[0], from, p.env[j].by, p.env[j].describe())})
+		}
+		if j := slices.IndexFunc(tp.runtimeEnv[:i], func(o [2]string) bool { return o[0] == rt[0] }); j >= 0 {
+			errs = append(errs, &securityctx.FieldError{Field: rt[1], Detail: fmt.Sprintf(
+				"env %s is set by the exec wrapper for %s too", rt[0], tp.runtimeEnv[j][1])})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	var err error
+	if len(tp.runtimeEnv) == 0 {
+		tp.wrapper = nil
+	} else {
+		tp.wrapper = append(tp.wrapper, "--")
+		tp.install = agentContainer(cfg, InstallContainer, []string{"install", BinDir},
+			[]corev1.VolumeMount{{Name: binVolumeName, MountPath: BinDir}})
+		tp.bin = secretVolume{dir: BinDir, by: "secctx", desc: "the exec wrapper", volume: corev1.Volume{Name: binVolumeName,
+			VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("64Mi"))}}}}
+		tp.volumes = append(tp.volumes, tp.bin.volume)
+		tp.installJSON, err = json.Marshal(&tp.install)
+	}
+	// As appendValue would write them (encoding/json: API types' omitempty
+	// is encoding/json's).
+	if err == nil && len(tokens) > 0 {
+		tp.sidecarJSON, err = json.Marshal(&tp.sidecar)
+	}
+	if err != nil {
+		return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
+	}
+	return tp, nil
+}
+
+// addTokens lays the tokens out: the sidecar and its client secrets' volumes,
+// and in p the *_TOKEN_FILE env vars and the token volume.
+func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPlan) securityctx.ErrorList {
+	var errs securityctx.ErrorList
 	var agentTokens []securityctx.AgentToken
 	sidecarMounts := []corev1.VolumeMount{{Name: tokenVolumeName, MountPath: cfg.Tokens.Dir}}
 	for i := range tokens {
@@ -141,7 +217,7 @@ func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPl
 		if e := p.addEnv(envItem{env: corev1.EnvVar{Name: env + "_TOKEN_FILE", Value: file}, by: field}, field+".name"); e != nil {
 			errs = append(errs, e)
 		}
-		tp.runtimeEnv = append(tp.runtimeEnv, [2]string{env + "_TOKEN", field})
+		tp.runtimeEnv = append(tp.runtimeEnv, [2]string{env + "_TOKEN", field + ".name"})
 		tp.wrapper = append(tp.wrapper, "--from-file="+env+"_TOKEN="+file)
 		tp.names = append(tp.names, t.Name)
 		agentTokens = append(agentTokens, securityctx.AgentToken{
@@ -149,20 +225,12 @@ func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPl
 			TokenEndpoint: t.TokenEndpoint, DiscoveryEndpoint: t.IdpDiscoveryEndpoint,
 		})
 	}
-	// A *_TOKEN the wrapper sets must not be an env var the plan sets too.
-	for _, rt := range tp.runtimeEnv {
-		if j := slices.IndexFunc(p.env, func(it envItem) bool { return it.env.Name == rt[0] }); j >= 0 {
-			errs = append(errs, &securityctx.FieldError{Field: rt[1] + ".name", Detail: fmt.Sprintf(
-				"env %s is set by the exec wrapper from the token file, but %s sets it %s", rt[0], p.env[j].by, p.env[j].describe())})
-		}
-	}
 	if len(errs) > 0 {
-		return nil, errs
+		return errs
 	}
-	tp.wrapper = append(tp.wrapper, "--")
 	spec, err := jsonv2.Marshal(agentTokens)
 	if err != nil {
-		return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
+		return securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
 	}
 	args := []string{"tokens", "--dir=" + cfg.Tokens.Dir}
 	for _, h := range cfg.Tokens.HTTPHosts {
@@ -184,26 +252,20 @@ func planTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPl
 	if cfg.Tokens.CABundle != "" {
 		tp.sidecar.Env = []corev1.EnvVar{{Name: EnvCABundle, Value: cfg.Tokens.CABundle}}
 	}
-	tp.install = agentContainer(cfg, InstallContainer, []string{"install", BinDir},
-		[]corev1.VolumeMount{{Name: binVolumeName, MountPath: BinDir}})
-	tp.bin = secretVolume{dir: BinDir, by: "tokens", desc: "the exec wrapper", volume: corev1.Volume{Name: binVolumeName,
-		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("64Mi"))}}}}
-	tp.volumes = append(tp.volumes, tp.bin.volume)
-	// As appendValue would write them (encoding/json: API types' omitempty
-	// is encoding/json's).
-	if tp.sidecarJSON, err = json.Marshal(&tp.sidecar); err == nil {
-		tp.installJSON, err = json.Marshal(&tp.install)
-	}
-	if err != nil {
-		return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
-	}
-
 	// The token files: in memory, never on the node's disk.
 	p.volumes = append(p.volumes, &secretVolume{dir: cfg.Tokens.Dir, by: "tokens", desc: "the OAuth2 tokens", volume: corev1.Volume{
 		Name: tokenVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: ptr(resource.MustParse("1Mi"))}},
 	}})
-	return tp, nil
+	return nil
+}
+
+// checkAgentImage: a store read in the pod needs secctx's image.
+func checkAgentImage(c Config, what string) error {
+	if c.Agent.Image == "" {
+		return fmt.Errorf("inject.agent.image: required with %s: the fetch init container runs secctx's own image", what)
+	}
+	return nil
 }
 
 // agentContainer is a container of secctx's image, locked down: the agent
@@ -248,18 +310,23 @@ func clientVolumeName(secret string) string {
 }
 
 // isAgentContainer: a container secctx adds, never a target.
-func isAgentContainer(name string) bool { return name == TokenContainer || name == InstallContainer }
+func isAgentContainer(name string) bool {
+	return name == TokenContainer || name == InstallContainer || name == FetchContainer
+}
 
-// applyTokens adds the token sidecar, and the wrapper to every target with
-// an explicit command, to out. A target without one gets the token files
-// only, and a note says so. firstPass is whether secctx has not run on this
-// pod before: only then may the agent containers not be there yet and be
-// added; on a reinvocation they must be secctx's, as it added them.
-func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (notes, clashes []string) {
+// applyAgent adds the agent containers to out, and the wrapper to every
+// target with an explicit command. A target without one cannot be wrapped:
+// with tokens alone it gets the token files only, and a note says so; when
+// the wrapper sets secrets, the pod is refused. On a reinvocation the agent
+// containers must be secctx's, as it added them.
+func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes, clashes []string) {
 	q := securityctx.Quote
 	var bare []string
 	wrapped := false
 	for _, c := range tgts {
+		if tp.wrapper == nil {
+			break
+		}
 		for _, rt := range tp.runtimeEnv {
 			if i := findEnv(c.Env, rt[0]); i >= 0 {
 				clashes = append(clashes, fmt.Sprintf("container %s already sets env %s %s; the exec wrapper would set it from the file of %s",
@@ -272,7 +339,7 @@ func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (note
 			continue
 		case c.Command[0] == WrapperPath:
 			if !hasPrefix(c.Command, tp.wrapper) {
-				clashes = append(clashes, fmt.Sprintf("container %s runs %s with other tokens than %s asks for; remove the wrapper from its command",
+				clashes = append(clashes, fmt.Sprintf("container %s runs %s with other settings than %s asks for; remove the wrapper from its command",
 					q(c.Name), WrapperPath, securityctx.AnnotationSecurityContext))
 				continue
 			}
@@ -281,19 +348,34 @@ func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (note
 		}
 		wrapped = true
 		clashes = append(clashes, mountInto(c, &tp.bin, out.Spec.Volumes)...)
+		if tp.required {
+			clashes = append(clashes, mountInto(c, &tp.envDir, out.Spec.Volumes)...)
+		}
 	}
-	if len(bare) > 0 {
+	names := securityctx.Shorten(strings.Join(bare, ", "))
+	switch {
+	case len(bare) == 0:
+	case tp.required:
+		clashes = append(clashes, fmt.Sprintf("container %s has no explicit command, so the exec wrapper cannot set %s before it starts: "+
+			"set its command (the image's entrypoint) in the pod, or ask for those secrets with mountRequirement FILE",
+			names, securityctx.Shorten(strings.Join(runtimeEnvNames(tp), ", "))))
+	default:
 		notes = append(notes, fmt.Sprintf("container %s has no explicit command, so the exec wrapper cannot set %s: it reads the token from the file in %s instead",
-			securityctx.Shorten(strings.Join(bare, ", ")), strings.Join(runtimeEnvNames(tp), ", "), "*_TOKEN_FILE"))
+			names, strings.Join(runtimeEnvNames(tp), ", "), "*_TOKEN_FILE"))
 	}
 
-	// The agent containers go first, installer then sidecar: every other
-	// init container may be a target and need the tokens.
+	// The agent containers go first: installer, fetch, then sidecar;
+	// every other init container may be a target and need their files.
 	var add []corev1.Container
 	if wrapped {
 		add = append(add, tp.install)
 	}
-	add = append(add, tp.sidecar)
+	if tp.fetch != nil {
+		add = append(add, fetchFor(tp.fetch, out, tgts))
+	}
+	if tp.names != nil {
+		add = append(add, tp.sidecar)
+	}
 	var missing []corev1.Container
 	for _, want := range add {
 		i := slices.IndexFunc(out.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == want.Name })
@@ -314,9 +396,10 @@ func applyTokens(out *corev1.Pod, tgts []*corev1.Container, tp *tokenPlan) (note
 	if len(missing) > 0 {
 		out.Spec.InitContainers = slices.Concat(missing, out.Spec.InitContainers)
 	}
+	_, reinvoked := out.Annotations[securityctx.AnnotationStatus]
 	for i := range tp.volumes {
 		// The plan is shared (prepare): the pod gets a copy.
-		if v := &tp.volumes[i]; (v.Name != binVolumeName || wrapped) && addVolume(out, *v.DeepCopy(), false) != nil {
+		if v := &tp.volumes[i]; (v.Name != binVolumeName || wrapped) && addVolume(out, *v.DeepCopy(), reinvoked) != nil {
 			clashes = append(clashes, fmt.Sprintf("the pod already has a volume named %s; secctx needs that name for the %s", q(v.Name), describeAgent(v.Name)))
 		}
 	}
@@ -329,11 +412,17 @@ func describeAgent(name string) string {
 		return "token sidecar"
 	case InstallContainer: // and binVolumeName
 		return "exec wrapper's installer"
+	case FetchContainer:
+		return "secret fetcher (an init container)"
+	case fetchedEnvVolumeName:
+		return "values of ENV_VAR secrets"
+	case vaultTokenVolumeName:
+		return "Vault login token"
 	}
 	return "client secret of a token"
 }
 
-func runtimeEnvNames(tp *tokenPlan) []string {
+func runtimeEnvNames(tp *agentPlan) []string {
 	names := make([]string, len(tp.runtimeEnv))
 	for i, rt := range tp.runtimeEnv {
 		names[i] = rt[0]

@@ -3,6 +3,7 @@ package inject
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path"
 	"strconv"
@@ -25,6 +26,71 @@ const (
 	vaultFile        = vaultPrefix + "agent-inject-file-"
 	vaultTemplate    = vaultPrefix + "agent-inject-template-"
 )
+
+func init() { stores[BackendVault] = vaultStore{} }
+
+// vaultStore is HashiCorp Vault, in one of two modes: injector (the Vault
+// Agent Injector renders files from secctx's annotations, as in Flyte) or
+// agent (secctx's fetch init container logs in and reads, vaultagent.go).
+type vaultStore struct{}
+
+func (vaultStore) plan(cfg Config, secrets []securityctx.Secret, fields []string) (*secretPlan, securityctx.ErrorList) {
+	if cfg.Vault.Mode == VaultModeAgent {
+		return planVaultAgent(cfg, secrets, fields)
+	}
+	return planVault(cfg, secrets, fields)
+}
+
+func (vaultStore) validate(c Config) error {
+	v := c.Vault
+	if v.Role == "" {
+		return errors.New("inject.vault.role: required with backend vault")
+	}
+	if v.KVVersion != "1" && v.KVVersion != "2" {
+		return fmt.Errorf("inject.vault.kvVersion %q: must be 1 or 2", v.KVVersion)
+	}
+	switch v.Mode {
+	case VaultModeInjector, "":
+		for k := range v.Annotations {
+			if !strings.HasPrefix(k, vaultPrefix) {
+				return fmt.Errorf("inject.vault.annotations %q: must start with %s", k, vaultPrefix)
+			}
+			for _, own := range []string{vaultSecret, vaultFile, vaultTemplate} {
+				if strings.HasPrefix(k, own) {
+					return fmt.Errorf("inject.vault.annotations %q: secctx sets %s<id> for each secret", k, own)
+				}
+			}
+		}
+		return nil
+	case VaultModeAgent:
+	default:
+		return fmt.Errorf("inject.vault.mode %q: must be injector or agent", v.Mode)
+	}
+	if v.Address == "" {
+		return errors.New("inject.vault.address: required in vault agent mode: Vault's URL as the pods reach it")
+	}
+	if err := checkURL("inject.vault.address", v.Address, c.Tokens.HTTPHosts); err != nil {
+		return err
+	}
+	if v.AuthPath != "" && !validVaultPath(v.AuthPath) {
+		return fmt.Errorf("inject.vault.authPath %q: must be a Vault path such as kubernetes", v.AuthPath)
+	}
+	if v.Namespace != "" && !validVaultPath(v.Namespace) {
+		return fmt.Errorf("inject.vault.namespace %q: must be a Vault namespace path such as team-a", v.Namespace)
+	}
+	if len(v.Audience) > 256 || strings.ContainsAny(v.Audience, " \t\n\r\x00") {
+		return fmt.Errorf("inject.vault.audience %q: must be at most 256 characters, without spaces", v.Audience)
+	}
+	if v.CABundle != "" {
+		if err := checkPEM(v.CABundle); err != nil {
+			return fmt.Errorf("inject.vault.caBundle: %w", err)
+		}
+	}
+	if v.Role != "" && !validVaultElement(v.Role) {
+		return fmt.Errorf("inject.vault.role %q: must be one Vault role name", v.Role)
+	}
+	return checkAgentImage(c, "vault agent mode")
+}
 
 // planVault lays out the vault backend as Flyte's Vault mode does: the Vault
 // Agent Injector renders each secret into a file under SecretsDir before the

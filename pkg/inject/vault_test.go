@@ -58,7 +58,7 @@ func TestConfigValidateBackend(t *testing.T) {
 	}{
 		{"default", DefaultConfig(), ""},
 		{"vault", vault(func(*Config) {}), ""},
-		{"unknown backend", func() Config { c := DefaultConfig(); c.Backend = "aws"; return c }(), `inject.backend "aws": must be kubernetes or vault`},
+		{"unknown backend", func() Config { c := DefaultConfig(); c.Backend = "gcp"; return c }(), `inject.backend "gcp": must be aws, kubernetes or vault`},
 		{"no role", vault(func(c *Config) { c.Vault.Role = "" }), "inject.vault.role: required with backend vault"},
 		{"bad kv version", vault(func(c *Config) { c.Vault.KVVersion = "3" }), `inject.vault.kvVersion "3": must be 1 or 2`},
 		{"foreign annotation", vault(func(c *Config) { c.Vault.Annotations = map[string]string{"x/y": "1"} }), `inject.vault.annotations "x/y": must start with vault.hashicorp.com/`},

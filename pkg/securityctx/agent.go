@@ -16,3 +16,23 @@ type AgentToken struct {
 	TokenEndpoint     string `json:"tokenEndpoint,omitempty"`
 	DiscoveryEndpoint string `json:"idpDiscoveryEndpoint,omitempty"`
 }
+
+// AgentSecret is what the fetch init container (secctx agent fetch) is told
+// about one secret: where it is in its store and which file to write. Like
+// AgentToken it holds no secret.
+type AgentSecret struct {
+	// Field names the request in the SecurityContext (secrets[0]), so
+	// that a failure says which one it was.
+	Field string `json:"field"`
+	// ID names the secret in its store: a Secrets Manager ARN, or a Vault
+	// path.
+	ID string `json:"id"`
+	// Version selects a version: a Secrets Manager staging label.
+	Version string `json:"version,omitempty"`
+	// Key is the key inside the secret's data (Vault).
+	Key string `json:"key,omitempty"`
+	// Engine is how to read the data (Vault): kv1, kv2 or db.
+	Engine string `json:"engine,omitempty"`
+	// File is where the value is written, inside the fetch container.
+	File string `json:"file"`
+}

@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/smithy-go"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+func init() { stores["aws"] = openAWS }
+
+// awsStore reads AWS Secrets Manager with the SDK's default credential
+// chain: in a pod with runAs.iamRole that is the web identity (IRSA) the
+// webhook set up, so the task's own role reads its secrets.
+type awsStore struct {
+	cfg     aws.Config
+	clients map[string]*secretsmanager.Client // by region
+}
+
+func openAWS(ctx context.Context, cfg FetchConfig) (store, error) {
+	opts := []func(*config.LoadOptions) error{
+		// The SDK's default session name is all digits, which some STS
+		// implementations read as a number; and a named session says in
+		// CloudTrail who assumed the role.
+		config.WithWebIdentityRoleCredentialOptions(func(o *stscreds.WebIdentityRoleOptions) {
+			if o.RoleSessionName == "" {
+				o.RoleSessionName = sessionName()
+			}
+		}),
+	}
+	// The STS endpoint is regional (AWS_STS_REGIONAL_ENDPOINTS): without
+	// AWS_REGION, the first secret's region is the one asked.
+	if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" && len(cfg.Secrets) > 0 {
+		opts = append(opts, config.WithRegion(arnRegion(cfg.Secrets[0].ID)))
+	}
+	c, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("aws configuration: %w", err))
+	}
+	return &awsStore{cfg: c, clients: map[string]*secretsmanager.Client{}}, nil
+}
+
+// sessionName is secctx-<pod name>, within STS's 64 characters.
+func sessionName() string {
+	h, _ := os.Hostname()
+	name := "secctx-" + h
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return name
+}
+
+// arnRegion is the region of arn:<partition>:secretsmanager:<region>:...
+func arnRegion(arn string) string {
+	parts := strings.SplitN(arn, ":", 5)
+	if len(parts) < 5 {
+		return ""
+	}
+	return parts[3]
+}
+
+func (a *awsStore) read(ctx context.Context, s securityctx.AgentSecret) ([]byte, error) {
+	region := arnRegion(s.ID)
+	if region == "" {
+		region = a.cfg.Region
+	}
+	client, ok := a.clients[region]
+	if !ok {
+		client = secretsmanager.NewFromConfig(a.cfg, func(o *secretsmanager.Options) { o.Region = region })
+		a.clients[region] = client
+	}
+	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(s.ID)}
+	if s.Version != "" {
+		in.VersionStage = aws.String(s.Version)
+	}
+	out, err := client.GetSecretValue(ctx, in)
+	if err != nil {
+		return nil, awsError(err)
+	}
+	if out.SecretString != nil {
+		return []byte(*out.SecretString), nil
+	}
+	return out.SecretBinary, nil
+}
+
+// awsError words an SDK error and says whether it is worth retrying: a
+// missing secret, a denied read or a refused web identity is not.
+func awsError(err error) error {
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		msg := api.ErrorCode() + ": " + api.ErrorMessage()
+		switch api.ErrorCode() {
+		case "ResourceNotFoundException":
+			return permanent(fmt.Errorf("not found in AWS Secrets Manager (%s)", msg))
+		case "AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidSignatureException",
+			"InvalidIdentityToken", "InvalidIdentityTokenException", "ExpiredTokenException":
+			return permanent(fmt.Errorf("access denied (%s)", msg))
+		case "ThrottlingException", "Throttling", "InternalServiceError", "InternalFailure", "ServiceUnavailable",
+			"IDPCommunicationError", "IDPCommunicationErrorException":
+			return errors.New(msg)
+		}
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		code := re.HTTPStatusCode()
+		if code >= 400 && code < 500 && code != http.StatusTooManyRequests && code != http.StatusRequestTimeout {
+			return permanent(fmt.Errorf("refused (HTTP %d): %w", code, err))
+		}
+	}
+	return err
+}

@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+func init() { stores["vault"] = openVault }
+
+// vaultStore reads Vault after a login with the Kubernetes auth method, as
+// the pod's own service account: Vault checks the token with a
+// TokenReview, and the role decides which accounts may read what.
+type vaultStore struct {
+	client *vault.Client
+}
+
+func openVault(ctx context.Context, cfg FetchConfig) (store, error) {
+	v := cfg.Vault
+	if v.Address == "" || v.Role == "" || v.TokenFile == "" {
+		return nil, permanent(errors.New("vault: --vault-address, --vault-role and --vault-token-file are required"))
+	}
+	// Built from the arguments alone: VAULT_* variables a task image may
+	// carry do not apply to the agent.
+	vc := &vault.Config{Address: v.Address, HttpClient: cleanHTTPClient(), MaxRetries: 0, Timeout: 30e9}
+	if cfg.CABundle != "" {
+		if err := vc.ConfigureTLS(&vault.TLSConfig{CACertBytes: []byte(cfg.CABundle)}); err != nil {
+			return nil, permanent(fmt.Errorf("vault: CA bundle: %w", err))
+		}
+	}
+	client, err := vault.NewClient(vc)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("vault: %w", err))
+	}
+	client.ClearToken() // never VAULT_TOKEN from the environment
+	if v.Namespace != "" {
+		client.SetNamespace(v.Namespace)
+	}
+	jwt, err := os.ReadFile(v.TokenFile)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("vault: read the pod's service-account token: %w", err))
+	}
+	who := tokenSubject(string(jwt))
+	login := fmt.Sprintf("vault login at auth/%s as role %q with the pod's service account %s", v.AuthPath, v.Role, who)
+	secret, err := client.Logical().WriteWithContext(ctx, "auth/"+v.AuthPath+"/login", map[string]any{
+		"role": v.Role, "jwt": strings.TrimSpace(string(jwt)),
+	})
+	if err != nil {
+		return nil, vaultError(login, err)
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return nil, permanent(fmt.Errorf("%s: no token in Vault's answer", login))
+	}
+	client.SetToken(secret.Auth.ClientToken)
+	return &vaultStore{client: client}, nil
+}
+
+func cleanHTTPClient() *http.Client {
+	return &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+}
+
+func (vs *vaultStore) read(ctx context.Context, s securityctx.AgentSecret) ([]byte, error) {
+	path := s.ID
+	if s.Engine == "kv2" {
+		path = vs.kv2Path(ctx, path)
+	}
+	resp, err := vs.client.Logical().ReadWithContext(ctx, path)
+	if err != nil {
+		return nil, vaultError("vault read "+path, err)
+	}
+	if resp == nil {
+		return nil, permanent(fmt.Errorf("vault read %s: not found", path))
+	}
+	data := resp.Data
+	if s.Engine == "kv2" {
+		d, ok := resp.Data["data"].(map[string]any)
+		if !ok {
+			return nil, permanent(fmt.Errorf("vault read %s: no data: not a KV version 2 secret, or its current version is deleted", path))
+		}
+		data = d
+	}
+	v, ok := data[s.Key]
+	if !ok {
+		return nil, permanent(fmt.Errorf("vault read %s: the secret has no key %q", path, s.Key))
+	}
+	if str, ok := v.(string); ok {
+		return []byte(str), nil
+	}
+	return json.Marshal(v)
+}
+
+// kv2Path inserts data/ after the mount when the path lacks it, as Vault
+// Agent's templates do, so that a Flyte group such as secret/my-app reads
+// secret/data/my-app. The mount comes from sys/internal/ui/mounts, which
+// every token may read; if that fails the path is used as it is.
+func (vs *vaultStore) kv2Path(ctx context.Context, path string) string {
+	resp, err := vs.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
+	if err != nil || resp == nil {
+		return path
+	}
+	mount, _ := resp.Data["path"].(string)
+	if mount == "" || !strings.HasPrefix(path, mount) {
+		return path
+	}
+	if opts, _ := resp.Data["options"].(map[string]any); opts == nil || opts["version"] != "2" {
+		return path
+	}
+	rest := strings.TrimPrefix(path, mount)
+	if strings.HasPrefix(rest, "data/") {
+		return path
+	}
+	return mount + "data/" + rest
+}
+
+// vaultError words a Vault error and says whether it is worth retrying:
+// a 4xx other than 429 (denied, not found, bad request) is not.
+func vaultError(what string, err error) error {
+	var re *vault.ResponseError
+	if errors.As(err, &re) {
+		msg := fmt.Sprintf("%s: HTTP %d: %s", what, re.StatusCode, strings.Join(re.Errors, "; "))
+		if re.StatusCode >= 400 && re.StatusCode < 500 && re.StatusCode != http.StatusTooManyRequests && re.StatusCode != http.StatusRequestTimeout {
+			if re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusBadRequest {
+				msg += " (denied: check the Vault role's bound service accounts and policies)"
+			}
+			return permanent(errors.New(msg))
+		}
+		return errors.New(msg)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

@@ -1,0 +1,304 @@
+package inject
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// What secctx adds to a pod whose secrets come from a store the kubelet
+// cannot read (aws, vault in agent mode): an init container that reads them
+// before any other container starts, and writes each to a file in memory
+// (docs/backends.md).
+const (
+	FetchContainer       = "secctx-fetch"
+	fetchedVolumeName    = "secctx-fetched"
+	fetchedEnvVolumeName = "secctx-fetched-env"
+	// EnvDir holds the values the exec wrapper sets as env vars; it is
+	// mounted in the fetch container and the wrapped containers only.
+	EnvDir = "/var/run/secctx/env"
+	// defaultFetchTimeout is inject.agent.fetchTimeoutSeconds' default.
+	defaultFetchTimeout = 120
+)
+
+// fetchPlan is what the fetch init container is told, worked out without
+// the pod. A store's file fills in its own part (args, env, volumes).
+type fetchPlan struct {
+	store string
+	// desc names the store in messages.
+	desc    string
+	secrets []securityctx.AgentSecret
+	// args, env, volumes and mounts are the store's own, for the fetch
+	// container alone (the Vault login token).
+	args    []string
+	env     []corev1.EnvVar
+	volumes []corev1.Volume
+	mounts  []corev1.VolumeMount
+	// iam: the fetch authenticates as the pod's runAs.iamRole, and gets
+	// its web-identity settings.
+	iam bool
+	// files: some secret is a file in SecretsDir.
+	files bool
+	// wrapEnv are the env vars the exec wrapper sets from files: name,
+	// file, field.
+	wrapEnv [][3]string
+}
+
+// locator maps one secret to its place in a store, checking the names
+// against what the store accepts.
+type locator func(s *securityctx.Secret, field string) (securityctx.AgentSecret, securityctx.ErrorList)
+
+// planFetched lays out the secrets of a store read by the fetch init
+// container. A FILE secret is a file at flytekit's path,
+// SecretsDir/<group>/<groupVersion>/<key> in lower case, in an in-memory
+// volume mounted read-only at SecretsDir; an ENV_VAR secret is a file in
+// EnvDir that the exec wrapper reads into flytekit's env var (and envVar)
+// before the task's command starts, so that no value is ever in the pod
+// spec.
+func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields []string, locate locator) (*secretPlan, securityctx.ErrorList) {
+	if len(secrets) == 0 {
+		return &secretPlan{}, nil
+	}
+	p := &secretPlan{fetch: fp}
+	var errs securityctx.ErrorList
+	for _, it := range flytekitEnv(cfg) {
+		if e := p.addEnv(it, ""); e != nil {
+			errs = append(errs, e)
+		}
+	}
+	files := map[string]string{} // file -> field
+	for i := range secrets {
+		s := &secrets[i]
+		field := fieldName(fields, i)
+		if s.Group == "" || !s.MountRequirement.Valid() {
+			continue // reported by validation
+		}
+		if s.Key == "" {
+			errs = append(errs, &securityctx.FieldError{Field: field + ".key",
+				Detail: "required with backend " + fp.store + ": each file or env var holds one value of " + fp.desc})
+			continue
+		}
+		as, locErrs := locate(s, field)
+		if len(locErrs) > 0 {
+			errs = append(errs, locErrs...)
+			continue
+		}
+		as.Field = field
+		mount := s.MountRequirement
+		if mount == securityctx.MountAny {
+			mount = cfg.AnyMountAs
+		}
+		if mount == securityctx.MountEnvVar {
+			as.File = path.Join(EnvDir, strconv.Itoa(i))
+			names := []string{envName(cfg.EnvVarPrefix, s.Group, s.GroupVersion, s.Key)}
+			if s.EnvVar != "" {
+				names = append(names, s.EnvVar)
+			}
+			for j, n := range names {
+				f := field
+				if j > 0 {
+					f += ".envVar"
+				}
+				if strings.ContainsAny(n, "=\x00") {
+					errs = append(errs, securityctx.Invalid(f, n, "the env var name would contain = or NUL; use FILE"))
+					continue
+				}
+				if k := slices.IndexFunc(fp.wrapEnv, func(w [3]string) bool { return w[0] == n }); k >= 0 {
+					errs = append(errs, &securityctx.FieldError{Field: f, Detail: fmt.Sprintf("env %s is set from %s too", securityctx.Shorten(n), fp.wrapEnv[k][2])})
+					continue
+				}
+				fp.wrapEnv = append(fp.wrapEnv, [3]string{n, as.File, field})
+			}
+		} else {
+			rel := path.Join(strings.ToLower(s.Group), strings.ToLower(s.GroupVersion), strings.ToLower(s.Key))
+			if msg := badRelPath(rel); msg != "" {
+				errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
+					"the file %s/%s %s; with backend %s, group, groupVersion and key make the path below %s", cfg.SecretsDir, securityctx.Shorten(rel), msg, fp.store, cfg.SecretsDir)})
+				continue
+			}
+			as.File = path.Join(cfg.SecretsDir, rel)
+			if clash := fileClash(files, as.File); clash != "" {
+				errs = append(errs, &securityctx.FieldError{Field: field, Detail: clash})
+				continue
+			}
+			files[as.File] = field
+			fp.files = true
+			if s.EnvVar != "" {
+				if e := p.addEnv(envItem{env: corev1.EnvVar{Name: s.EnvVar, Value: as.File}, by: field}, field+".envVar"); e != nil {
+					errs = append(errs, e)
+				}
+			}
+		}
+		fp.secrets = append(fp.secrets, as)
+		p.record = append(p.record, fp.store+":"+recordSecret(s, mount))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	if fp.files {
+		p.volumes = append(p.volumes, &secretVolume{dir: cfg.SecretsDir, by: "secrets", desc: "the secrets read from " + fp.desc,
+			volume: corev1.Volume{Name: fetchedVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+				Medium: corev1.StorageMediumMemory, SizeLimit: ptr(resource.MustParse("64Mi"))}}}})
+	}
+	return p, nil
+}
+
+// badRelPath says what is wrong with a file's path below the secrets
+// directory, or "": no empty, . or .. element (which would put it
+// elsewhere), none longer than a file name may be, no NUL.
+func badRelPath(rel string) string {
+	if strings.ContainsRune(rel, 0) {
+		return "would contain NUL"
+	}
+	for e := range strings.SplitSeq(rel, "/") {
+		switch {
+		case e == "" || e == "." || e == "..":
+			return "would have an empty, . or .. element"
+		case len(e) > 255:
+			return "would have an element longer than 255 bytes"
+		}
+	}
+	if path.Clean(rel) != rel || strings.HasPrefix(rel, "/") {
+		return "is not a clean relative path"
+	}
+	return ""
+}
+
+// fileClash says which secret already has file, or a file where file's
+// directories would be, or a directory where file would be.
+func fileClash(files map[string]string, file string) string {
+	if by, ok := files[file]; ok {
+		return fmt.Sprintf("would be written to %s, which %s writes too (names differ only in case)", file, by)
+	}
+	for f, by := range files {
+		if within(file, f) || within(f, file) {
+			return fmt.Sprintf("would be written to %s, and %s to %s: one would be the other's directory", file, by, f)
+		}
+	}
+	return ""
+}
+
+// buildFetch makes the fetch container from the plan: the store's
+// settings, the secrets, the volumes it writes, and the pod's IAM role when
+// the store authenticates with it. The user and the files' mode depend on
+// the pod (fetchFor).
+func buildFetch(cfg Config, fp *fetchPlan, p *secretPlan) (corev1.Container, []corev1.Volume, error) {
+	spec, err := jsonv2.Marshal(fp.secrets)
+	if err != nil {
+		return corev1.Container{}, nil, err
+	}
+	timeout := cfg.Agent.FetchTimeoutSeconds
+	if timeout == 0 {
+		timeout = defaultFetchTimeout
+	}
+	args := slices.Concat([]string{"fetch", "--store=" + fp.store, "--timeout=" + strconv.Itoa(int(timeout)) + "s"}, fp.args,
+		[]string{"--secrets=" + string(spec)})
+	var mounts []corev1.VolumeMount
+	var volumes []corev1.Volume
+	if fp.files {
+		mounts = append(mounts, corev1.VolumeMount{Name: fetchedVolumeName, MountPath: cfg.SecretsDir})
+	}
+	if len(fp.wrapEnv) > 0 {
+		mounts = append(mounts, corev1.VolumeMount{Name: fetchedEnvVolumeName, MountPath: EnvDir})
+		volumes = append(volumes, corev1.Volume{Name: fetchedEnvVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: ptr(resource.MustParse("64Mi"))}}})
+	}
+	mounts = append(mounts, fp.mounts...)
+	volumes = append(volumes, fp.volumes...)
+	env := slices.Clone(fp.env)
+	if fp.iam {
+		for _, it := range p.env {
+			if it.by == iamField {
+				env = append(env, it.env)
+			}
+		}
+		for _, v := range p.volumes {
+			if v.volume.Name == iamVolumeName {
+				mounts = append(mounts, corev1.VolumeMount{Name: iamVolumeName, MountPath: v.dir, ReadOnly: true})
+			}
+		}
+	}
+	c := agentContainer(cfg, FetchContainer, args, mounts)
+	if len(env) > 0 {
+		c.Env = env
+	}
+	return c, volumes, nil
+}
+
+// fetchFor is the fetch container for this pod. The files are for the
+// targets' user: when every target runs as one known non-root user, the
+// fetch runs as that user and the files are 0400; else, when the pod has an
+// fsGroup, the kubelet gives the volume that group and the files are 0440;
+// else they are 0444. The volumes are mounted in the fetch container and
+// the targets alone, so no other container of the pod sees them.
+func fetchFor(base *corev1.Container, pod *corev1.Pod, tgts []*corev1.Container) corev1.Container {
+	c := *base.DeepCopy()
+	var psc *corev1.PodSecurityContext
+	if pod.Spec.SecurityContext != nil {
+		psc = pod.Spec.SecurityContext
+	}
+	uid, gid, known := commonUser(psc, tgts)
+	mode := "0444"
+	switch {
+	case known:
+		c.SecurityContext.RunAsUser = ptr(uid)
+		c.SecurityContext.RunAsGroup = ptr(gid)
+		mode = "0400"
+	case psc != nil && psc.FSGroup != nil:
+		mode = "0440"
+	}
+	c.Args = append(c.Args[:1:1], slices.Concat([]string{"--mode=" + mode}, c.Args[1:])...)
+	return c
+}
+
+// commonUser is the user and group every target runs as, when they all
+// set the same non-root user (in the container or the pod); the group is
+// theirs when they share one, else the user's id.
+func commonUser(psc *corev1.PodSecurityContext, tgts []*corev1.Container) (uid, gid int64, ok bool) {
+	effective := func(c *corev1.Container) (u, g *int64) {
+		if psc != nil {
+			u, g = psc.RunAsUser, psc.RunAsGroup
+		}
+		if sc := c.SecurityContext; sc != nil {
+			if sc.RunAsUser != nil {
+				u = sc.RunAsUser
+			}
+			if sc.RunAsGroup != nil {
+				g = sc.RunAsGroup
+			}
+		}
+		return u, g
+	}
+	if len(tgts) == 0 {
+		return 0, 0, false
+	}
+	var group *int64
+	sameGroup := true
+	for i, c := range tgts {
+		u, g := effective(c)
+		if u == nil || *u == 0 || (i > 0 && *u != uid) {
+			return 0, 0, false
+		}
+		uid = *u
+		switch {
+		case g == nil:
+			sameGroup = false
+		case i == 0:
+			group = g
+		case group == nil || *group != *g:
+			sameGroup = false
+		}
+	}
+	if sameGroup && group != nil {
+		return uid, *group, true
+	}
+	return uid, uid, true
+}

@@ -1,0 +1,67 @@
+package inject
+
+import (
+	"path"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// Vault agent mode: the fetch init container logs in to Vault with the
+// Kubernetes auth method, as the pod's own service account, and reads each
+// secret. The mapping is Flyte's Vault mode: the group is the secret's Vault
+// path, the key a key of its data, and the groupVersion picks the engine
+// (kv1, kv2, db; anything else: inject.vault.kvVersion).
+const (
+	vaultTokenVolumeName = "secctx-vault-token"
+	// vaultTokenDir holds the login token, in the fetch container only.
+	vaultTokenDir = "/var/run/secrets/secctx/vault"
+	// vaultTokenSeconds is the login token's lifetime: the API server's
+	// least, since the fetch logs in once, at once.
+	vaultTokenSeconds int64 = 600
+)
+
+func planVaultAgent(cfg Config, secrets []securityctx.Secret, fields []string) (*secretPlan, securityctx.ErrorList) {
+	v := cfg.Vault
+	authPath := v.AuthPath
+	if authPath == "" {
+		authPath = "kubernetes"
+	}
+	fp := &fetchPlan{store: BackendVault, desc: "Vault",
+		args: []string{"--vault-address=" + v.Address, "--vault-auth-path=" + authPath, "--vault-role=" + v.Role,
+			"--vault-token-file=" + path.Join(vaultTokenDir, "token")},
+		// A token of its own, for the pod's final service account: the
+		// pod's API token may be switched off, and is not mounted in a
+		// container added after the service-account admission plugin.
+		volumes: []corev1.Volume{{Name: vaultTokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: v.Audience, ExpirationSeconds: ptr(vaultTokenSeconds), Path: "token",
+			}}},
+		}}}},
+		mounts: []corev1.VolumeMount{{Name: vaultTokenVolumeName, MountPath: vaultTokenDir, ReadOnly: true}},
+	}
+	if v.Namespace != "" {
+		fp.args = append(fp.args, "--vault-namespace="+v.Namespace)
+	}
+	if v.CABundle != "" {
+		fp.env = append(fp.env, corev1.EnvVar{Name: EnvCABundle, Value: v.CABundle})
+	}
+	return planFetched(cfg, fp, secrets, fields, func(s *securityctx.Secret, field string) (securityctx.AgentSecret, securityctx.ErrorList) {
+		if errs := vaultNames(s, field); len(errs) > 0 {
+			return securityctx.AgentSecret{}, errs
+		}
+		return securityctx.AgentSecret{ID: s.Group, Key: s.Key, Engine: vaultEngine(s.GroupVersion, v.KVVersion)}, nil
+	})
+}
+
+// vaultEngine is how the fetch reads a secret, as vaultQuery picks the
+// template in injector mode.
+func vaultEngine(groupVersion, kvVersion string) string {
+	switch groupVersion {
+	case "kv1", "kv2", "db":
+		return groupVersion
+	}
+	return "kv" + kvVersion
+}
