@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it brings up a real single-node cluster,
-// installs secctx with its Helm chart, runs the reference examples 1–5 (examples/) as pods,
+// installs secctx with its Helm chart, runs the reference examples 1–6 (examples/) as pods,
 // prints what secctx added and what each task printed, shows a refused pod,
 // and tears everything down.
 package main
@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -40,6 +43,43 @@ var examples = []struct {
 		"/task", "call-api", "http://" + framework.OIDCIP + ":8081/", "EXTERNAL_API_ACCESS_TOKEN"}},
 	// The web-identity settings are not secret: printed whole.
 	{"5-iam-role.yaml", "5. run as an IAM role (IRSA)", []string{"-full", "env", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS"}},
+	// Example 5 with a secret from AWS Secrets Manager (kumo, an emulator
+	// built from its Go module, serves it and STS): the settings, then the
+	// secret through flytekit's lookup.
+	{"6-aws-secret.yaml", "6. example 5 with a secret from AWS Secrets Manager (backend aws)", []string{"-full", "env", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS"}},
+}
+
+const awsSecretValue = "aws-demo-value"
+
+// switchToAWS starts kumo, puts example 6's secret in it, and upgrades the
+// release to backend aws with kumo's endpoints. It returns the secret's
+// ARN and a function that stops kumo.
+func switchToAWS(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals map[string]any) (string, func(), error) {
+	kumo, err := framework.StartKumo(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	sm := secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
+	created, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db-password"), SecretString: aws.String(awsSecretValue)})
+	if err != nil {
+		kumo.Stop()
+		return "", nil, err
+	}
+	vals["config"] = map[string]any{"inject": map[string]any{
+		"backend": "aws",
+		"aws":     map[string]any{"secretsManagerEndpoint": kumo.URL, "stsEndpoint": kumo.URL},
+		"tokens":  map[string]any{"httpHosts": []any{framework.OIDCHost, kumo.Addr}},
+	}}
+	if err := h.Upgrade(ctx, vals); err != nil {
+		kumo.Stop()
+		return "", nil, err
+	}
+	if err := (&framework.Secctx{Namespace: h.Namespace}).WaitReady(ctx, c, 2); err != nil {
+		kumo.Stop()
+		return "", nil, err
+	}
+	return *created.ARN, kumo.Stop, nil
 }
 
 // The demo's OpenID Provider and the client of example 4.
@@ -88,7 +128,8 @@ func run(ctx context.Context) (err error) {
 	// https, which needs no setting.
 	vals := framework.LocalImage()
 	vals["config"] = map[string]any{"inject": map[string]any{"tokens": map[string]any{"httpHosts": []any{framework.OIDCHost}}}}
-	if _, _, err := framework.InstallChartWith(ctx, c, indent{}, vals); err != nil {
+	_, h, err := framework.InstallChartWith(ctx, c, indent{}, vals)
+	if err != nil {
 		return err
 	}
 	say("starting an OpenID Provider (zitadel/oidc) at %s, tokens lasting 1m, and a resource server that checks them", framework.OIDCIssuer)
@@ -114,6 +155,20 @@ func run(ctx context.Context) (err error) {
 			return fmt.Errorf("%s: %w", ex.file, err)
 		}
 		pod.Namespace = ns
+		if ex.file == "6-aws-secret.yaml" {
+			say("starting kumo (AWS Secrets Manager and STS) on this machine, and switching secctx to backend aws (helm upgrade)")
+			arn, stop, err := switchToAWS(ctx, c, h, vals)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			// kumo names the secret with a suffix, as AWS does.
+			group, key, _ := strings.Cut(arn, ":secret:")
+			sc := pod.Annotations["secctx.dev/security-context"]
+			pod.Annotations["secctx.dev/security-context"] = strings.Replace(sc, `"key": "db-password"`, `"key": "`+key+`"`, 1)
+			pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "secret", Image: framework.TaskImage, ImagePullPolicy: corev1.PullNever,
+				Args: []string{"flytekit", group + ":secret/" + key}})
+		}
 		task := &pod.Spec.Containers[0]
 		task.Image, task.ImagePullPolicy, task.Command, task.Args = framework.TaskImage, corev1.PullNever, nil, ex.args
 		if ex.args[0] == "/task" {
@@ -134,8 +189,12 @@ func run(ctx context.Context) (err error) {
 			fmt.Printf("   secctx added: %s\n", line)
 		}
 		fmt.Printf("   pod %s in %.1fs; the task printed:\n", got.Status.Phase, time.Since(started).Seconds())
-		for _, line := range strings.Split(strings.TrimSpace(logs["task"]), "\n") {
-			fmt.Printf("     %s\n", line)
+		for _, name := range []string{"task", "secret"} {
+			if out, ok := logs[name]; ok {
+				for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+					fmt.Printf("     %s\n", line)
+				}
+			}
 		}
 		if got.Status.Phase != corev1.PodSucceeded {
 			return fmt.Errorf("%s: pod %s", ex.file, got.Status.Phase)
@@ -200,6 +259,8 @@ func added(p *corev1.Pod) []string {
 			out = append(out, "native sidecar secctx-tokens: gets and renews the token; the only container with the client secret")
 		case "secctx-bin":
 			out = append(out, "init container secctx-bin: installs the exec wrapper")
+		case "secctx-fetch":
+			out = append(out, "init container secctx-fetch: assumes the IAM role with the projected token, reads the secret, writes it to an in-memory file")
 		}
 	}
 	if cmd := p.Spec.Containers[0].Command; len(cmd) > 0 && strings.HasSuffix(cmd[0], "secctx-agent") {

@@ -51,12 +51,39 @@ func TestConfigValidateBackend(t *testing.T) {
 		f(&c)
 		return c
 	}
+	agent := func(f func(*Config)) Config {
+		return vault(func(c *Config) {
+			c.Vault.Mode, c.Vault.Address, c.Agent.Image = VaultModeAgent, "https://vault.example.com:8200", "secctx:1"
+			f(c)
+		})
+	}
+	aws := func(f func(*Config)) Config {
+		c := DefaultConfig()
+		c.Backend, c.Agent.Image = BackendAWS, "secctx:1"
+		f(&c)
+		return c
+	}
 	tests := []struct {
 		name string
 		cfg  Config
 		want string
 	}{
 		{"default", DefaultConfig(), ""},
+		{"vault agent", agent(func(*Config) {}), ""},
+		{"vault agent without address", agent(func(c *Config) { c.Vault.Address = "" }), "inject.vault.address: required in vault agent mode: Vault's URL as the pods reach it"},
+		{"vault agent plain http", agent(func(c *Config) { c.Vault.Address = "http://vault:8200" }), `inject.vault.address "http://vault:8200": must be https (http only for a host in inject.tokens.httpHosts)`},
+		{"vault agent http allowed", agent(func(c *Config) { c.Vault.Address, c.Tokens.HTTPHosts = "http://vault:8200", []string{"vault:8200"} }), ""},
+		{"vault agent address with query", agent(func(c *Config) { c.Vault.Address = "https://vault/?x=1" }), `inject.vault.address "https://vault/?x=1": must be an https URL with a host, and no user, query or fragment`},
+		{"vault agent bad auth path", agent(func(c *Config) { c.Vault.AuthPath = "../sys" }), `inject.vault.authPath "../sys": must be a Vault path such as kubernetes`},
+		{"vault agent role with slash", agent(func(c *Config) { c.Vault.Role = "a/b" }), `inject.vault.role "a/b": must be one Vault role name`},
+		{"vault agent bad CA", agent(func(c *Config) { c.Vault.CABundle = "nope" }), "inject.vault.caBundle: must be PEM certificates (-----BEGIN CERTIFICATE-----) and nothing else"},
+		{"vault agent without image", agent(func(c *Config) { c.Agent.Image = "" }), "inject.agent.image: required with vault agent mode: the fetch init container runs secctx's own image"},
+		{"vault bad mode", vault(func(c *Config) { c.Vault.Mode = "sidecar" }), `inject.vault.mode "sidecar": must be injector or agent`},
+		{"aws", aws(func(*Config) {}), ""},
+		{"aws without image", aws(func(c *Config) { c.Agent.Image = "" }), "inject.agent.image: required with backend aws: the fetch init container runs secctx's own image"},
+		{"aws endpoint", aws(func(c *Config) { c.AWS.STSEndpoint = "https://sts.us-east-1.amazonaws.com" }), ""},
+		{"aws endpoint not a URL", aws(func(c *Config) { c.AWS.SecretsManagerEndpoint = "vpce-123" }), `inject.aws.secretsManagerEndpoint "vpce-123": must be an https URL with a host, and no user, query or fragment`},
+		{"fetch timeout", aws(func(c *Config) { c.Agent.FetchTimeoutSeconds = 7200 }), "inject.agent.fetchTimeoutSeconds 7200: must be between 1 and 3600 (0: the default)"},
 		{"vault", vault(func(*Config) {}), ""},
 		{"unknown backend", func() Config { c := DefaultConfig(); c.Backend = "gcp"; return c }(), `inject.backend "gcp": must be aws, kubernetes or vault`},
 		{"no role", vault(func(c *Config) { c.Vault.Role = "" }), "inject.vault.role: required with backend vault"},

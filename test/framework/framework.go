@@ -231,8 +231,9 @@ func (s *Secctx) WaitReady(ctx context.Context, c *cluster.Cluster, n int) error
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "probe-",
 			Labels:       map[string]string{"secctx.dev/inject": "true"},
-			// Dry run only: the Secret need not exist.
-			Annotations: map[string]string{"secctx.dev/security-context": `{"secrets":[{"group":"secctx-probe","key":"k","mountRequirement":"ENV_VAR"}]}`},
+			// A request for nothing: it gets the status annotation
+			// whatever the backend.
+			Annotations: map[string]string{"secctx.dev/security-context": `{}`},
 		},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: TaskImage}}},
 	}

@@ -1,0 +1,361 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// The stores' tests run the real servers that hack/tools builds into bin/:
+// kumo (AWS Secrets Manager and STS) and Vault in dev mode. make test
+// builds them first; without them these tests fail, except with -short.
+
+func toolBinary(t *testing.T, name string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no real secret store")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	bin := filepath.Join(filepath.Dir(file), "..", "..", "bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s: %v; build it with make tools (hack/tools/build.sh)", bin, err)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startServer runs bin/name with args until the test ends, and waits for
+// its port.
+func startServer(t *testing.T, name string, port int, args ...string) {
+	t.Helper()
+	cmd := exec.Command(toolBinary(t, name), args...)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, logs.String())
+		}
+	})
+	waitFor(t, name+" listening", 60*time.Second, func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// kumo starts the AWS emulator and points the SDK's env at it, as the
+// webhook points the fetch container (inject.aws.*Endpoint), with the
+// web-identity settings of runAs.iamRole. kumo checks neither the token
+// nor the signature: these tests prove the calls, the e2e suite the trust.
+func kumo(t *testing.T) (endpoint string, sm *secretsmanager.Client) {
+	port := freePort(t)
+	startServer(t, "kumo", port, "--host", "127.0.0.1", "--port", fmt.Sprint(port))
+	endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ROLE_SESSION_NAME"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("a.projected.token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+	t.Setenv("AWS_ENDPOINT_URL_STS", endpoint)
+	t.Setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/my-workflow-role")
+	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", tokenFile)
+	t.Setenv("AWS_STS_REGIONAL_ENDPOINTS", "regional")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	sm = secretsmanager.New(secretsmanager.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""),
+	})
+	return endpoint, sm
+}
+
+func fastConfig(store string, secrets ...securityctx.AgentSecret) FetchConfig {
+	cfg := DefaultFetchConfig()
+	cfg.Store, cfg.Secrets = store, secrets
+	cfg.Timeout, cfg.MinBackoff, cfg.MaxBackoff = 20*time.Second, 50*time.Millisecond, 200*time.Millisecond
+	return cfg
+}
+
+func TestFetchAWS(t *testing.T) {
+	_, sm := kumo(t)
+	ctx := context.Background()
+	created, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("prod/db-password"), SecretString: aws.String("s3cr3t-value")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("blob"), SecretBinary: []byte{0, 1, 2, 0xff}}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := fastConfig("aws",
+		securityctx.AgentSecret{Field: "secrets[0]", ID: *created.ARN, File: filepath.Join(dir, "arn/prod/db-password")},
+		securityctx.AgentSecret{Field: "secrets[1]", ID: "blob", File: filepath.Join(dir, "env/1")},
+	)
+	logs := &syncBuffer{}
+	if err := Fetch(ctx, cfg, testLogger(logs)); err != nil {
+		t.Fatalf("Fetch: %v\n%s", err, logs)
+	}
+	for file, want := range map[string]string{"arn/prod/db-password": "s3cr3t-value", "env/1": "\x00\x01\x02\xff"} {
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", file, b, err, want)
+		}
+		if fi, _ := os.Stat(filepath.Join(dir, file)); fi.Mode().Perm() != 0o444 {
+			t.Errorf("%s: mode %v, want 0444", file, fi.Mode().Perm())
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "arn/prod")); fi.Mode().Perm() != 0o755 {
+		t.Errorf("directory mode %v, want 0755", fi.Mode().Perm())
+	}
+	if strings.Contains(logs.String(), "s3cr3t") {
+		t.Errorf("the logs carry the value:\n%s", logs)
+	}
+}
+
+func TestFetchAWSMode(t *testing.T) {
+	_, sm := kumo(t)
+	ctx := context.Background()
+	if _, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("m"), SecretString: aws.String("v")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o400, 0o440} {
+		dir := t.TempDir()
+		cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[0]", ID: "m", File: filepath.Join(dir, "g/k")})
+		cfg.Mode = mode
+		if err := Fetch(ctx, cfg, testLogger(&syncBuffer{})); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(filepath.Join(dir, "g/k"))
+		di, _ := os.Stat(filepath.Join(dir, "g"))
+		wantDir := map[os.FileMode]os.FileMode{0o400: 0o700, 0o440: 0o750}[mode]
+		if fi.Mode().Perm() != mode || di.Mode().Perm() != wantDir {
+			t.Errorf("mode %v: file %v, directory %v; want %v", mode, fi.Mode().Perm(), di.Mode().Perm(), wantDir)
+		}
+	}
+}
+
+// A missing secret fails at once, naming the field and the secret; it is
+// not retried until the timeout.
+func TestFetchAWSMissing(t *testing.T) {
+	kumo(t)
+	cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[3]", ID: "arn:aws:secretsmanager:us-east-1:000000000000:secret:nope", File: filepath.Join(t.TempDir(), "x")})
+	t0 := time.Now()
+	err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
+	if err == nil || !strings.Contains(err.Error(), "secrets[3] (arn:aws:secretsmanager:us-east-1:000000000000:secret:nope)") ||
+		!strings.Contains(err.Error(), "not found") {
+		t.Fatalf("err = %v; want one naming secrets[3], its ARN and not found", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("took %v: a missing secret was retried", d)
+	}
+}
+
+// A store that does not answer is retried with backoff, then given up on.
+func TestFetchAWSUnreachable(t *testing.T) {
+	kumo(t)
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[0]", ID: "arn:aws:secretsmanager:us-east-1:000000000000:secret:x", File: filepath.Join(t.TempDir(), "x")})
+	cfg.Timeout = 3 * time.Second
+	logs := &syncBuffer{}
+	err := Fetch(context.Background(), cfg, testLogger(logs))
+	if err == nil || !strings.Contains(err.Error(), "gave up after") {
+		t.Fatalf("err = %v; want it to give up after retries", err)
+	}
+	if n := strings.Count(logs.String(), "transient error, will retry"); n < 2 {
+		t.Errorf("%d retries logged, want at least 2:\n%s", n, logs)
+	}
+}
+
+// vaultServer starts Vault in dev mode with KV v2 at secret/ and KV v1 at
+// kv/, a policy that reads both, and the JWT auth method at jwt/ trusting
+// key: its login takes the same role and jwt as the Kubernetes method's,
+// which needs an API server (the e2e suite logs in through that one).
+func vaultServer(t *testing.T, key *rsa.PrivateKey) (addr string) {
+	port := freePort(t)
+	startServer(t, "vault", port, "server", "-dev", "-dev-root-token-id=root", fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
+	addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	c, err := vault.NewClient(&vault.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken("root")
+	l := c.Logical()
+	ctx := context.Background()
+	must := func(_ *vault.Secret, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "vault unsealed", 30*time.Second, func() bool {
+		s, err := c.Sys().SealStatus()
+		return err == nil && !s.Sealed
+	})
+	if err := c.Sys().Mount("kv", &vault.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	must(l.Write("secret/data/my-app", map[string]any{"data": map[string]any{"db_password": "kv2-value", "port": 5432}}))
+	must(l.Write("kv/legacy", map[string]any{"api-key": "kv1-value"}))
+	if err := c.Sys().PutPolicy("read", `path "secret/data/*" { capabilities = ["read"] }
+path "kv/*" { capabilities = ["read"] }`); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sys().EnableAuthWithOptions("jwt", &vault.EnableAuthOptions{Type: "jwt"}); err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	must(l.WriteWithContext(ctx, "auth/jwt/config", map[string]any{
+		"jwt_validation_pubkeys": []string{string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))},
+	}))
+	must(l.WriteWithContext(ctx, "auth/jwt/role/task", map[string]any{
+		"role_type": "jwt", "bound_audiences": []string{"vault"}, "user_claim": "sub",
+		"bound_subject": "system:serviceaccount:team-a:task", "token_policies": []string{"read"},
+	}))
+	return addr
+}
+
+// signJWT makes an RS256 token, as the API server signs service-account
+// tokens.
+func signJWT(t *testing.T, key *rsa.PrivateKey, claims map[string]any) string {
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	signed := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(claims)
+	h := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+func vaultFetchConfig(t *testing.T, addr string, key *rsa.PrivateKey, subject string, secrets ...securityctx.AgentSecret) FetchConfig {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	now := time.Now().Unix()
+	jwt := signJWT(t, key, map[string]any{"sub": subject, "aud": []string{"vault"}, "iat": now, "nbf": now, "exp": now + 600})
+	if err := os.WriteFile(tokenFile, []byte(jwt), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig("vault", secrets...)
+	cfg.Vault = VaultConfig{Address: addr, AuthPath: "jwt", Role: "task", TokenFile: tokenFile}
+	return cfg
+}
+
+func TestFetchVault(t *testing.T) {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	addr := vaultServer(t, key)
+	dir := t.TempDir()
+	cfg := vaultFetchConfig(t, addr, key, "system:serviceaccount:team-a:task",
+		// KV v2 without data/ in the path, as Flyte users write it.
+		securityctx.AgentSecret{Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: filepath.Join(dir, "secret/my-app/db_password")},
+		securityctx.AgentSecret{Field: "secrets[1]", ID: "secret/data/my-app", Key: "port", Engine: "kv2", File: filepath.Join(dir, "port")},
+		securityctx.AgentSecret{Field: "secrets[2]", ID: "kv/legacy", Key: "api-key", Engine: "kv1", File: filepath.Join(dir, "kv/legacy/kv1/api-key")},
+	)
+	logs := &syncBuffer{}
+	if err := Fetch(context.Background(), cfg, testLogger(logs)); err != nil {
+		t.Fatalf("Fetch: %v\n%s", err, logs)
+	}
+	for file, want := range map[string]string{"secret/my-app/db_password": "kv2-value", "port": "5432", "kv/legacy/kv1/api-key": "kv1-value"} {
+		if b, err := os.ReadFile(filepath.Join(dir, file)); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", file, b, err, want)
+		}
+	}
+	if strings.Contains(logs.String(), "kv2-value") {
+		t.Errorf("the logs carry a value:\n%s", logs)
+	}
+}
+
+func TestFetchVaultRefused(t *testing.T) {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	addr := vaultServer(t, key)
+	file := filepath.Join(t.TempDir(), "f")
+	for name, tc := range map[string]struct {
+		subject string
+		secret  securityctx.AgentSecret
+		want    []string
+	}{
+		"account the role does not allow": {"system:serviceaccount:team-b:other",
+			securityctx.AgentSecret{Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: file},
+			[]string{`vault login at auth/jwt as role "task" with the pod's service account system:serviceaccount:team-b:other`, "HTTP 400", "denied"}},
+		"path the policy does not allow": {"system:serviceaccount:team-a:task",
+			securityctx.AgentSecret{Field: "secrets[0]", ID: "cubbyhole/x", Key: "k", Engine: "kv1", File: file},
+			[]string{"secrets[0] (cubbyhole/x key \"k\")", "HTTP 403", "permission denied"}},
+		"missing secret": {"system:serviceaccount:team-a:task",
+			securityctx.AgentSecret{Field: "secrets[1]", ID: "secret/nope", Key: "k", Engine: "kv2", File: file},
+			[]string{"secrets[1] (secret/nope key \"k\")", "vault read secret/data/nope: not found"}},
+		"missing key": {"system:serviceaccount:team-a:task",
+			securityctx.AgentSecret{Field: "secrets[0]", ID: "secret/my-app", Key: "user", Engine: "kv2", File: file},
+			[]string{`the secret has no key "user"`}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := vaultFetchConfig(t, addr, key, tc.subject, tc.secret)
+			t0 := time.Now()
+			err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
+			if err == nil {
+				t.Fatal("Fetch succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %v\nwant it to contain %q", err, w)
+				}
+			}
+			if d := time.Since(t0); d > 10*time.Second {
+				t.Errorf("took %v: a refusal was retried", d)
+			}
+		})
+	}
+}
+
+func TestFetchRefusesBadFile(t *testing.T) {
+	for _, f := range []string{"relative/x", "/a/../b", "/"} {
+		cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[0]", ID: "x", File: f})
+		if err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{})); err == nil || !strings.Contains(err.Error(), "must be a clean absolute path") {
+			t.Errorf("file %q: err = %v", f, err)
+		}
+	}
+}

@@ -1,0 +1,179 @@
+package framework
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/secctx/secctx/test/framework/cluster"
+)
+
+// Server is a real server the secret stores' tests run on this machine
+// (kumo, Vault), as a host process on an address the cluster's pods reach
+// (the bridge's, cluster.NodeIP).
+type Server struct {
+	// Addr is host:port, URL its http URL.
+	Addr, URL string
+	cmd       *exec.Cmd
+	logs      *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// Logs is what the server printed.
+func (s *Server) Logs() string {
+	s.logs.mu.Lock()
+	defer s.logs.mu.Unlock()
+	return s.logs.b.String()
+}
+
+// Stop kills the server.
+func (s *Server) Stop() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+}
+
+// StartServer runs bin/<name> (built by hack/tools) with args and waits
+// until addr accepts connections.
+func StartServer(ctx context.Context, name, addr string, args ...string) (*Server, error) {
+	bin := filepath.Join(Root(), "bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("%w; build it with make tools", err)
+	}
+	s := &Server{Addr: addr, URL: "http://" + addr, logs: &lockedBuffer{}}
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	// Nothing of this machine's environment: no AWS or Vault settings.
+	s.cmd.Env = []string{"HOME=" + os.TempDir(), "PATH=/usr/bin:/bin"}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	err := Poll(ctx, 60*time.Second, func() (bool, error) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	})
+	if err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%s on %s: %w\n%s", name, addr, err, s.Logs())
+	}
+	return s, nil
+}
+
+// FreeAddr is a free port on ip.
+func FreeAddr(ip string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// StartKumo runs kumo, the AWS emulator (Secrets Manager and STS), where
+// the cluster's pods reach it.
+func StartKumo(ctx context.Context) (*Server, error) {
+	addr, err := FreeAddr(cluster.NodeIP)
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	return StartServer(ctx, "kumo", addr, "--host", host, "--port", port)
+}
+
+// StartVault runs Vault in dev mode (root token "root") where the
+// cluster's pods reach it.
+func StartVault(ctx context.Context) (*Server, error) {
+	addr, err := FreeAddr(cluster.NodeIP)
+	if err != nil {
+		return nil, err
+	}
+	return StartServer(ctx, "vault", addr, "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address="+addr)
+}
+
+// Configure changes secctx's config (the config.yaml of ConfigMap
+// secctx-config) with edit, restarts secctx and waits until it answers;
+// restore puts the config back the same way.
+func (s *Secctx) Configure(ctx context.Context, c *cluster.Cluster, edit func(string) string) (restore func(context.Context) error, err error) {
+	cms := c.Client.CoreV1().ConfigMaps(s.Namespace)
+	cm, err := cms.Get(ctx, "secctx-config", metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	old := cm.Data["config.yaml"]
+	set := func(ctx context.Context, config string) error {
+		cm, err := cms.Get(ctx, "secctx-config", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cm.Data["config.yaml"] = config
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+		if _, _, err := c.Kubectl(ctx, nil, "-n", s.Namespace, "rollout", "restart", "deployment/secctx"); err != nil {
+			return err
+		}
+		return s.WaitReady(ctx, c, 2)
+	}
+	changed := edit(old)
+	if changed == old {
+		return nil, errors.New("configure secctx: the edit changed nothing")
+	}
+	if err := set(ctx, changed); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error { return set(ctx, old) }, nil
+}
+
+// WithBackend is an edit for Configure: backend b with the given lines
+// (indented as inject's fields, e.g. "  aws:\n    stsEndpoint: ..."), and
+// the extra hosts that may be reached over plain http.
+func WithBackend(b, settings string, httpHosts ...string) func(string) string {
+	return func(config string) string {
+		if b == "vault" { // the settings replace the default vault block
+			config = strings.Replace(config, "      vault:\n        mode: injector\n        role: \"flyte\"\n        kvVersion: \"2\"\n", "", 1)
+		}
+		config = strings.Replace(config, "      backend: kubernetes\n", "      backend: "+b+"\n"+indent(settings, "      "), 1)
+		if len(httpHosts) > 0 {
+			config = strings.Replace(config, `httpHosts: ["`+OIDCHost+`"]`, `httpHosts: ["`+OIDCHost+`", "`+strings.Join(httpHosts, `", "`)+`"]`, 1)
+		}
+		return config
+	}
+}
+
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if l != "" {
+			b.WriteString(prefix + l)
+		}
+	}
+	if !strings.HasSuffix(b.String(), "\n") {
+		b.WriteString("\n")
+	}
+	return b.String()
+}
