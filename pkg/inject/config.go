@@ -193,8 +193,8 @@ func DefaultConfig() Config {
 		Tokens:       TokensConfig{Dir: defaultTokensDir},
 		IAM:          defaultIAM,
 		Agent: AgentConfig{
-			ImagePullPolicy: corev1.PullIfNotPresent,
-			NativeSidecars:  NativeSidecarsAuto,
+			ImagePullPolicy:     corev1.PullIfNotPresent,
+			NativeSidecars:      NativeSidecarsAuto,
 			FetchTimeoutSeconds: defaultFetchTimeout,
 			Resources: corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
