@@ -74,9 +74,9 @@ func startStore(t *testing.T, ctx context.Context, start func(context.Context) (
 }
 
 // configure switches secctx to another backend for one test.
-func configure(t *testing.T, ctx context.Context, edit func(string) string) {
+func configure(t *testing.T, ctx context.Context, edit func(string) string, probe string) {
 	t.Helper()
-	restore, err := deployed.Configure(ctx, kube, edit)
+	restore, err := deployed.Configure(ctx, kube, edit, probe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,8 @@ func TestAWSSecretsManager(t *testing.T) {
 	}
 	group, key, _ := strings.Cut(*created.ARN, ":secret:")
 	group += ":secret"
-	configure(t, ctx, framework.WithBackend("aws", "aws:\n  secretsManagerEndpoint: "+kumo.URL+"\n  stsEndpoint: http://"+sts+"\n", kumo.Addr, sts))
+	configure(t, ctx, framework.WithBackend("aws", "aws:\n  secretsManagerEndpoint: "+kumo.URL+"\n  stsEndpoint: http://"+sts+"\n", kumo.Addr, sts),
+		`{"secrets": [{"group": "arn:aws:secretsmanager:us-east-1:000000000000:secret", "key": "probe", "mountRequirement": "FILE"}]}`)
 
 	ns := namespace(t, ctx, nil)
 	createServiceAccounts(t, ctx, ns, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "data-processing-sa"}})
@@ -118,7 +119,10 @@ func TestAWSSecretsManager(t *testing.T) {
 	sc := fmt.Sprintf(`{"runAs": {"iamRole": %q, "k8sServiceAccount": "data-processing-sa"},
 	  "secrets": [{"group": %q, "key": %q, "mountRequirement": "FILE", "envVar": "DB_PASSWORD_PATH"},
 	              {"group": %q, "key": %q, "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"}]}`, role, group, key, group, key)
-	file := taskContainer("file", "-full", "file-from-env", "DB_PASSWORD_PATH")
+	// Every target gets the ENV_VAR secret through the exec wrapper, so
+	// each has an explicit command.
+	file := taskContainer("file")
+	file.Command = []string{"/task", "-full", "file-from-env", "DB_PASSWORD_PATH"}
 	env := taskContainer("env")
 	env.Command = []string{"/task", "-full", "env", "DB_PASSWORD"}
 	lookup := taskContainer("flytekit")
@@ -234,12 +238,14 @@ func TestVaultAgentMode(t *testing.T) {
 	t.Cleanup(cancel)
 	ns := namespace(t, ctx, nil)
 	v := vaultForCluster(t, ctx, ns)
-	configure(t, ctx, framework.WithBackend("vault", "vault:\n  mode: agent\n  role: task\n  kvVersion: \"2\"\n  address: "+v.URL+"\n", v.Addr))
+	configure(t, ctx, framework.WithBackend("vault", "vault:\n  mode: agent\n  role: task\n  kvVersion: \"2\"\n  address: "+v.URL+"\n", v.Addr),
+		`{"secrets": [{"group": "secret/probe", "key": "k", "mountRequirement": "FILE"}]}`)
 	createServiceAccounts(t, ctx, ns, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "task-sa"}})
 
 	const secrets = `[{"group": "secret/my-app", "key": "db_password", "mountRequirement": "FILE", "envVar": "DB_PASSWORD_PATH"},
 	                  {"group": "secret/my-app", "key": "db_password", "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"}]`
-	file := taskContainer("file", "-full", "file-from-env", "DB_PASSWORD_PATH")
+	file := taskContainer("file")
+	file.Command = []string{"/task", "-full", "file-from-env", "DB_PASSWORD_PATH"}
 	env := taskContainer("env")
 	env.Command = []string{"/task", "-full", "env", "DB_PASSWORD"}
 	_, logs := runPod(t, ctx, taskPod(ns, "vault-secret", `{"runAs": {"k8sServiceAccount": "task-sa"}, "secrets": `+secrets+`}`, true, file, env))
@@ -253,7 +259,7 @@ func TestVaultAgentMode(t *testing.T) {
 	}
 
 	// The default account: the role refuses it.
-	pod := taskPod(ns, "vault-refused", `{"secrets": `+secrets+`}`, true, taskContainer("file", "file-from-env", "DB_PASSWORD_PATH"))
+	pod := taskPod(ns, "vault-refused", `{"secrets": `+secrets+`}`, true, file)
 	got, _, err := framework.RunPod(ctx, kube, pod, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)

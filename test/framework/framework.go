@@ -224,6 +224,13 @@ func (s *Secctx) Scale(ctx context.Context, c *cluster.Cluster, n int) error {
 // reach the webhook: a server-side dry run of a labelled pod comes back
 // injected.
 func (s *Secctx) WaitReady(ctx context.Context, c *cluster.Cluster, n int) error {
+	return s.WaitAdmits(ctx, c, n, `{}`, 1)
+}
+
+// WaitAdmits is WaitReady with the dry-run pod asking for securityContext,
+// until it is injected times in a row: after a config change, until no
+// replica with the old config answers.
+func (s *Secctx) WaitAdmits(ctx context.Context, c *cluster.Cluster, n int, securityContext string, times int) error {
 	if _, _, err := c.Kubectl(ctx, nil, "-n", s.Namespace, "rollout", "status", "deployment/secctx", "--timeout=120s"); err != nil {
 		return err
 	}
@@ -231,13 +238,12 @@ func (s *Secctx) WaitReady(ctx context.Context, c *cluster.Cluster, n int) error
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "probe-",
 			Labels:       map[string]string{"secctx.dev/inject": "true"},
-			// A request for nothing: it gets the status annotation
-			// whatever the backend.
-			Annotations: map[string]string{"secctx.dev/security-context": `{}`},
+			Annotations: map[string]string{"secctx.dev/security-context": securityContext},
 		},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: TaskImage}}},
 	}
 	var last error
+	inARow := 0
 	err := Poll(ctx, 60*time.Second, func() (bool, error) {
 		d, err := c.Client.AppsV1().Deployments(s.Namespace).Get(ctx, "secctx", metav1.GetOptions{})
 		if err != nil {
@@ -253,8 +259,12 @@ func (s *Secctx) WaitReady(ctx context.Context, c *cluster.Cluster, n int) error
 			last = err
 			return false, nil
 		}
-		_, ok := got.Annotations["secctx.dev/status"]
-		return ok, nil
+		if _, ok := got.Annotations["secctx.dev/status"]; ok {
+			inARow++
+		} else {
+			inARow = 0
+		}
+		return inARow >= times, nil
 	})
 	if err != nil {
 		return fmt.Errorf("wait for secctx: %w (last: %v)", err, last)

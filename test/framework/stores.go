@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/secctx/secctx/test/framework/cluster"
@@ -116,16 +117,18 @@ func StartVault(ctx context.Context) (*Server, error) {
 }
 
 // Configure changes secctx's config (the config.yaml of ConfigMap
-// secctx-config) with edit, restarts secctx and waits until it answers;
-// restore puts the config back the same way.
-func (s *Secctx) Configure(ctx context.Context, c *cluster.Cluster, edit func(string) string) (restore func(context.Context) error, err error) {
+// secctx-config) with edit, restarts secctx and waits until every answer
+// admits a pod asking for probe, a SecurityContext only the new config
+// admits; restore puts the config back the same way, and waits until every
+// answer refuses the probe again.
+func (s *Secctx) Configure(ctx context.Context, c *cluster.Cluster, edit func(string) string, probe string) (restore func(context.Context) error, err error) {
 	cms := c.Client.CoreV1().ConfigMaps(s.Namespace)
 	cm, err := cms.Get(ctx, "secctx-config", metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
 	old := cm.Data["config.yaml"]
-	set := func(ctx context.Context, config string) error {
+	set := func(ctx context.Context, config string, wait func() error) error {
 		cm, err := cms.Get(ctx, "secctx-config", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -137,29 +140,47 @@ func (s *Secctx) Configure(ctx context.Context, c *cluster.Cluster, edit func(st
 		if _, _, err := c.Kubectl(ctx, nil, "-n", s.Namespace, "rollout", "restart", "deployment/secctx"); err != nil {
 			return err
 		}
-		return s.WaitReady(ctx, c, 2)
+		return wait()
 	}
 	changed := edit(old)
 	if changed == old {
 		return nil, errors.New("configure secctx: the edit changed nothing")
 	}
-	if err := set(ctx, changed); err != nil {
+	if err := set(ctx, changed, func() error { return s.WaitAdmits(ctx, c, 2, probe, 20) }); err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context) error { return set(ctx, old) }, nil
+	return func(ctx context.Context) error {
+		return set(ctx, old, func() error {
+			if err := s.WaitReady(ctx, c, 2); err != nil {
+				return err
+			}
+			return s.waitRefuses(ctx, c, probe)
+		})
+	}, nil
 }
 
-// WithBackend is an edit for Configure: backend b with the given lines
-// (indented as inject's fields, e.g. "  aws:\n    stsEndpoint: ..."), and
-// the extra hosts that may be reached over plain http.
+// WithBackend is an edit for Configure: backend b with the given settings
+// (YAML at the level of inject's fields, e.g. "aws:\n  stsEndpoint: ..."),
+// and the extra hosts that may be reached over plain http. The settings of
+// the vault backend replace the default vault block. An edit that does not
+// apply (the config's text changed) leaves the config as it is, which
+// Configure refuses.
 func WithBackend(b, settings string, httpHosts ...string) func(string) string {
 	return func(config string) string {
-		if b == "vault" { // the settings replace the default vault block
-			config = strings.Replace(config, "      vault:\n        mode: injector\n        role: \"flyte\"\n        kvVersion: \"2\"\n", "", 1)
+		orig := config
+		replace := func(old, new string) bool {
+			c := strings.Replace(config, old, new, 1)
+			ok := c != config
+			config = c
+			return ok
 		}
-		config = strings.Replace(config, "      backend: kubernetes\n", "      backend: "+b+"\n"+indent(settings, "      "), 1)
+		ok := b != "vault" || replace("  vault:\n    mode: injector\n    role: \"flyte\"\n    kvVersion: \"2\"\n", "")
+		ok = ok && replace("  backend: kubernetes\n", "  backend: "+b+"\n"+indent(settings, "  "))
 		if len(httpHosts) > 0 {
-			config = strings.Replace(config, `httpHosts: ["`+OIDCHost+`"]`, `httpHosts: ["`+OIDCHost+`", "`+strings.Join(httpHosts, `", "`)+`"]`, 1)
+			ok = ok && replace(`httpHosts: ["`+OIDCHost+`"]`, `httpHosts: ["`+OIDCHost+`", "`+strings.Join(httpHosts, `", "`)+`"]`)
+		}
+		if !ok {
+			return orig
 		}
 		return config
 	}
@@ -176,4 +197,23 @@ func indent(s, prefix string) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// waitRefuses waits until a dry-run pod asking for securityContext is
+// refused 20 times in a row.
+func (s *Secctx) waitRefuses(ctx context.Context, c *cluster.Cluster, securityContext string) error {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Labels: map[string]string{"secctx.dev/inject": "true"},
+			Annotations: map[string]string{"secctx.dev/security-context": securityContext}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: TaskImage}}},
+	}
+	inARow := 0
+	return Poll(ctx, 60*time.Second, func() (bool, error) {
+		if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			inARow++
+		} else {
+			inARow = 0
+		}
+		return inARow >= 20, nil
+	})
 }
