@@ -260,7 +260,15 @@ func TestVaultAgentMode(t *testing.T) {
 
 	// The default account: the role refuses it.
 	pod := taskPod(ns, "vault-refused", `{"secrets": `+secrets+`}`, true, file)
-	got, _, err := framework.RunPod(ctx, kube, pod, 90*time.Second)
+	if _, err := kube.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *corev1.Pod
+	err := framework.Poll(ctx, 90*time.Second, func() (bool, error) {
+		var err error
+		got, err = kube.Client.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		return err == nil && (got.Status.Phase == corev1.PodFailed || got.Status.Phase == corev1.PodSucceeded), err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,6 +281,7 @@ func TestVaultAgentMode(t *testing.T) {
 			msg = s.State.Terminated.Message
 		}
 	}
+	t.Logf("the fetch's termination message: %s", msg)
 	for _, w := range []string{`vault login at auth/kubernetes as role "task"`, "system:serviceaccount:" + ns + ":default", "denied"} {
 		if !strings.Contains(msg, w) {
 			t.Errorf("the fetch's termination message does not say %q:\n%s", w, msg)
