@@ -54,6 +54,9 @@ type VaultConfig struct {
 	TokenFile string
 }
 
+// terminationLog is the container's default terminationMessagePath.
+var terminationLog = "/dev/termination-log"
+
 // maxSecretSize bounds one value: Secrets Manager's own limit is 64 KiB,
 // and the files live in memory.
 const maxSecretSize = 1 << 20
@@ -89,6 +92,32 @@ func isPermanent(err error) bool {
 }
 
 func runFetch(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg, err := parseFetchArgs(args, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "secctx-agent fetch:", err)
+		return 2
+	}
+	cfg.CABundle = os.Getenv("SECCTX_CA_BUNDLE") // set by the webhook from the store's caBundle
+	log := newLogger(stderr)
+	if err := Fetch(ctx, cfg, log); err != nil {
+		// The last line is what the kubelet shows as the init container's
+		// termination message (FallbackToLogsOnError).
+		log.Error(err, "fetch failed")
+		msg := "secctx-agent fetch: " + err.Error()
+		fmt.Fprintln(stderr, msg)
+		// What kubectl describe shows for the init container; the file
+		// exists only in a container.
+		if f, err := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); err == nil {
+			_, _ = f.WriteString(msg)
+			f.Close()
+		}
+		return 1
+	}
+	return 0
+}
+
+// parseFetchArgs reads the fetch's flags, as the webhook writes them.
+func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	cfg := DefaultFetchConfig()
 	fs := flag.NewFlagSet("fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -103,28 +132,23 @@ func runFetch(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Vault.Role, "vault-role", "", "the Kubernetes auth role")
 	fs.StringVar(&cfg.Vault.TokenFile, "vault-token-file", "", "the pod's service-account token")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	m, err := strconv.ParseUint(mode, 8, 32)
 	if err != nil || (m != 0o400 && m != 0o440 && m != 0o444) {
-		fmt.Fprintf(stderr, "secctx-agent fetch: --mode %q: must be 0400, 0440 or 0444\n", mode)
-		return 2
+		return cfg, fmt.Errorf("--mode %q: must be 0400, 0440 or 0444", mode)
 	}
 	cfg.Mode = os.FileMode(m)
+	if cfg.Timeout <= 0 {
+		return cfg, fmt.Errorf("--timeout %s: must be positive", cfg.Timeout)
+	}
 	if err := json.Unmarshal([]byte(spec), &cfg.Secrets); err != nil {
-		fmt.Fprintf(stderr, "secctx-agent fetch: --secrets: %v\n", err)
-		return 2
+		return cfg, fmt.Errorf("--secrets: %w", err)
 	}
-	cfg.CABundle = os.Getenv("SECCTX_CA_BUNDLE") // set by the webhook from the store's caBundle
-	log := newLogger(stderr)
-	if err := Fetch(ctx, cfg, log); err != nil {
-		// The last line is what the kubelet shows as the init container's
-		// termination message (FallbackToLogsOnError).
-		log.Error(err, "fetch failed")
-		fmt.Fprintln(stderr, "secctx-agent fetch:", err)
-		return 1
-	}
-	return 0
+	return cfg, nil
 }
 
 // Fetch reads every secret and writes it to its file. It stops at the

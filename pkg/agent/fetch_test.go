@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -358,4 +359,23 @@ func TestFetchRefusesBadFile(t *testing.T) {
 			t.Errorf("file %q: err = %v", f, err)
 		}
 	}
+}
+
+// FuzzFetchArgs: whatever the arguments, parsing them returns a config or
+// an error, and never panics; a config it returns has a valid mode and a
+// positive timeout.
+func FuzzFetchArgs(f *testing.F) {
+	f.Add("--store=aws", "--mode=0400", `--secrets=[{"field":"secrets[0]","id":"arn:aws:secretsmanager:us-east-1:1:secret:x","file":"/etc/flyte/secrets/x"}]`)
+	f.Add("--store=vault", "--timeout=0s", `--secrets=null`)
+	f.Add("--mode=0777", "--vault-role=r", `--secrets=[{"file":1}]`)
+	f.Add("extra", "--", "--secrets=[]")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		cfg, err := parseFetchArgs([]string{a, b, c}, io.Discard)
+		if err != nil {
+			return
+		}
+		if cfg.Mode != 0o400 && cfg.Mode != 0o440 && cfg.Mode != 0o444 || cfg.Timeout <= 0 {
+			t.Errorf("accepted %q %q %q: mode %v, timeout %v", a, b, c, cfg.Mode, cfg.Timeout)
+		}
+	})
 }

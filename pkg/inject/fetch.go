@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"encoding/json"
 	"fmt"
 	"path"
 	"slices"
@@ -233,30 +234,70 @@ func buildFetch(cfg Config, fp *fetchPlan, p *secretPlan) (corev1.Container, []c
 	return c, volumes, nil
 }
 
+// fetchKey is what of the pod the fetch container depends on: the user
+// and group it runs as (0: secctx's own) and the files' mode.
+type fetchKey struct {
+	uid, gid int64
+	mode     string
+}
+
+// fetchVariant is the fetch container for one fetchKey, and its JSON as
+// the patch writes it.
+type fetchVariant struct {
+	c    corev1.Container
+	json []byte
+}
+
+// maxFetchVariants bounds the variants a plan keeps; the pods of one task
+// share their users, so a plan needs one or two.
+const maxFetchVariants = 8
+
 // fetchFor is the fetch container for this pod. The files are for the
 // targets' user: when every target runs as one known non-root user, the
 // fetch runs as that user and the files are 0400; else, when the pod has an
 // fsGroup, the kubelet gives the volume that group and the files are 0440;
 // else they are 0444. The volumes are mounted in the fetch container and
-// the targets alone, so no other container of the pod sees them.
-func fetchFor(base *corev1.Container, pod *corev1.Pod, tgts []*corev1.Container) corev1.Container {
-	c := *base.DeepCopy()
-	var psc *corev1.PodSecurityContext
-	if pod.Spec.SecurityContext != nil {
-		psc = pod.Spec.SecurityContext
+// the targets alone, so no other container of the pod sees them. The plan
+// keeps each variant with its JSON, as it keeps the sidecar's.
+func (tp *agentPlan) fetchFor(pod *corev1.Pod, tgts []*corev1.Container) *fetchVariant {
+	psc := pod.Spec.SecurityContext
+	key := fetchKey{mode: "0444"}
+	if uid, gid, known := commonUser(psc, tgts); known {
+		key = fetchKey{uid: uid, gid: gid, mode: "0400"}
+	} else if psc != nil && psc.FSGroup != nil {
+		key.mode = "0440"
 	}
-	uid, gid, known := commonUser(psc, tgts)
-	mode := "0444"
-	switch {
-	case known:
-		c.SecurityContext.RunAsUser = ptr(uid)
-		c.SecurityContext.RunAsGroup = ptr(gid)
-		mode = "0400"
-	case psc != nil && psc.FSGroup != nil:
-		mode = "0440"
+	if v, ok := tp.variants.Load(key); ok {
+		return v.(*fetchVariant)
 	}
-	c.Args = append(c.Args[:1:1], slices.Concat([]string{"--mode=" + mode}, c.Args[1:])...)
-	return c
+	c := *tp.fetch.DeepCopy()
+	if key.uid != 0 {
+		c.SecurityContext.RunAsUser = ptr(key.uid)
+		c.SecurityContext.RunAsGroup = ptr(key.gid)
+	}
+	c.Args = slices.Concat(c.Args[:1], []string{"--mode=" + key.mode}, c.Args[1:])
+	v := &fetchVariant{c: c}
+	v.json, _ = json.Marshal(&v.c) // on error nil: the patch writer encodes it
+	if tp.nVariants.Add(1) <= maxFetchVariants {
+		tp.variants.Store(key, v)
+	}
+	return v
+}
+
+// fetchJSON is the JSON of a fetch container fetchFor made, or nil.
+func (tp *agentPlan) fetchJSON(c *corev1.Container) []byte {
+	key := fetchKey{mode: "0444"}
+	if len(c.Args) > 1 {
+		key.mode = strings.TrimPrefix(c.Args[1], "--mode=")
+	}
+	if sc := c.SecurityContext; key.mode == "0400" && sc != nil && sc.RunAsUser != nil && sc.RunAsGroup != nil {
+		key.uid, key.gid = *sc.RunAsUser, *sc.RunAsGroup
+	}
+	v, ok := tp.variants.Load(key)
+	if !ok || !slices.Equal(v.(*fetchVariant).c.Args, c.Args) {
+		return nil
+	}
+	return v.(*fetchVariant).json
 }
 
 // commonUser is the user and group every target runs as, when they all

@@ -16,7 +16,8 @@ import (
 // FuzzInject: for any annotation (and containers annotation) on a pod with
 // init, native-sidecar and regular containers, Inject never panics; when it
 // admits the pod, its patch only adds, applies cleanly to the raw pod and
-// gives the typed result, and a second injection changes nothing.
+// gives the typed result, and a second injection changes nothing; with each
+// backend (0 kubernetes, 1 aws, 2 vault in agent mode, 3 vault injector).
 func FuzzInject(f *testing.F) {
 	for _, s := range []string{
 		`{"secrets":[{"group":"my-credentials","key":"db_password","mountRequirement":"ENV_VAR","envVar":"DB_PASSWORD"}]}`,
@@ -26,11 +27,15 @@ func FuzzInject(f *testing.F) {
 		`{"secrets":[{"group":"app","mountRequirement":"ENV_VAR"},{"group":"x.y","key":"K","mountRequirement":2,"envVar":"P"}]}`,
 		`{"secrets":[{"group":"a","key":"k"},{"group":"a","key":"K"}]}`,
 		`{"secrets":[{"group":"shared","key":"EXISTING","mountRequirement":"ENV_VAR","envVar":"EXISTING"}]}`,
+		`{"runAs":{"iamRole":"arn:aws:iam::123456789012:role/r"},"secrets":[{"group":"arn:aws:secretsmanager:us-east-1:123456789012:secret","key":"db","mountRequirement":"ENV_VAR","envVar":"DB"},{"group":"arn:aws:secretsmanager:us-east-1:123456789012:secret","key":"a/b","mountRequirement":"FILE"}]}`,
+		`{"secrets":[{"group":"secret/my-app","key":"db","mountRequirement":"FILE","envVar":"P"},{"group":"kv/x","groupVersion":"kv1","key":"k"}]}`,
 	} {
-		f.Add(s, "")
-		f.Add(s, "main,sidecar")
+		for backend := range uint8(4) {
+			f.Add(s, "", backend)
+			f.Add(s, "main,sidecar", backend)
+		}
 	}
-	f.Fuzz(func(t *testing.T, annotation, containers string) {
+	f.Fuzz(func(t *testing.T, annotation, containers string, backend uint8) {
 		pod := map[string]any{
 			"apiVersion": "v1", "kind": "Pod",
 			"metadata": map[string]any{"name": "fuzz", "labels": map[string]any{"secctx.dev/inject": "true"},
@@ -41,7 +46,7 @@ func FuzzInject(f *testing.F) {
 					map[string]any{"name": "init", "image": "i"},
 					map[string]any{"name": "sidecar", "image": "s", "restartPolicy": "Always", "futureContainerField": 1},
 				},
-				"containers": []any{map[string]any{"name": "main", "image": "m",
+				"containers": []any{map[string]any{"name": "main", "image": "m", "command": []any{"run"},
 					"env": []any{map[string]any{"name": "EXISTING", "value": "v"}}}},
 			},
 		}
@@ -52,7 +57,17 @@ func FuzzInject(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := newTestInjector(t, DefaultConfig())
+		cfg := DefaultConfig()
+		cfg.Agent.Image = "secctx:1"
+		switch backend % 4 {
+		case 1:
+			cfg.Backend = BackendAWS
+		case 2:
+			cfg.Backend, cfg.Vault.Mode, cfg.Vault.Address = BackendVault, VaultModeAgent, "https://vault:8200"
+		case 3:
+			cfg.Backend = BackendVault
+		}
+		in := newTestInjector(t, cfg)
 		full := &corev1.Pod{}
 		if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, full); err != nil {
 			t.Fatal(err)
@@ -85,7 +100,12 @@ func FuzzInject(f *testing.F) {
 			t.Fatal(err)
 		}
 		spec := generic["spec"].(map[string]any)
-		sidecar := spec["initContainers"].([]any)[1].(map[string]any)
+		var sidecar map[string]any
+		for _, c := range spec["initContainers"].([]any) {
+			if c.(map[string]any)["name"] == "sidecar" {
+				sidecar = c.(map[string]any)
+			}
+		}
 		if spec["futureField"] == nil || sidecar["restartPolicy"] != "Always" || sidecar["futureContainerField"] == nil {
 			t.Fatalf("unknown fields lost: %s", patched)
 		}

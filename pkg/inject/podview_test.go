@@ -90,6 +90,10 @@ func TestPodViewMatchesReflection(t *testing.T) {
 // podViewEdgeCases are inputs a real API server does not send; both
 // decoders must still agree on them.
 var podViewEdgeCases = []string{
+	// The users the fetched secrets' files are for.
+	`{"spec":{"securityContext":{"runAsUser":1000,"runAsGroup":3000,"fsGroup":2000,"seLinuxOptions":{"level":"s0"}},"containers":[{"name":"a","securityContext":{"runAsUser":1001,"privileged":true}}]}}`,
+	`{"spec":{"securityContext":null,"containers":[{"name":"a","securityContext":{"runAsUser":"x"}}]}}`,
+	`{"spec":{"securityContext":{"runAsUser":1.5},"initContainers":[{"name":"a","securityContext":[]}]}}`,
 	`null`, `{}`, `[]`, `"pod"`, `{"metadata":null,"spec":null}`,
 	`{"metadata":{"name":null,"labels":null,"annotations":{}}}`,
 	`{"metadata":{"labels":{"a":null,"b":"2"}}}`,

@@ -7,6 +7,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	corev1 "k8s.io/api/core/v1"
@@ -72,6 +74,10 @@ type agentPlan struct {
 	// sidecarJSON and installJSON are the agent containers as the patch
 	// writes them: encoded once per plan, not per pod.
 	sidecarJSON, installJSON []byte
+	// variants are the fetch containers made for pods (fetchFor), by
+	// fetchKey; nVariants counts them.
+	variants  sync.Map
+	nVariants atomic.Int32
 }
 
 // encoded returns the JSON of an agent container the plan added, or nil.
@@ -84,6 +90,8 @@ func (tp *agentPlan) encoded(c *corev1.Container) []byte {
 		return tp.sidecarJSON
 	case c.Name == InstallContainer:
 		return tp.installJSON
+	case c.Name == FetchContainer:
+		return tp.fetchJSON(c)
 	}
 	return nil
 }
@@ -371,7 +379,7 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes
 		add = append(add, tp.install)
 	}
 	if tp.fetch != nil {
-		add = append(add, fetchFor(tp.fetch, out, tgts))
+		add = append(add, tp.fetchFor(out, tgts).c)
 	}
 	if tp.names != nil {
 		add = append(add, tp.sidecar)

@@ -35,6 +35,18 @@ func BenchmarkServeHTTP(b *testing.B) {
 		pod = bytes.Replace(pod, []byte(`{\"secrets\"`), []byte(`{\"runAs\":{\"iamRole\":\"arn:aws:iam::123456789012:role/r\"},\"secrets\"`), 1)
 		serveLoop(b, reviewBytes(b, pod, admissionv1.Create))
 	})
+	// Secrets fetched in the pod (backend aws): an IAM role and 3 secrets
+	// from Secrets Manager, 2 of them ENV_VAR: the fetch init container,
+	// the installer, a wrapped command, four volumes.
+	b.Run("aws,secrets=3,iamRole", func(b *testing.B) {
+		serveLoopWith(b, func(c *inject.Config) { c.Backend = inject.BackendAWS }, reviewBytes(b, []byte(awsPod), admissionv1.Create))
+	})
+	// Vault in agent mode, 3 secrets, 2 of them ENV_VAR.
+	b.Run("vault-agent,secrets=3", func(b *testing.B) {
+		serveLoopWith(b, func(c *inject.Config) {
+			c.Backend, c.Vault.Mode, c.Vault.Address = inject.BackendVault, inject.VaultModeAgent, "https://vault.example.com:8200"
+		}, reviewBytes(b, []byte(vaultPod), admissionv1.Create))
+	})
 	// Every pod a SecurityContext the injector has not seen lately: the
 	// cost of the first pod of each task, parsing and planning included.
 	b.Run("secrets=3,uncached", func(b *testing.B) {
@@ -47,9 +59,36 @@ func BenchmarkServeHTTP(b *testing.B) {
 	})
 }
 
+// The task pod of the store benchmarks: a Flyte-like pod with a command,
+// as the exec wrapper needs for ENV_VAR.
+const (
+	awsPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"t","namespace":"team-a","labels":{"secctx.dev/inject":"true"},` +
+		`"annotations":{"secctx.dev/security-context":"{\"runAs\":{\"iamRole\":\"arn:aws:iam::123456789012:role/r\"},\"secrets\":[` +
+		`{\"group\":\"arn:aws:secretsmanager:us-east-1:123456789012:secret\",\"key\":\"db\",\"mountRequirement\":\"ENV_VAR\",\"envVar\":\"DB\"},` +
+		`{\"group\":\"arn:aws:secretsmanager:us-east-1:123456789012:secret\",\"key\":\"api\",\"mountRequirement\":\"ENV_VAR\"},` +
+		`{\"group\":\"arn:aws:secretsmanager:us-east-1:123456789012:secret\",\"key\":\"cert\",\"mountRequirement\":\"FILE\"}]}"}},` +
+		`"spec":{"securityContext":{"runAsUser":1000},"containers":[{"name":"task","image":"cr.flyte.org/task:1","command":["pyflyte-execute"],"args":["--inputs","s3://x/inputs.pb","--output-prefix","s3://x/out"],` +
+		`"env":[{"name":"FLYTE_INTERNAL_EXECUTION_ID","value":"f1"}],"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
+	vaultPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"t","namespace":"team-a","labels":{"secctx.dev/inject":"true"},` +
+		`"annotations":{"secctx.dev/security-context":"{\"secrets\":[` +
+		`{\"group\":\"secret/my-app\",\"key\":\"db\",\"mountRequirement\":\"ENV_VAR\",\"envVar\":\"DB\"},` +
+		`{\"group\":\"secret/my-app\",\"key\":\"api\",\"mountRequirement\":\"ENV_VAR\"},` +
+		`{\"group\":\"secret/my-app\",\"key\":\"cert\",\"mountRequirement\":\"FILE\"}]}"}},` +
+		`"spec":{"securityContext":{"runAsUser":1000},"containers":[{"name":"task","image":"cr.flyte.org/task:1","command":["pyflyte-execute"],"args":["--inputs","s3://x/inputs.pb","--output-prefix","s3://x/out"],` +
+		`"env":[{"name":"FLYTE_INTERNAL_EXECUTION_ID","value":"f1"}],"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
+)
+
 // serveLoop sends the bodies in turn, one a benchmark iteration.
-func serveLoop(b *testing.B, bodies ...[]byte) {
-	h := newTestMutator(b)
+func serveLoop(b *testing.B, bodies ...[]byte) { serveLoopWith(b, nil, bodies...) }
+
+// serveLoopWith is serveLoop with the config tuned.
+func serveLoopWith(b *testing.B, tune func(*inject.Config), bodies ...[]byte) {
+	var h *PodMutator
+	if tune != nil {
+		h = newTestMutator(b, tune)
+	} else {
+		h = newTestMutator(b)
+	}
 	req, _ := http.NewRequest(http.MethodPost, MutatePath, nil)
 	req.Header.Set("Content-Type", "application/json")
 	w := &discardWriter{header: http.Header{}}

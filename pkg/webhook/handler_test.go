@@ -36,10 +36,13 @@ func (allServiceAccounts) ServiceAccount(_ context.Context, ns, name string) (*c
 
 // newTestMutator is the /mutate-v1-pod handler exactly as the server
 // registers it, with a lookup that finds every service account.
-func newTestMutator(t testing.TB) *PodMutator {
+func newTestMutator(t testing.TB, tune ...func(*inject.Config)) *PodMutator {
 	t.Helper()
 	cfg := inject.DefaultConfig()
 	cfg.Agent.Image = "ghcr.io/secctx/secctx:0.1.0"
+	for _, f := range tune {
+		f(&cfg)
+	}
 	injector, err := inject.New(cfg, allServiceAccounts{})
 	if err != nil {
 		t.Fatal(err)
