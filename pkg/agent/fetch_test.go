@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ import (
 // kumo (AWS Secrets Manager and STS) and Vault in dev mode. make test
 // builds them first; without them these tests fail, except with -short.
 
-func toolBinary(t *testing.T, name string) string {
+func toolBinary(t testing.TB, name string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: no real secret store")
@@ -46,7 +47,7 @@ func toolBinary(t *testing.T, name string) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -58,7 +59,7 @@ func freePort(t *testing.T) int {
 
 // startServer runs bin/name with args until the test ends, and waits for
 // its port.
-func startServer(t *testing.T, name string, port int, args ...string) {
+func startServer(t testing.TB, name string, port int, args ...string) {
 	t.Helper()
 	cmd := exec.Command(toolBinary(t, name), args...)
 	logs := &syncBuffer{}
@@ -87,7 +88,7 @@ func startServer(t *testing.T, name string, port int, args ...string) {
 // webhook points the fetch container (inject.aws.*Endpoint), with the
 // web-identity settings of runAs.iamRole. kumo checks neither the token
 // nor the signature: these tests prove the calls, the e2e suite the trust.
-func kumo(t *testing.T) (endpoint string, sm *secretsmanager.Client) {
+func kumo(t testing.TB) (endpoint string, sm *secretsmanager.Client) {
 	port := freePort(t)
 	startServer(t, "kumo", port, "--host", "127.0.0.1", "--port", fmt.Sprint(port))
 	endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -215,7 +216,7 @@ func TestFetchAWSUnreachable(t *testing.T) {
 // kv/, a policy that reads both, and the JWT auth method at jwt/ trusting
 // key: its login takes the same role and jwt as the Kubernetes method's,
 // which needs an API server (the e2e suite logs in through that one).
-func vaultServer(t *testing.T, key *rsa.PrivateKey) (addr string) {
+func vaultServer(t testing.TB, key *rsa.PrivateKey) (addr string) {
 	port := freePort(t)
 	startServer(t, "vault", port, "server", "-dev", "-dev-root-token-id=root", fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
 	addr = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -261,7 +262,7 @@ path "kv/*" { capabilities = ["read"] }`); err != nil {
 
 // signJWT makes an RS256 token, as the API server signs service-account
 // tokens.
-func signJWT(t *testing.T, key *rsa.PrivateKey, claims map[string]any) string {
+func signJWT(t testing.TB, key *rsa.PrivateKey, claims map[string]any) string {
 	enc := func(v any) string {
 		b, _ := json.Marshal(v)
 		return base64.RawURLEncoding.EncodeToString(b)
@@ -275,7 +276,7 @@ func signJWT(t *testing.T, key *rsa.PrivateKey, claims map[string]any) string {
 	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
-func vaultFetchConfig(t *testing.T, addr string, key *rsa.PrivateKey, subject string, secrets ...securityctx.AgentSecret) FetchConfig {
+func vaultFetchConfig(t testing.TB, addr string, key *rsa.PrivateKey, subject string, secrets ...securityctx.AgentSecret) FetchConfig {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	now := time.Now().Unix()
 	jwt := signJWT(t, key, map[string]any{"sub": subject, "aud": []string{"vault"}, "iat": now, "nbf": now, "exp": now + 600})
@@ -377,5 +378,63 @@ func FuzzFetchArgs(f *testing.F) {
 		if cfg.Mode != 0o400 && cfg.Mode != 0o440 && cfg.Mode != 0o444 || cfg.Timeout <= 0 {
 			t.Errorf("accepted %q %q %q: mode %v, timeout %v", a, b, c, cfg.Mode, cfg.Timeout)
 		}
+	})
+}
+
+// BenchmarkFetchProcess runs the real agent binary (secctx-agent fetch) as
+// the kubelet does, against kumo (IRSA: AssumeRoleWithWebIdentity, then 3
+// secrets) and Vault (Kubernetes-style login through the JWT method, then 3
+// secrets), and reports each run's start-to-files time and the process's
+// peak RSS: the numbers in docs/performance.md.
+func BenchmarkFetchProcess(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "secctx-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/agent")
+	build.Dir = filepath.Join("..", "..")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build the agent: %v\n%s", err, out)
+	}
+	run := func(b *testing.B, env []string, args ...string) {
+		var rss int64
+		for b.Loop() {
+			cmd := exec.Command(bin, append([]string{"fetch"}, args...)...)
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("fetch: %v\n%s", err, out)
+			}
+			rss = max(rss, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
+		}
+		b.ReportMetric(float64(rss)/1024, "peak-RSS-MiB")
+	}
+	b.Run("aws,secrets=3", func(b *testing.B) {
+		endpoint, sm := kumo(b)
+		dir := b.TempDir()
+		tokenFile := filepath.Join(dir, "token")
+		os.WriteFile(tokenFile, []byte("a.projected.token"), 0o600)
+		var secrets []securityctx.AgentSecret
+		for i := range 3 {
+			out, err := sm.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{Name: aws.String(fmt.Sprintf("s%d", i)), SecretString: aws.String("value")})
+			if err != nil {
+				b.Fatal(err)
+			}
+			secrets = append(secrets, securityctx.AgentSecret{Field: fmt.Sprintf("secrets[%d]", i), ID: *out.ARN, File: filepath.Join(dir, "files", fmt.Sprint(i))})
+		}
+		spec, _ := json.Marshal(secrets)
+		run(b, []string{"AWS_ENDPOINT_URL_SECRETS_MANAGER=" + endpoint, "AWS_ENDPOINT_URL_STS=" + endpoint,
+			"AWS_ROLE_ARN=arn:aws:iam::123456789012:role/r", "AWS_WEB_IDENTITY_TOKEN_FILE=" + tokenFile, "AWS_STS_REGIONAL_ENDPOINTS=regional",
+			"AWS_EC2_METADATA_DISABLED=true", "HOME=" + dir}, "--store=aws", "--secrets="+string(spec))
+	})
+	b.Run("vault,secrets=3", func(b *testing.B) {
+		key, _ := rsa.GenerateKey(rand.Reader, 2048)
+		addr := vaultServer(b, key)
+		dir := b.TempDir()
+		var secrets []securityctx.AgentSecret
+		for i, k := range []string{"db_password", "port", "db_password"} {
+			secrets = append(secrets, securityctx.AgentSecret{Field: fmt.Sprintf("secrets[%d]", i), ID: "secret/my-app", Key: k, Engine: "kv2", File: filepath.Join(dir, "files", fmt.Sprint(i))})
+		}
+		cfg := vaultFetchConfig(b, addr, key, "system:serviceaccount:team-a:task")
+		spec, _ := json.Marshal(secrets)
+		run(b, []string{"HOME=" + dir}, "--store=vault", "--vault-address="+addr, "--vault-auth-path=jwt", "--vault-role=task",
+			"--vault-token-file="+cfg.Vault.TokenFile, "--secrets="+string(spec))
 	})
 }

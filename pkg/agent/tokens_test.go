@@ -99,7 +99,7 @@ func sidecar(t *testing.T, tok securityctx.AgentToken, secret string, tune func(
 	return dir, logs
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
