@@ -31,6 +31,7 @@ show examples/2-file-secret.yaml "2. a secret as a file"
 show examples/3-service-account.yaml "3. run as a service account"
 show examples/4-oauth2-token.yaml "4. an OAuth2 token" --agent-image ghcr.io/secctx/secctx:0.1.0
 show examples/5-iam-role.yaml "5. run as an IAM role (IRSA)"
+show examples/6-aws-secret.yaml "6. a secret from AWS Secrets Manager (backend aws, read by the secctx-fetch init container)" --config examples/secctx-aws.yaml
 
 echo
 echo "${bold}== a pod with mistakes (examples/bad-annotation.yaml)${off}"

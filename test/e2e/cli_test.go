@@ -52,6 +52,13 @@ func TestReferenceExamples(t *testing.T) {
 			"- name: AWS_WEB_IDENTITY_TOKEN_FILE\n      value: /var/run/secrets/eks.amazonaws.com/serviceaccount/token",
 			"audience: sts.amazonaws.com",
 		}, nil},
+		{"6-aws-secret.yaml", []string{
+			"name: secctx-fetch\n",
+			"- --store=aws",
+			`"id":"arn:aws:secretsmanager:us-east-1:000000000000:secret:db-password"`,
+			"- mountPath: /etc/flyte/secrets\n      name: secctx-fetched\n      readOnly: true",
+			"- name: AWS_ROLE_ARN\n      value: arn:aws:iam::123456789012:role/my-workflow-role",
+		}, []string{"--config", "../../examples/secctx-aws.yaml"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
