@@ -238,7 +238,7 @@ func (s *Secctx) WaitAdmits(ctx context.Context, c *cluster.Cluster, n int, secu
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "probe-",
 			Labels:       map[string]string{"secctx.dev/inject": "true"},
-			Annotations: map[string]string{"secctx.dev/security-context": securityContext},
+			Annotations:  map[string]string{"secctx.dev/security-context": securityContext},
 		},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: TaskImage}}},
 	}
