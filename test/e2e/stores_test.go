@@ -110,6 +110,11 @@ func TestAWSSecretsManager(t *testing.T) {
 	}
 	group, key, _ := strings.Cut(*created.ARN, ":secret:")
 	group += ":secret"
+	apiKey, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("api-key"), SecretString: aws.String("aws-api-k3y")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key2, _ := strings.Cut(*apiKey.ARN, ":secret:")
 	configure(t, ctx, framework.WithBackend("aws", "aws:\n  secretsManagerEndpoint: "+kumo.URL+"\n  stsEndpoint: http://"+sts+"\n", kumo.Addr, sts),
 		`{"secrets": [{"group": "arn:aws:secretsmanager:us-east-1:000000000000:secret", "key": "probe", "mountRequirement": "FILE"}]}`)
 
@@ -118,7 +123,8 @@ func TestAWSSecretsManager(t *testing.T) {
 	const role = "arn:aws:iam::123456789012:role/my-workflow-role"
 	sc := fmt.Sprintf(`{"runAs": {"iamRole": %q, "k8sServiceAccount": "data-processing-sa"},
 	  "secrets": [{"group": %q, "key": %q, "mountRequirement": "FILE", "envVar": "DB_PASSWORD_PATH"},
-	              {"group": %q, "key": %q, "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"}]}`, role, group, key, group, key)
+	              {"group": %q, "key": %q, "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"},
+	              {"group": %q, "key": %q}]}`, role, group, key, group, key, group, key2)
 	// Every target gets the ENV_VAR secret through the exec wrapper, so
 	// each has an explicit command.
 	file := taskContainer("file")
@@ -126,14 +132,17 @@ func TestAWSSecretsManager(t *testing.T) {
 	env := taskContainer("env")
 	env.Command = []string{"/task", "-full", "env", "DB_PASSWORD"}
 	lookup := taskContainer("flytekit")
-	lookup.Command = []string{"/task", "-full", "flytekit", group + "/" + key}
+	lookup.Command = []string{"/task", "-full", "flytekit", group + "/" + key, group + "/" + key2}
 	pod, logs := runPod(t, ctx, taskPod(ns, "aws-secret", sc, true, file, env, lookup))
 
 	path := "/etc/flyte/secrets/" + strings.ToLower(group) + "/" + key
 	for name, want := range map[string]string{
 		"file":     "DB_PASSWORD_PATH = " + path + " = aws-s3cr3t\n",
 		"env":      "DB_PASSWORD = aws-s3cr3t\n",
-		"flytekit": group + "/" + key + " from env " + "_FSEC_" + strings.ToUpper(group) + "_" + strings.ToUpper(key) + " = aws-s3cr3t\n",
+		// The ENV_VAR secret from its env var, the ANY one (a file) from
+		// its file.
+		"flytekit": group + "/" + key + " from env " + "_FSEC_" + strings.ToUpper(group) + "_" + strings.ToUpper(key) + " = aws-s3cr3t\n" +
+			group + "/" + key2 + " from file /etc/flyte/secrets/" + strings.ToLower(group) + "/" + strings.ToLower(key2) + " = aws-api-k3y\n",
 	} {
 		if logs[name] != want {
 			t.Errorf("%s: got %q, want %q", name, logs[name], want)
