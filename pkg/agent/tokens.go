@@ -182,7 +182,7 @@ func (r *runner) keep(ctx context.Context, t securityctx.AgentToken) {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			if err = writeAtomic(file, []byte(tok.AccessToken)); err != nil {
+			if err = writeAtomic(file, []byte(tok.AccessToken), tokenFileMode); err != nil {
 				err = fmt.Errorf("write token file: %w", err)
 				break
 			}
@@ -352,14 +352,18 @@ func (r *runner) writeStatus() {
 	}
 	r.mu.Unlock()
 	b, _ := json.Marshal(st)
-	if err := writeAtomic(filepath.Join(r.cfg.Dir, StatusFile), b); err != nil {
+	if err := writeAtomic(filepath.Join(r.cfg.Dir, StatusFile), b, tokenFileMode); err != nil {
 		r.log.Error(err, "write status")
 	}
 }
 
-// writeAtomic writes b to path through a temporary file and a rename, so
-// that a reader sees the old content or the new, never a part.
-func writeAtomic(path string, b []byte) error {
+// tokenFileMode: the token files are readable by every user of the pod, as
+// the task's containers run as their own users.
+const tokenFileMode = 0o644
+
+// writeAtomic writes b to path with mode through a temporary file and a
+// rename, so that a reader sees the old content or the new, never a part.
+func writeAtomic(path string, b []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
@@ -369,9 +373,7 @@ func writeAtomic(path string, b []byte) error {
 		tmp.Close()
 		return err
 	}
-	// Readable by every user of the pod: the task's containers run as
-	// their own users.
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
 	}
