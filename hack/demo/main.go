@@ -57,7 +57,7 @@ const awsSecretValue = "aws-demo-value"
 // release to backend aws with kumo's endpoints. It returns the secret's
 // ARN and a function that stops kumo.
 func switchToAWS(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals map[string]any) (string, func(), error) {
-	kumo, err := framework.StartKumo(ctx)
+	kumo, err := framework.StartKumo(ctx, cluster.NodeIP)
 	if err != nil {
 		return "", nil, err
 	}

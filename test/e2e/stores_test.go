@@ -24,7 +24,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/secctx/secctx/test/framework"
-	"github.com/secctx/secctx/test/framework/cluster"
 )
 
 // stsRecorder stands between the pods and kumo, which checks no web
@@ -39,7 +38,7 @@ func (r *stsRecorder) serve(t *testing.T, kumo *framework.Server) string {
 	t.Helper()
 	target, _ := url.Parse(kumo.URL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	ln, err := net.Listen("tcp", net.JoinHostPort(cluster.NodeIP, "0"))
+	ln, err := net.Listen("tcp", net.JoinHostPort(*hostAddress, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,9 +57,11 @@ func (r *stsRecorder) serve(t *testing.T, kumo *framework.Server) string {
 	return ln.Addr().String()
 }
 
-func startStore(t *testing.T, ctx context.Context, start func(context.Context) (*framework.Server, error)) *framework.Server {
+// startStore starts a store on this machine's address as the cluster sees
+// it (-host-address).
+func startStore(t *testing.T, ctx context.Context, start func(context.Context, string) (*framework.Server, error)) *framework.Server {
 	t.Helper()
-	s, err := start(ctx)
+	s, err := start(ctx, *hostAddress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,8 +138,8 @@ func TestAWSSecretsManager(t *testing.T) {
 
 	path := "/etc/flyte/secrets/" + strings.ToLower(group) + "/" + key
 	for name, want := range map[string]string{
-		"file":     "DB_PASSWORD_PATH = " + path + " = aws-s3cr3t\n",
-		"env":      "DB_PASSWORD = aws-s3cr3t\n",
+		"file": "DB_PASSWORD_PATH = " + path + " = aws-s3cr3t\n",
+		"env":  "DB_PASSWORD = aws-s3cr3t\n",
 		// The ENV_VAR secret from its env var, the ANY one (a file) from
 		// its file.
 		"flytekit": group + "/" + key + " from env " + "_FSEC_" + strings.ToUpper(group) + "_" + strings.ToUpper(key) + " = aws-s3cr3t\n" +

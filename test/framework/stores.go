@@ -95,10 +95,11 @@ func FreeAddr(ip string) (string, error) {
 	return l.Addr().String(), nil
 }
 
-// StartKumo runs kumo, the AWS emulator (Secrets Manager and STS), where
-// the cluster's pods reach it.
-func StartKumo(ctx context.Context) (*Server, error) {
-	addr, err := FreeAddr(cluster.NodeIP)
+// StartKumo runs kumo, the AWS emulator (Secrets Manager and STS), on ip,
+// an address of this machine that the cluster's pods reach (cluster.NodeIP
+// for the local cluster).
+func StartKumo(ctx context.Context, ip string) (*Server, error) {
+	addr, err := FreeAddr(ip)
 	if err != nil {
 		return nil, err
 	}
@@ -106,10 +107,10 @@ func StartKumo(ctx context.Context) (*Server, error) {
 	return StartServer(ctx, "kumo", addr, "--host", host, "--port", port)
 }
 
-// StartVault runs Vault in dev mode (root token "root") where the
-// cluster's pods reach it.
-func StartVault(ctx context.Context) (*Server, error) {
-	addr, err := FreeAddr(cluster.NodeIP)
+// StartVault runs Vault in dev mode (root token "root") on ip, as
+// StartKumo.
+func StartVault(ctx context.Context, ip string) (*Server, error) {
+	addr, err := FreeAddr(ip)
 	if err != nil {
 		return nil, err
 	}
