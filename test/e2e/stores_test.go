@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -134,7 +135,19 @@ func TestAWSSecretsManager(t *testing.T) {
 	env.Command = []string{"/task", "-full", "env", "DB_PASSWORD"}
 	lookup := taskContainer("flytekit")
 	lookup.Command = []string{"/task", "-full", "flytekit", group + "/" + key, group + "/" + key2}
-	pod, logs := runPod(t, ctx, taskPod(ns, "aws-secret", sc, true, file, env, lookup))
+	// Each container its own user, all in fsGroup 2000: the files are
+	// 0440 in that group.
+	for i, c := range []*corev1.Container{&file, &env, &lookup} {
+		c.SecurityContext = &corev1.SecurityContext{RunAsUser: aws.Int64(int64(1001 + i))}
+	}
+	p := taskPod(ns, "aws-secret", sc, true, file, env, lookup)
+	p.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: aws.Int64(2000)}
+	pod, logs := runPod(t, ctx, p)
+	if !slices.ContainsFunc(pod.Spec.InitContainers, func(c corev1.Container) bool {
+		return c.Name == "secctx-fetch" && slices.Contains(c.Args, "--mode=0440")
+	}) {
+		t.Errorf("the fetch did not write 0440 files for fsGroup 2000: %v", pod.Spec.InitContainers)
+	}
 
 	path := "/etc/flyte/secrets/" + strings.ToLower(group) + "/" + key
 	for name, want := range map[string]string{
@@ -258,7 +271,16 @@ func TestVaultAgentMode(t *testing.T) {
 	file.Command = []string{"/task", "-full", "file-from-env", "DB_PASSWORD_PATH"}
 	env := taskContainer("env")
 	env.Command = []string{"/task", "-full", "env", "DB_PASSWORD"}
-	_, logs := runPod(t, ctx, taskPod(ns, "vault-secret", `{"runAs": {"k8sServiceAccount": "task-sa"}, "secrets": `+secrets+`}`, true, file, env))
+	// The pod runs as user 1000: the fetch runs as that user too, and the
+	// files are 0400.
+	ok := taskPod(ns, "vault-secret", `{"runAs": {"k8sServiceAccount": "task-sa"}, "secrets": `+secrets+`}`, true, file, env)
+	ok.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: aws.Int64(1000), RunAsGroup: aws.Int64(1000)}
+	okPod, logs := runPod(t, ctx, ok)
+	for _, c := range okPod.Spec.InitContainers {
+		if c.Name == "secctx-fetch" && (!slices.Contains(c.Args, "--mode=0400") || c.SecurityContext == nil || c.SecurityContext.RunAsUser == nil || *c.SecurityContext.RunAsUser != 1000) {
+			t.Errorf("the fetch does not run as user 1000 with 0400 files: %v %+v", c.Args, c.SecurityContext)
+		}
+	}
 	for name, want := range map[string]string{
 		"file": "DB_PASSWORD_PATH = /etc/flyte/secrets/secret/my-app/db_password = vault-s3cr3t\n",
 		"env":  "DB_PASSWORD = vault-s3cr3t\n",
