@@ -73,6 +73,11 @@ verify: ## Check formatting and go vet.
 		if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 
+.PHONY: generate
+generate: ## Regenerate pkg/apis' deepcopy code and the CRD in config/crd with controller-gen (hack/tools/codegen).
+	cd hack/tools/codegen && $(GO) build -o ../../../bin/controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
+	bin/controller-gen object crd:crdVersions=v1 paths=./pkg/apis/... output:crd:artifacts:config=config/crd
+
 .PHONY: update-golden
 update-golden: ## Regenerate golden files after a deliberate change; review the diff.
 	$(GO) test ./pkg/inject/ -run TestGolden -update

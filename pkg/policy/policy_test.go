@@ -1,0 +1,155 @@
+package policy
+
+import (
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+func TestGlob(t *testing.T) {
+	tests := []struct {
+		pattern, value string
+		want           bool
+	}{
+		{"team-a-*", "team-a-db", true},
+		{"team-a-*", "team-b-db", false},
+		{"*", "", true},
+		{"", "", true},
+		{"", "x", false},
+		{"a?c", "abc", true},
+		{"a?c", "ac", false},
+		{"arn:aws:iam::123456789012:role/flyte-*", "arn:aws:iam::123456789012:role/flyte-etl", true},
+		{"arn:aws:iam::123456789012:role/flyte-*", "arn:aws:iam::999999999999:role/flyte-etl", false},
+		// * crosses / and :, which a path.Match glob would not.
+		{"secret/team-a/*", "secret/team-a/db/prod", true},
+		{"arn:aws:secretsmanager:*:123456789012:secret", "arn:aws:secretsmanager:us-east-1:123456789012:secret", true},
+		{"a*b*c", "aXbYc", true},
+		{"a*b*c", "aXbY", false},
+		{"*.example.com", "evil.com", false},
+		// Brackets and backslashes are plain characters.
+		{"[ab]", "a", false},
+		{"[ab]", "[ab]", true},
+		{`a\*`, `a\xyz`, true},
+		{strings.Repeat("a*", 40) + "b", strings.Repeat("a", 1000), false},
+	}
+	for _, tt := range tests {
+		if got := Glob(tt.pattern, tt.value); got != tt.want {
+			t.Errorf("Glob(%q, %q) = %v, want %v", tt.pattern, tt.value, got, tt.want)
+		}
+	}
+}
+
+func TestURLPrefix(t *testing.T) {
+	tests := []struct {
+		prefix, u string
+		want      bool
+	}{
+		{"https://idp.example.com", "https://idp.example.com/oauth2/token", true},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/token", true},
+		{"https://idp.example.com/oauth2/", "https://idp.example.com/oauth2/token", true},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2", true},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2evil/token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/../admin", false},
+		{"https://idp.example.com", "http://idp.example.com/token", false},
+		{"https://idp.example.com", "https://idp.example.com.evil.com/token", false},
+		{"https://idp.example.com", "https://idp.example.com:8443/token", false},
+		{"https://idp.example.com", "https://IDP.example.com/token", true},
+		{"https://idp.example.com", "https://idp.example.com@evil.com/token", false},
+		{"https://idp.example.com", "https://evil.com/?https://idp.example.com", false},
+		{"https://idp.example.com", "https://idp.example.com/token?x=1", false},
+		{"idp.example.com", "https://idp.example.com/token", false},
+		{"https://idp.example.com", "https://idp.example.com/a%2F..%2Fb", true},
+	}
+	for _, tt := range tests {
+		if got := URLPrefix(tt.prefix, tt.u); got != tt.want {
+			t.Errorf("URLPrefix(%q, %q) = %v, want %v", tt.prefix, tt.u, got, tt.want)
+		}
+	}
+}
+
+func pol(name string, a v1alpha1.Allow) *v1alpha1.SecurityContextPolicy {
+	p := &v1alpha1.SecurityContextPolicy{Spec: v1alpha1.SecurityContextPolicySpec{Allow: a}}
+	p.Name = name
+	return p
+}
+
+func TestCheck(t *testing.T) {
+	sc := &securityctx.SecurityContext{
+		RunAs: &securityctx.Identity{K8sServiceAccount: "etl", IAMRole: "arn:aws:iam::123456789012:role/flyte-etl", ExecutionIdentity: "alice@example.com"},
+		Secrets: []securityctx.Secret{
+			{Group: "team-a-db", Key: "password", MountRequirement: securityctx.MountEnvVar},
+			{Group: "shared-certs", Key: "tls.key", MountRequirement: securityctx.MountFile},
+		},
+		Tokens: []securityctx.OAuth2TokenRequest{{Name: "api", TokenEndpoint: "https://idp.example.com/oauth2/token",
+			Client: &securityctx.OAuth2Client{ClientID: "c", ClientSecret: &securityctx.Secret{Group: "team-a-oauth", Key: "k"}}}},
+	}
+	teamA := pol("team-a", v1alpha1.Allow{
+		SecretGroups: []string{"team-a-*"}, ServiceAccounts: []string{"etl"}, IAMRoles: []string{"arn:aws:iam::123456789012:role/flyte-*"},
+		TokenEndpoints: []string{"https://idp.example.com/oauth2"}, MountTypes: []string{"ENV_VAR", "FILE"}, Backends: []string{"kubernetes"},
+	})
+	shared := pol("shared", v1alpha1.Allow{SecretGroups: []string{"shared-*"}, ExecutionIdentities: []string{"*@example.com"}})
+	tests := []struct {
+		name     string
+		policies []*v1alpha1.SecurityContextPolicy
+		want     []Denial
+	}{
+		{"two policies add up", []*v1alpha1.SecurityContextPolicy{teamA, shared}, nil},
+		{"one policy", []*v1alpha1.SecurityContextPolicy{teamA}, []Denial{
+			{"secrets[1].group", "shared-certs"}, {"runAs.executionIdentity", "alice@example.com"}}},
+		{"no policy allows nothing", nil, []Denial{
+			{"backend", "kubernetes"},
+			{"secrets[0].group", "team-a-db"}, {"secrets[0].mountRequirement", "ENV_VAR"},
+			{"secrets[1].group", "shared-certs"}, {"secrets[1].mountRequirement", "FILE"},
+			{"runAs.k8sServiceAccount", "etl"}, {"runAs.iamRole", "arn:aws:iam::123456789012:role/flyte-etl"},
+			{"runAs.executionIdentity", "alice@example.com"},
+			{"tokens[0].tokenEndpoint", "https://idp.example.com/oauth2/token"}, {"tokens[0].client.clientSecret.group", "team-a-oauth"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, Check(tt.policies, sc, "kubernetes")); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA, shared}, sc, "aws"); len(got) != 1 || got[0].Field != "backend" {
+		t.Errorf("backend aws: %v, want backend denied", got)
+	}
+}
+
+// FuzzGlob holds Glob to path.Match's meaning where the two agree (a
+// pattern without / in the value, and no brackets or backslashes in the
+// pattern), and to never panicking or running away elsewhere.
+func FuzzGlob(f *testing.F) {
+	f.Add("team-*", "team-a")
+	f.Add("a*b?c", "aXXbYc")
+	f.Add("*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+	f.Fuzz(func(t *testing.T, pattern, value string) {
+		got := Glob(pattern, value)
+		if strings.ContainsAny(pattern, `[]\-/`) || strings.Contains(value, "/") {
+			return
+		}
+		want, err := path.Match(pattern, value)
+		if err == nil && got != want {
+			t.Errorf("Glob(%q, %q) = %v, path.Match says %v", pattern, value, got, want)
+		}
+	})
+}
+
+// FuzzURLPrefix: a URL that passes has the prefix's scheme and host.
+func FuzzURLPrefix(f *testing.F) {
+	f.Add("https://idp.example.com/oauth2", "https://idp.example.com/oauth2/token")
+	f.Add("https://idp.example.com", "https://idp.example.com@evil.com/")
+	f.Fuzz(func(t *testing.T, prefix, u string) {
+		if !URLPrefix(prefix, u) {
+			return
+		}
+		if !strings.HasPrefix(strings.ToLower(u), strings.ToLower(strings.SplitN(prefix, "/", 4)[0])) {
+			t.Errorf("URLPrefix(%q, %q): allowed another scheme", prefix, u)
+		}
+	})
+}
