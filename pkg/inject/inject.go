@@ -37,6 +37,10 @@ func New(cfg Config, sas ServiceAccounts) (*Injector, error) {
 type Result struct {
 	// Notes are things the caller should tell a person, such as a skipped check.
 	Notes []string
+	// SecurityContext is what the pod asked for (with Flyte's annotations
+	// merged), for the caller's policy checks; nil for a pod that did not
+	// opt in. Shared with the plan cache: never change it.
+	SecurityContext *securityctx.SecurityContext
 	// tokens is the plan of the pod's tokens, for the patch writer.
 	tokens *agentPlan
 }
@@ -131,7 +135,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	}
 	plan := pr.plan.clone()
 
-	var res Result
+	res := Result{SecurityContext: sc}
 	if len(later) > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%s names %s, which the pod does not have: it gets the secrets only if another webhook adds it",
 			securityctx.AnnotationContainers, securityctx.Shorten(strings.Join(later, ", "))))
@@ -193,6 +197,9 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	out.Annotations[securityctx.AnnotationStatus] = string(b)
 	return out, res, nil
 }
+
+// Backend is the configured secret backend.
+func (in *Injector) Backend() string { return in.cfg.backend() }
 
 // optIn says whether the pod opted in, and whether it carries Flyte's
 // annotations in Flyte mode. The webhook's registration selects

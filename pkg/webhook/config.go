@@ -58,6 +58,8 @@ type Config struct {
 	Inject inject.Config `json:"inject"`
 	// Certificates says where the serving certificate comes from.
 	Certificates CertificatesConfig `json:"certificates"`
+	// Policy is how SecurityContextPolicies apply (docs/policy.md).
+	Policy PolicyConfig `json:"policy"`
 }
 
 // Certificate modes.
@@ -112,6 +114,7 @@ func DefaultConfig() Config {
 		PprofBindAddress:       "0",
 		LogLevel:               "info",
 		Inject:                 inject.DefaultConfig(),
+		Policy:                 PolicyConfig{Mode: PolicyOff},
 		Certificates: CertificatesConfig{
 			// A bare `secctx serve` serves the files in CertDir; the chart
 			// and config/ turn on self mode.
@@ -192,6 +195,11 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Certificates.validate())
+	switch c.Policy.Mode {
+	case PolicyOff, PolicyAudit, PolicyEnforce, "":
+	default:
+		errs = append(errs, fmt.Errorf("policy.mode %q: must be off, audit or enforce", c.Policy.Mode))
+	}
 	return errors.Join(errs...)
 }
 

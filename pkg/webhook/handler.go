@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -51,6 +52,9 @@ type PodMutator struct {
 	// counted holds decisions' counters, looked up once: WithLabelValues
 	// hashes the label values and takes a lock on every call.
 	counted map[string]prometheus.Counter
+	// policies, when not nil, are checked in policyMode (WithPolicy).
+	policies   PolicySource
+	policyMode string
 }
 
 // NewPodMutator registers its metrics with reg.
@@ -272,13 +276,40 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		m.count(DecisionError)
 		m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
 		return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
-	case out.Patch == nil:
+	}
+	var warnings []string
+	if m.policies != nil && out.SecurityContext != nil {
+		msg, err := m.checkPolicy(ctx, req.Namespace, out.SecurityContext)
+		switch {
+		case err != nil:
+			m.count(DecisionError)
+			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+			return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
+		case msg != "" && m.policyMode == PolicyEnforce:
+			m.count(DecisionDenied)
+			m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", msg)
+			return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
+				Code: http.StatusForbidden, Message: "pod " + req.Namespace + "/" + podName(out.Pod) + ": " + msg}}
+		case msg != "":
+			m.log.Info("pod admitted that policy enforcement would deny", "namespace", req.Namespace, "uid", req.UID, "policyMode", m.policyMode, "reason", msg)
+			warnings = append(warnings, "policy audit: "+msg)
+		}
+	}
+	if out.Patch == nil {
 		m.count(DecisionUnchanged)
-		return responseOut{Allowed: true}
+		return responseOut{Allowed: true, Warnings: warnings}
 	}
 	m.count(DecisionMutated)
 	if v := m.log.V(1); v.Enabled() {
 		v.Info("pod mutated", "namespace", req.Namespace, "uid", req.UID, "patchBytes", len(out.Patch))
 	}
-	return responseOut{Allowed: true, Patch: out.Patch, PatchType: string(admissionv1.PatchTypeJSONPatch), Warnings: out.Notes}
+	return responseOut{Allowed: true, Patch: out.Patch, PatchType: string(admissionv1.PatchTypeJSONPatch), Warnings: append(warnings, out.Notes...)}
+}
+
+// podName is the pod's name, or its generateName and *.
+func podName(p *corev1.Pod) string {
+	if p.Name == "" && p.GenerateName != "" {
+		return p.GenerateName + "*"
+	}
+	return p.Name
 }

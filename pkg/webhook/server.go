@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
 	"github.com/secctx/secctx/pkg/inject"
 )
 
@@ -58,6 +59,9 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("build scheme: %w", err)
 	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("build scheme: %w", err)
+	}
 	metrics := metricsserver.Options{BindAddress: cfg.MetricsBindAddress}
 	if cfg.MetricsSecure {
 		// HTTPS, with the client's token checked by a TokenReview and its
@@ -85,6 +89,9 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		opts.LeaderElectionNamespace = cfg.Certificates.Namespace
 		opts.LeaderElectionReleaseOnCancel = true
 	}
+	if cfg.Policy.Mode == PolicyAudit || cfg.Policy.Mode == PolicyEnforce {
+		opts.Cache.ByObject[&corev1.Namespace{}] = cache.ByObject{Transform: trimNamespace}
+	}
 	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -109,6 +116,20 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	mutator, err := NewPodMutator(injector, log.WithName("pod-mutator"), ctrlmetrics.Registry)
 	if err != nil {
 		return err
+	}
+	// Policies and namespaces are watched only when policies apply: with
+	// mode off the CRD need not be installed.
+	var policyInformers []cache.Informer
+	if cfg.Policy.Mode == PolicyAudit || cfg.Policy.Mode == PolicyEnforce {
+		for _, obj := range []client.Object{&v1alpha1.SecurityContextPolicy{}, &corev1.Namespace{}} {
+			inf, err := mgr.GetCache().GetInformer(ctx, obj)
+			if err != nil {
+				return fmt.Errorf("watch %T: %w", obj, err)
+			}
+			policyInformers = append(policyInformers, inf)
+		}
+		mutator.WithPolicy(cfg.Policy.Mode, CachedPolicies{Reader: mgr.GetCache()})
+		log.Info("SecurityContextPolicies apply", "mode", cfg.Policy.Mode)
 	}
 	// The mutator needs the manager's cache, so the server is added after
 	// the manager is made; the manager starts it before the caches.
@@ -142,6 +163,16 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 			return nil
 		}
 		return errors.New("service account cache not synced")
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("policies", func(*http.Request) error {
+		for _, inf := range policyInformers {
+			if !inf.HasSynced() {
+				return errors.New("SecurityContextPolicy and namespace caches not synced")
+			}
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
