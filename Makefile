@@ -77,6 +77,7 @@ verify: ## Check formatting and go vet.
 generate: ## Regenerate pkg/apis' deepcopy code and the CRD in config/crd with controller-gen (hack/tools/codegen).
 	cd hack/tools/codegen && $(GO) build -o ../../../bin/controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
 	bin/controller-gen object crd:crdVersions=v1 paths=./pkg/apis/... output:crd:artifacts:config=config/crd
+	cp config/crd/secctx.dev_securitycontextpolicies.yaml charts/secctx/files/
 
 .PHONY: update-golden
 update-golden: ## Regenerate golden files after a deliberate change; review the diff.

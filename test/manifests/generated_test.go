@@ -28,6 +28,7 @@ func TestGeneratedUpToDate(t *testing.T) {
 	for _, g := range []struct{ args, file string }{
 		{"object", "pkg/apis/v1alpha1/zz_generated.deepcopy.go"},
 		{"crd:crdVersions=v1", "config/crd/secctx.dev_securitycontextpolicies.yaml"},
+		{"crd:crdVersions=v1", "charts/secctx/files/secctx.dev_securitycontextpolicies.yaml"},
 	} {
 		gen := exec.Command(bin, g.args, "paths=./pkg/apis/...", "output:"+map[bool]string{true: "object", false: "crd"}[g.args == "object"]+":stdout")
 		gen.Dir = root

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -40,6 +41,9 @@ const namespace = "secctx-system"
 
 var decoder = func() runtime.Decoder {
 	s := runtime.NewScheme()
+	if err := apiextensionsv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
 	if err := clientgoscheme.AddToScheme(s); err != nil {
 		panic(err)
 	}
@@ -309,6 +313,17 @@ func TestChartValues(t *testing.T) {
 	if cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap); !strings.Contains(cm.Data["config.yaml"], "logLevel: debug") {
 		t.Errorf("config: %s", cm.Data["config.yaml"])
 	}
+	crd := "CustomResourceDefinition /securitycontextpolicies.secctx.dev"
+	if _, ok := objs[crd]; !ok {
+		t.Errorf("the chart does not install the SecurityContextPolicy CRD by default")
+	}
+	objs = renderChart(t, map[string]any{"crds": map[string]any{"install": false}, "policy": map[string]any{"mode": "enforce"}})
+	if _, ok := objs[crd]; ok {
+		t.Errorf("crds.install false: the CRD is still there")
+	}
+	if cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap); !strings.Contains(cm.Data["config.yaml"], "policy:\n  mode: \"enforce\"") {
+		t.Errorf("policy.mode: %s", cm.Data["config.yaml"])
+	}
 }
 
 // TestCertificateModes renders each mode and checks what it adds, and that
@@ -356,11 +371,13 @@ func TestCertificateModes(t *testing.T) {
 				cr := objs["ClusterRole /secctx"].(*rbacv1.ClusterRole)
 				want := []rbacv1.PolicyRule{
 					{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
+					{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
+					{APIGroups: []string{"secctx.dev"}, Resources: []string{"securitycontextpolicies"}, Verbs: []string{"get", "list", "watch"}},
 					{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 					{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
 				}
 				if diff := cmp.Diff(want, cr.Rules); diff != "" {
-					t.Errorf("provided mode: ClusterRole grants more than reading service accounts and checking metrics clients (-want +got):\n%s", diff)
+					t.Errorf("provided mode: ClusterRole grants more than reading service accounts, namespaces and policies and checking metrics clients (-want +got):\n%s", diff)
 				}
 				dep := objs["Deployment "+namespace+"/secctx"].(*appsv1.Deployment)
 				if s := dep.Spec.Template.Spec.Volumes[1].Secret; s == nil || s.SecretName != "secctx-webhook-tls" {
