@@ -18,12 +18,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
 	"github.com/secctx/secctx/pkg/inject"
 	"github.com/secctx/secctx/pkg/webhook"
 )
 
 func newInjectCommand() *cobra.Command {
 	var file, configPath, kubeconfig, namespace, output, agentImage string
+	var policyFiles []string
 	var flyte bool
 	cmd := &cobra.Command{
 		Use:   "inject -f FILE|-",
@@ -33,7 +35,11 @@ as the webhook would admit it, or print the webhook's refusal on stderr and
 exit 1. Fields secctx does not know are kept, as the API server keeps them.
 
 The service-account check needs a cluster: with --kubeconfig the account is
-looked up there; without it the check is skipped and a note says so.`,
+looked up there; without it the check is skipped and a note says so.
+
+With --policy, the pods are checked against those SecurityContextPolicies as
+in enforce mode, all of them taken as selecting the pods' namespace: a pod
+they do not allow is refused, naming what and the policies checked.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(configPath)
@@ -68,7 +74,11 @@ looked up there; without it the check is skipped and a note says so.`,
 			if output != "yaml" && output != "json" && output != "patch" {
 				return fmt.Errorf("--output %q: must be yaml, json or patch", output)
 			}
-			return injectAll(cmd.Context(), injector, in, namespace, output, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			pols, err := readPolicies(policyFiles)
+			if err != nil {
+				return err
+			}
+			return injectAll(cmd.Context(), injector, pols, in, namespace, output, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	fs := cmd.Flags()
@@ -79,6 +89,7 @@ looked up there; without it the check is skipped and a note says so.`,
 	fs.StringVar(&agentImage, "agent-image", "", "secctx's image, for the token sidecar (config inject.agent.image)")
 	fs.StringVarP(&namespace, "namespace", "n", "", `namespace of the pods (default: the pod's own, else "default")`)
 	fs.StringVarP(&output, "output", "o", "yaml", "yaml or json: the admitted pod; patch: the webhook's JSON patch")
+	fs.StringArrayVar(&policyFiles, "policy", nil, "a file of SecurityContextPolicies to check the pods against, as in enforce mode (repeatable)")
 	_ = cmd.MarkFlagRequired("filename")
 	return cmd
 }
@@ -100,7 +111,7 @@ func readInput(stdin io.Reader, file string) ([]byte, error) {
 
 // injectAll prints every pod, each as the API server would store it after
 // applying the webhook's patch. The first refusal stops it with exit code 1.
-func injectAll(ctx context.Context, injector *inject.Injector, in []byte, namespace, output string, stdout, stderr io.Writer) error {
+func injectAll(ctx context.Context, injector *inject.Injector, pols []*v1alpha1.SecurityContextPolicy, in []byte, namespace, output string, stdout, stderr io.Writer) error {
 	docs, err := jsonDocuments(in)
 	if err != nil {
 		return err
@@ -136,6 +147,12 @@ func injectAll(ctx context.Context, injector *inject.Injector, in []byte, namesp
 		}
 		if err != nil {
 			return err
+		}
+		if pols != nil && out.SecurityContext != nil {
+			if msg := webhook.PolicyMessage(pols, out.SecurityContext, injector.Backend(), ns); msg != "" {
+				fmt.Fprintf(stderr, "pod %s/%s: %s\n", ns, out.Pod.Name, msg)
+				return exitError{code: 1}
+			}
 		}
 		for _, n := range out.Notes {
 			fmt.Fprintf(stderr, "note: %s; pass --kubeconfig to check it\n", n)
@@ -246,4 +263,34 @@ func apiClient(kubeconfig string) (client.Client, error) {
 		return nil, fmt.Errorf("connect to the cluster: %w", err)
 	}
 	return c, nil
+}
+
+// readPolicies reads SecurityContextPolicies from YAML or JSON files, "---"
+// between documents, strictly; nil without files.
+func readPolicies(files []string) ([]*v1alpha1.SecurityContextPolicy, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pols := []*v1alpha1.SecurityContextPolicy{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read policy: %w", err)
+		}
+		docs, err := jsonDocuments(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		for i, d := range docs {
+			p := &v1alpha1.SecurityContextPolicy{}
+			if err := yaml.UnmarshalStrict(d, p); err != nil {
+				return nil, fmt.Errorf("%s: document %d: %w", f, i+1, err)
+			}
+			if p.APIVersion != v1alpha1.GroupVersion.String() || p.Kind != "SecurityContextPolicy" {
+				return nil, fmt.Errorf("%s: document %d: %s %s: want %s SecurityContextPolicy", f, i+1, p.APIVersion, p.Kind, v1alpha1.GroupVersion)
+			}
+			pols = append(pols, p)
+		}
+	}
+	return pols, nil
 }

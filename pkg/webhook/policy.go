@@ -58,9 +58,16 @@ func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, sc *secu
 	if err != nil {
 		return "", fmt.Errorf("read SecurityContextPolicies for namespace %s: %w", namespace, err)
 	}
-	denials := policy.Check(pols, sc, m.injector.Backend())
+	return PolicyMessage(pols, sc, m.injector.Backend(), namespace), nil
+}
+
+// PolicyMessage says what of sc (served from backend) none of pols, the
+// policies that select namespace, allows, as the denial's sentence; ""
+// when they allow all of it.
+func PolicyMessage(pols []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, backend, namespace string) string {
+	denials := policy.Check(pols, sc, backend)
 	if len(denials) == 0 {
-		return "", nil
+		return ""
 	}
 	parts := make([]string, len(denials))
 	for i, d := range denials {
@@ -78,7 +85,7 @@ func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, sc *secu
 		checked = "policies checked: " + strings.Join(names, ", ")
 	}
 	return fmt.Sprintf("%s: not allowed by any SecurityContextPolicy for namespace %s: %s (%s)",
-		securityctx.AnnotationSecurityContext, namespace, securityctx.Shorten(strings.Join(parts, "; ")), checked), nil
+		securityctx.AnnotationSecurityContext, namespace, securityctx.Shorten(strings.Join(parts, "; ")), checked)
 }
 
 // CachedPolicies selects policies from a cache (the manager's informers):

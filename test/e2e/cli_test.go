@@ -109,3 +109,22 @@ func TestServeAndVersion(t *testing.T) {
 		t.Errorf("serve without a cluster: exit %d, %q", code, errOut)
 	}
 }
+
+// TestInjectPolicy: secctx inject --policy checks pods offline as enforce
+// mode would: example 1 is allowed by examples/policy.yaml, example 5's IAM
+// role is not, and the refusal names it and the policy.
+func TestInjectPolicy(t *testing.T) {
+	code, _, errOut := runSecctx(t, "inject", "-f", "../../examples/1-env-var-secret.yaml", "--policy", "../../examples/policy.yaml")
+	if code != 0 {
+		t.Fatalf("example 1: exit %d: %s", code, errOut)
+	}
+	code, _, errOut = runSecctx(t, "inject", "-f", "../../examples/5-iam-role.yaml", "--policy", "../../examples/policy.yaml")
+	want := `pod default/example-5-iam-role: secctx.dev/security-context: not allowed by any SecurityContextPolicy for namespace default: runAs.iamRole "arn:aws:iam::123456789012:role/my-workflow-role" (policies checked: team-data)`
+	if code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("example 5: exit %d, %q; want 1 and %q", code, errOut, want)
+	}
+	code, _, errOut = runSecctx(t, "inject", "-f", "../../examples/1-env-var-secret.yaml", "--policy", "../../examples/1-env-var-secret.yaml")
+	if code == 0 || !strings.Contains(errOut, "1-env-var-secret.yaml: document 1: ") {
+		t.Errorf("a pod as a policy: exit %d, %q", code, errOut)
+	}
+}
