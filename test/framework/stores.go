@@ -123,13 +123,39 @@ func StartVault(ctx context.Context, ip string) (*Server, error) {
 // admits; restore puts the config back the same way, and waits until every
 // answer refuses the probe again.
 func (s *Secctx) Configure(ctx context.Context, c *cluster.Cluster, edit func(string) string, probe string) (restore func(context.Context) error, err error) {
+	return s.Reconfigure(ctx, c, edit,
+		func(ctx context.Context) error { return s.WaitAdmits(ctx, c, 2, probe, 20) },
+		func(ctx context.Context) error {
+			if err := s.WaitReady(ctx, c, 2); err != nil {
+				return err
+			}
+			return s.waitRefuses(ctx, c, probe)
+		})
+}
+
+// ConfigureRefusing is Configure for a config that refuses probe where the
+// old one admits it (a stricter policy mode).
+func (s *Secctx) ConfigureRefusing(ctx context.Context, c *cluster.Cluster, edit func(string) string, probe string) (restore func(context.Context) error, err error) {
+	return s.Reconfigure(ctx, c, edit,
+		func(ctx context.Context) error {
+			if err := s.WaitReady(ctx, c, 2); err != nil {
+				return err
+			}
+			return s.waitRefuses(ctx, c, probe)
+		},
+		func(ctx context.Context) error { return s.WaitAdmits(ctx, c, 2, probe, 20) })
+}
+
+// Reconfigure is Configure with the waits given: applied after the change,
+// restored after the restore.
+func (s *Secctx) Reconfigure(ctx context.Context, c *cluster.Cluster, edit func(string) string, applied, restored func(context.Context) error) (func(context.Context) error, error) {
 	cms := c.Client.CoreV1().ConfigMaps(s.Namespace)
 	cm, err := cms.Get(ctx, "secctx-config", metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
 	old := cm.Data["config.yaml"]
-	set := func(ctx context.Context, config string, wait func() error) error {
+	set := func(ctx context.Context, config string, wait func(context.Context) error) error {
 		cm, err := cms.Get(ctx, "secctx-config", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -141,23 +167,23 @@ func (s *Secctx) Configure(ctx context.Context, c *cluster.Cluster, edit func(st
 		if _, _, err := c.Kubectl(ctx, nil, "-n", s.Namespace, "rollout", "restart", "deployment/secctx"); err != nil {
 			return err
 		}
-		return wait()
+		return wait(ctx)
 	}
 	changed := edit(old)
 	if changed == old {
 		return nil, errors.New("configure secctx: the edit changed nothing")
 	}
-	if err := set(ctx, changed, func() error { return s.WaitAdmits(ctx, c, 2, probe, 20) }); err != nil {
+	if err := set(ctx, changed, applied); err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context) error {
-		return set(ctx, old, func() error {
-			if err := s.WaitReady(ctx, c, 2); err != nil {
-				return err
-			}
-			return s.waitRefuses(ctx, c, probe)
-		})
-	}, nil
+	return func(ctx context.Context) error { return set(ctx, old, restored) }, nil
+}
+
+// WithPolicyMode is an edit for Configure: policy.mode set to mode.
+func WithPolicyMode(mode string) func(string) string {
+	return func(config string) string {
+		return strings.Replace(config, "policy:\n  mode: \"off\"\n", "policy:\n  mode: \""+mode+"\"\n", 1)
+	}
 }
 
 // WithBackend is an edit for Configure: backend b with the given settings

@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/secctx/secctx/test/framework"
+)
+
+// policyFor is a SecurityContextPolicy allowing the namespaces labelled
+// secctx-e2e-team in teams to ask for Secrets named team-*.
+func policyFor(teams ...string) string {
+	return fmt.Sprintf(`apiVersion: secctx.dev/v1alpha1
+kind: SecurityContextPolicy
+metadata:
+  name: e2e-teams
+spec:
+  namespaceSelector:
+    matchExpressions:
+    - {key: secctx-e2e-team, operator: In, values: [%s]}
+  allow:
+    secretGroups: ["team-*"]
+    mountTypes: ["ANY", "ENV_VAR", "FILE"]
+    backends: ["kubernetes"]
+`, strings.Join(teams, ", "))
+}
+
+// teamNamespace makes a namespace labelled for team with Secret team-db.
+func teamNamespace(t *testing.T, ctx context.Context, name, team string) string {
+	t.Helper()
+	if err := kube.CreateNamespace(ctx, name, map[string]string{"secctx-e2e-team": team}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = kube.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "team-db"}, StringData: map[string]string{"password": "p0licy"}}
+	if _, err := kube.Client.CoreV1().Secrets(name).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+const teamSC = `{"secrets": [{"group": "team-db", "key": "password", "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"}]}`
+
+// TestPolicyEnforceAndAudit: in enforce mode a policy allows one namespace
+// and the other is refused, naming what and why; editing the policy admits
+// the other namespace's next pod within seconds, with no restart; in audit
+// mode a pod no policy allows is admitted with a warning that kubectl
+// shows.
+func TestPolicyEnforceAndAudit(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	nsA := teamNamespace(t, ctx, "e2e-policy-a", "a")
+	nsB := teamNamespace(t, ctx, "e2e-policy-b", "b")
+	if _, _, err := kube.Kubectl(ctx, strings.NewReader(policyFor("a")), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _, _ = kube.Kubectl(context.Background(), nil, "delete", "securitycontextpolicy", "e2e-teams", "--ignore-not-found")
+	})
+	// The probe: a pod in default, which no policy selects.
+	restore, err := deployed.ConfigureRefusing(ctx, kube, framework.WithPolicyMode("enforce"), teamSC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if err := restore(ctx); err != nil {
+			t.Errorf("restore secctx's config: %v", err)
+		}
+	})
+
+	task := taskContainer("task", "-full", "env", "DB_PASSWORD")
+	_, logs := runPod(t, ctx, taskPod(nsA, "allowed", teamSC, true, task))
+	if logs["task"] != "DB_PASSWORD = p0licy\n" {
+		t.Errorf("team a's task: %q", logs["task"])
+	}
+	_, err = kube.Client.CoreV1().Pods(nsB).Create(ctx, taskPod(nsB, "refused", teamSC, true, task), metav1.CreateOptions{})
+	want := `pod e2e-policy-b/refused: secctx.dev/security-context: not allowed by any SecurityContextPolicy for namespace e2e-policy-b: ` +
+		`backend "kubernetes"; secrets[0].group "team-db"; secrets[0].mountRequirement "ENV_VAR" (no SecurityContextPolicy selects namespace e2e-policy-b)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("team b's pod: %v\nwant a refusal saying %s", err, want)
+	}
+
+	// The policy now selects team b too: the next pod is admitted, with no
+	// restart, as soon as the informer has the change.
+	t0 := time.Now()
+	if _, _, err := kube.Kubectl(ctx, strings.NewReader(policyFor("a", "b")), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	err = framework.Poll(ctx, 30*time.Second, func() (bool, error) {
+		_, err := kube.Client.CoreV1().Pods(nsB).Create(ctx, taskPod(nsB, "after-edit", teamSC, true, task), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("team b's pod still refused 30 s after the policy was edited: %v", err)
+	}
+	t.Logf("policy edit effective in %.1fs", time.Since(t0).Seconds())
+
+	// Audit: a namespace no policy selects gets a warning, and its pod.
+	if err := restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nsC := teamNamespace(t, ctx, "e2e-policy-c", "c")
+	pod := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: audited
+  namespace: %s
+  labels: {secctx.dev/inject: "true"}
+  annotations:
+    secctx.dev/security-context: '%s'
+spec:
+  containers: [{name: task, image: %s}]
+`, nsC, teamSC, framework.TaskImage)
+	const warning = "Warning: policy audit: secctx.dev/security-context: not allowed by any SecurityContextPolicy for namespace e2e-policy-c"
+	// warned says whether a server-side dry run of the pod is admitted
+	// with the audit warning, as kubectl shows it.
+	warned := func(ctx context.Context) (bool, error) {
+		_, stderr, err := kube.Kubectl(ctx, strings.NewReader(pod), "create", "--dry-run=server", "-f", "-")
+		return err == nil && strings.Contains(stderr, warning), nil
+	}
+	inARow := func(want bool) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if err := deployed.WaitReady(ctx, kube, 2); err != nil {
+				return err
+			}
+			n := 0
+			return framework.Poll(ctx, 60*time.Second, func() (bool, error) {
+				if got, _ := warned(ctx); got == want {
+					n++
+				} else {
+					n = 0
+				}
+				return n >= 10, nil
+			})
+		}
+	}
+	restore, err = deployed.Reconfigure(ctx, kube, framework.WithPolicyMode("audit"), inARow(true), inARow(false))
+	if err != nil {
+		t.Fatalf("audit mode: no warning for a pod no policy allows: %v", err)
+	}
+	_, stderr, err := kube.Kubectl(ctx, strings.NewReader(pod), "create", "-f", "-")
+	if err != nil || !strings.Contains(stderr, warning) {
+		t.Errorf("audit mode: %v; kubectl said %q, want the pod created with %q", err, stderr, warning)
+	}
+}
