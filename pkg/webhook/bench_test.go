@@ -11,6 +11,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
 	"github.com/secctx/secctx/pkg/inject"
 )
 
@@ -46,6 +47,21 @@ func BenchmarkServeHTTP(b *testing.B) {
 		serveLoopWith(b, func(c *inject.Config) {
 			c.Backend, c.Vault.Mode, c.Vault.Address = inject.BackendVault, inject.VaultModeAgent, "https://vault.example.com:8200"
 		}, reviewBytes(b, []byte(vaultPod), admissionv1.Create))
+	})
+	// Enforce mode with 10 policies selecting the namespace, the last one
+	// allowing the pod: every glob of the others is tried first.
+	b.Run("secrets=3,policies=10", func(b *testing.B) {
+		var pols staticPolicies
+		for i := range 10 {
+			p := &v1alpha1.SecurityContextPolicy{Spec: v1alpha1.SecurityContextPolicySpec{Allow: v1alpha1.Allow{
+				SecretGroups: []string{fmt.Sprintf("team-%d-*", i), fmt.Sprintf("shared-%d", i)},
+				MountTypes:   []string{"ENV_VAR"}, Backends: []string{"other"}}}}
+			p.Name = fmt.Sprintf("p%d", i)
+			pols = append(pols, p)
+		}
+		pols[9].Spec.Allow = v1alpha1.Allow{SecretGroups: []string{"group-*"}, MountTypes: []string{"ANY", "ENV_VAR", "FILE"}, Backends: []string{"kubernetes"}}
+		h := newTestMutator(b).WithPolicy(PolicyEnforce, pols)
+		serveLoopWithMutator(b, h, reviewBytes(b, taskPod(b, 3), admissionv1.Create))
 	})
 	// Every pod a SecurityContext the injector has not seen lately: the
 	// cost of the first pod of each task, parsing and planning included.
@@ -89,6 +105,11 @@ func serveLoopWith(b *testing.B, tune func(*inject.Config), bodies ...[]byte) {
 	} else {
 		h = newTestMutator(b)
 	}
+	serveLoopWithMutator(b, h, bodies...)
+}
+
+// serveLoopWithMutator is serveLoop through h.
+func serveLoopWithMutator(b *testing.B, h *PodMutator, bodies ...[]byte) {
 	req, _ := http.NewRequest(http.MethodPost, MutatePath, nil)
 	req.Header.Set("Content-Type", "application/json")
 	w := &discardWriter{header: http.Header{}}
