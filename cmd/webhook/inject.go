@@ -155,7 +155,7 @@ func injectAll(ctx context.Context, injector *inject.Injector, pols []*v1alpha1.
 			}
 		}
 		for _, n := range out.Notes {
-			fmt.Fprintf(stderr, "note: %s; pass --kubeconfig to check it\n", n)
+			fmt.Fprintf(stderr, "note: %s\n", n)
 		}
 		if output == "patch" {
 			if err := writePatch(stdout, out.Patch); err != nil {

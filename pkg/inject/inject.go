@@ -136,6 +136,9 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	plan := pr.plan.clone()
 
 	res := Result{SecurityContext: sc}
+	if pr.anyNote != "" {
+		res.Notes = append(res.Notes, pr.anyNote)
+	}
 	if len(later) > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%s names %s, which the pod does not have: it gets the secrets only if another webhook adds it",
 			securityctx.AnnotationContainers, securityctx.Shorten(strings.Join(later, ", "))))
@@ -146,7 +149,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	}
 	if sa != "" && sa != podServiceAccount(pod) {
 		if in.sas == nil {
-			res.Notes = append(res.Notes, fmt.Sprintf("service account %s/%s was not checked, and the pod was not given its token and image pull settings: no cluster to ask", namespace, sa))
+			res.Notes = append(res.Notes, fmt.Sprintf("service account %s/%s was not checked, and the pod was not given its token and image pull settings: no cluster to ask; pass --kubeconfig to check it", namespace, sa))
 		} else {
 			missing, err := in.switchAccount(ctx, out, namespace, sa)
 			if err != nil {

@@ -627,3 +627,33 @@ func TestPlanCacheTokens(t *testing.T) {
 		t.Errorf("patch from the cache:\n%s\nwant\n%s", again.Patch, want.Patch)
 	}
 }
+
+// TestAnyNote: a secret asked for as ANY is served in one form, and the
+// result says which, so that kubectl shows it as a warning.
+func TestAnyNote(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  func(*Config)
+		want string
+	}{
+		{"kubernetes", func(*Config) {}, "secrets[0], secrets[2] asked for mountRequirement ANY: served as FILE (inject.anyMountAs)"},
+		{"env", func(c *Config) { c.AnyMountAs = securityctx.MountEnvVar }, "secrets[0], secrets[2] asked for mountRequirement ANY: served as ENV_VAR (inject.anyMountAs)"},
+		{"vault injector", func(c *Config) { c.Backend = BackendVault; c.AnyMountAs = securityctx.MountEnvVar },
+			"secrets[0], secrets[2] asked for mountRequirement ANY: served as FILE (the Vault Agent Injector writes files)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			tt.cfg(&cfg)
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{securityctx.LabelInject: "true"},
+				Annotations: map[string]string{securityctx.AnnotationSecurityContext: `{"secrets":[{"group":"a","key":"k"},{"group":"b","key":"k","mountRequirement":"FILE"},{"group":"c","key":"k","mountRequirement":"ANY"}]}`}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
+			_, res, err := newTestInjector(t, cfg).Inject(context.Background(), pod, "default")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(res.Notes, tt.want) {
+				t.Errorf("notes %q, want %q", res.Notes, tt.want)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,8 +27,11 @@ type prepared struct {
 	plan       *secretPlan
 	errs       securityctx.ErrorList // parse, Flyte and plan problems
 	tokenErrs  securityctx.ErrorList
-	// tokens is the token sidecar and wrapper; nil without tokens.
+	// tokens is the agent's plan (fetch, token sidecar, wrapper); nil
+	// without fetched secrets or tokens.
 	tokens *agentPlan
+	// anyNote tells the author that ANY secrets were served in one form.
+	anyNote string
 }
 
 // emptyRequest is what a pod that opted in but asks for nothing gets: the
@@ -129,6 +133,7 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 		p.plan = &secretPlan{}
 		return p
 	}
+	p.anyNote = anyNote(in.cfg, p.sc.Secrets, fields)
 	secrets, fields := withClientSecret(p.sc, fields)
 	var planErrs securityctx.ErrorList
 	p.plan, planErrs = stores[in.cfg.backend()].plan(in.cfg, secrets, fields)
@@ -220,4 +225,24 @@ func (p *secretPlan) clone() *secretPlan {
 		c.volumes[i] = &cv
 	}
 	return &c
+}
+
+// anyNote says which secrets asked for ANY and what they were served as,
+// so that an author is not surprised by a file where an env var was
+// possible (kubectl shows it as a warning).
+func anyNote(cfg Config, secrets []securityctx.Secret, fields []string) string {
+	var any []string
+	for i := range secrets {
+		if secrets[i].MountRequirement == securityctx.MountAny && secrets[i].Group != "" {
+			any = append(any, fieldName(fields, i))
+		}
+	}
+	if len(any) == 0 {
+		return ""
+	}
+	served, why := cfg.AnyMountAs, "inject.anyMountAs"
+	if cfg.backend() == BackendVault && cfg.Vault.Mode != VaultModeAgent {
+		served, why = securityctx.MountFile, "the Vault Agent Injector writes files"
+	}
+	return fmt.Sprintf("%s asked for mountRequirement ANY: served as %s (%s)", securityctx.Shorten(strings.Join(any, ", ")), served, why)
 }
