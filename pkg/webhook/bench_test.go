@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -61,6 +62,23 @@ func BenchmarkServeHTTP(b *testing.B) {
 		}
 		pols[9].Spec.Allow = v1alpha1.Allow{SecretGroups: []string{"group-*"}, MountTypes: []string{"ANY", "ENV_VAR", "FILE"}, Backends: []string{"kubernetes"}}
 		h := newTestMutator(b).WithPolicy(PolicyEnforce, pols)
+		serveLoopWithMutator(b, h, reviewBytes(b, taskPod(b, 3), admissionv1.Create))
+	})
+	// The audit line written, as secctx serve writes it (JSON, info level),
+	// to a discarding writer; the other cases run with logging off.
+	b.Run("secrets=3,audit-log", func(b *testing.B) {
+		log, err := NewLogger("info", io.Discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		injector, err := inject.New(inject.DefaultConfig(), allServiceAccounts{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := NewPodMutator(injector, log, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
 		serveLoopWithMutator(b, h, reviewBytes(b, taskPod(b, 3), admissionv1.Create))
 	})
 	// Every pod a SecurityContext the injector has not seen lately: the

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -38,6 +41,26 @@ const (
 	DecisionError     = "error"
 )
 
+// The reasons of secctx_admission_decisions_total and the audit line: why
+// the decision was taken. A bounded set, so that the metric's series are.
+const (
+	ReasonInjected    = "injected"     // mutated
+	ReasonPolicyAudit = "policy-audit" // admitted; enforce mode would deny
+	ReasonNoChange    = "no-change"    // nothing to add: not opted in, or already injected
+	ReasonNotAPod     = "not-a-pod-create"
+	ReasonInvalid     = "invalid"  // the request or a clash (pkg/inject)
+	ReasonPolicy      = "policy"   // no SecurityContextPolicy allows it
+	ReasonInternal    = "internal" // a lookup failed, or a panic
+	ReasonBadReview   = "bad-review"
+)
+
+var decisionReasons = [][2]string{
+	{DecisionMutated, ReasonInjected}, {DecisionMutated, ReasonPolicyAudit},
+	{DecisionUnchanged, ReasonNoChange}, {DecisionUnchanged, ReasonNotAPod}, {DecisionUnchanged, ReasonPolicyAudit},
+	{DecisionDenied, ReasonInvalid}, {DecisionDenied, ReasonPolicy},
+	{DecisionError, ReasonInternal}, {DecisionError, ReasonBadReview},
+}
+
 // PodMutator serves AdmissionReview requests for pods. It reads the review and
 // the pod in one pass and answers with the targeted JSON patch operations that
 // pkg/inject computes. controller-runtime's admission.Webhook would decode the
@@ -48,10 +71,17 @@ const (
 type PodMutator struct {
 	injector  *inject.Injector
 	log       logr.Logger
+	audit     logr.Logger
 	decisions *prometheus.CounterVec
 	// counted holds decisions' counters, looked up once: WithLabelValues
 	// hashes the label values and takes a lock on every call.
-	counted map[string]prometheus.Counter
+	counted map[[2]string]prometheus.Counter
+	// secrets counts the injected secrets by mount type (the backend is
+	// one per process), policyDenials the pods no policy allowed by
+	// policy, duration the time to answer.
+	secrets       map[securityctx.MountType]prometheus.Counter
+	policyDenials *prometheus.CounterVec
+	duration      prometheus.Histogram
 	// policies, when not nil, are checked in policyMode (WithPolicy).
 	policies   PolicySource
 	policyMode string
@@ -62,17 +92,37 @@ func NewPodMutator(injector *inject.Injector, log logr.Logger, reg prometheus.Re
 	m := &PodMutator{
 		injector: injector,
 		log:      log,
+		audit:    log.WithName("audit"),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "secctx_admission_decisions_total",
-			Help: "Pod admission requests by decision: mutated, unchanged, denied or error.",
-		}, []string{"decision"}),
+			Help: "Pod admission requests by decision (mutated, unchanged, denied, error) and reason.",
+		}, []string{"decision", "reason"}),
+		policyDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "secctx_policy_denials_total",
+			Help: "Pods that no SecurityContextPolicy allowed, by mode (enforce: denied; audit: admitted) and policy checked (none: no policy selected the namespace).",
+		}, []string{"mode", "policy"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "secctx_admission_duration_seconds",
+			Help:    "Time to answer an AdmissionReview, from its body read to its answer encoded.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3},
+		}),
 	}
-	if err := reg.Register(m.decisions); err != nil {
-		return nil, fmt.Errorf("register metrics: %w", err)
+	secrets := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "secctx_injected_secrets_total",
+		Help: "Secrets injected into admitted pods, by backend and requested mount type.",
+	}, []string{"backend", "mount"})
+	for _, c := range []prometheus.Collector{m.decisions, m.policyDenials, m.duration, secrets} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
 	}
-	m.counted = map[string]prometheus.Counter{}
-	for _, d := range []string{DecisionMutated, DecisionUnchanged, DecisionDenied, DecisionError} {
-		m.counted[d] = m.decisions.WithLabelValues(d)
+	m.counted = map[[2]string]prometheus.Counter{}
+	for _, dr := range decisionReasons {
+		m.counted[dr] = m.decisions.WithLabelValues(dr[0], dr[1])
+	}
+	m.secrets = map[securityctx.MountType]prometheus.Counter{}
+	for _, mt := range []securityctx.MountType{securityctx.MountAny, securityctx.MountEnvVar, securityctx.MountFile} {
+		m.secrets[mt] = secrets.WithLabelValues(injector.Backend(), mt.String())
 	}
 	return m, nil
 }
@@ -133,7 +183,7 @@ var (
 	patchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 )
 
-func (m *PodMutator) count(decision string) { m.counted[decision].Inc() }
+func (m *PodMutator) count(decision, reason string) { m.counted[[2]string{decision, reason}].Inc() }
 
 // ServeHTTP implements http.Handler.
 func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -149,7 +199,7 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer bufPool.Put(buf)
 	buf.Reset()
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxRequestBytes)); err != nil {
-		m.count(DecisionError)
+		m.count(DecisionError, ReasonBadReview)
 		http.Error(w, "read request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -158,7 +208,7 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = errors.New("no request in the AdmissionReview")
 		}
-		m.count(DecisionError)
+		m.count(DecisionError, ReasonBadReview)
 		// A decoding error can quote the input; the log line and the answer
 		// hold at most a few hundred bytes of it.
 		msg := securityctx.Shorten(err.Error())
@@ -251,59 +301,147 @@ func appendQuote(b []byte, s string, err error) ([]byte, error) {
 	return jsontext.AppendQuote(b, s)
 }
 
-// review answers one request; a patch is appended to patchBuf.
+// review answers one request; a patch is appended to patchBuf. Every
+// answer is counted and gets one audit line (auditLine).
 func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte) (resp responseOut) {
+	t0 := time.Now()
+	rec := auditRecord{decision: DecisionError, reason: ReasonInternal}
 	defer func() {
 		if p := recover(); p != nil {
 			err := fmt.Errorf("panic: %v", p)
 			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
-			m.count(DecisionError)
+			rec = auditRecord{decision: DecisionError, reason: ReasonInternal, message: err.Error()}
 			resp = responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
 		}
+		m.count(rec.decision, rec.reason)
+		m.duration.Observe(time.Since(t0).Seconds())
+		m.auditLine(req, &rec)
 	}()
 	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Object == nil {
-		m.count(DecisionUnchanged)
+		rec = auditRecord{decision: DecisionUnchanged, reason: ReasonNotAPod}
 		return responseOut{Allowed: true}
 	}
 	out, err := m.injector.PatchTo(ctx, patchBuf, req.Object.Pod(), req.Namespace)
 	switch {
 	case inject.IsDenied(err):
-		m.count(DecisionDenied)
+		rec = auditRecord{decision: DecisionDenied, reason: ReasonInvalid, message: err.Error()}
 		m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", err.Error())
 		return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
 			Code: http.StatusForbidden, Message: err.Error()}}
 	case err != nil:
-		m.count(DecisionError)
+		rec.message = err.Error()
 		m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
 		return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
 	}
+	rec.pod, rec.sc = podName(out.Pod), out.SecurityContext
 	var warnings []string
+	audited := false
 	if m.policies != nil && out.SecurityContext != nil {
-		msg, err := m.checkPolicy(ctx, req.Namespace, out.SecurityContext)
+		msg, checked, err := m.checkPolicy(ctx, req.Namespace, out.SecurityContext)
+		rec.policies = checked
 		switch {
 		case err != nil:
-			m.count(DecisionError)
+			rec.message = err.Error()
 			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
 			return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
 		case msg != "" && m.policyMode == PolicyEnforce:
-			m.count(DecisionDenied)
+			rec.decision, rec.reason, rec.message = DecisionDenied, ReasonPolicy, msg
+			m.countPolicyDenial(checked)
 			m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", msg)
 			return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
 				Code: http.StatusForbidden, Message: "pod " + req.Namespace + "/" + podName(out.Pod) + ": " + msg}}
 		case msg != "":
+			audited, rec.message = true, msg
+			m.countPolicyDenial(checked)
 			m.log.Info("pod admitted that policy enforcement would deny", "namespace", req.Namespace, "uid", req.UID, "policyMode", m.policyMode, "reason", msg)
 			warnings = append(warnings, "policy audit: "+msg)
 		}
 	}
+	reason := ReasonInjected
+	if audited {
+		reason = ReasonPolicyAudit
+	}
 	if out.Patch == nil {
-		m.count(DecisionUnchanged)
+		if !audited {
+			reason = ReasonNoChange
+		}
+		rec.decision, rec.reason = DecisionUnchanged, reason
 		return responseOut{Allowed: true, Warnings: warnings}
 	}
-	m.count(DecisionMutated)
+	rec.decision, rec.reason = DecisionMutated, reason
+	if sc := out.SecurityContext; sc != nil {
+		for i := range sc.Secrets {
+			if c := m.secrets[sc.Secrets[i].MountRequirement]; c != nil {
+				c.Inc()
+			}
+		}
+	}
 	if v := m.log.V(1); v.Enabled() {
 		v.Info("pod mutated", "namespace", req.Namespace, "uid", req.UID, "patchBytes", len(out.Patch))
 	}
 	return responseOut{Allowed: true, Patch: out.Patch, PatchType: string(admissionv1.PatchTypeJSONPatch), Warnings: append(warnings, out.Notes...)}
+}
+
+// countPolicyDenial counts a pod no policy allowed, once for each policy
+// that was checked ("none" when none selected the namespace).
+func (m *PodMutator) countPolicyDenial(checked []string) {
+	if len(checked) == 0 {
+		m.policyDenials.WithLabelValues(m.policyMode, "none").Inc()
+	}
+	for _, p := range checked {
+		m.policyDenials.WithLabelValues(m.policyMode, p).Inc()
+	}
+}
+
+// auditRecord is what the audit line says of one decision.
+type auditRecord struct {
+	decision, reason, message, pod string
+	sc                             *securityctx.SecurityContext
+	policies                       []string
+}
+
+// auditLine logs one line per admission decision (logger "audit"): the
+// pod, what it asked for (secret references, identity, tokens with their
+// endpoints), the decision, the reason and the policies checked; names and
+// references only, never a value. A denial's message is the one the author
+// sees, which names fields and values of the request, never of a secret.
+func (m *PodMutator) auditLine(req *requestIn, rec *auditRecord) {
+	if !m.audit.Enabled() {
+		return
+	}
+	kv := []any{"decision", rec.decision, "reason", rec.reason, "namespace", req.Namespace, "uid", req.UID}
+	if rec.pod != "" {
+		kv = append(kv, "pod", rec.pod)
+	}
+	if sc := rec.sc; sc != nil {
+		if len(sc.Secrets) > 0 {
+			refs := make([]string, len(sc.Secrets))
+			for i, s := range sc.Secrets {
+				refs[i] = strings.Join(slices.DeleteFunc([]string{s.Group, s.GroupVersion, s.Key}, func(p string) bool { return p == "" }), "/") + ":" + s.MountRequirement.String()
+			}
+			kv = append(kv, "secrets", refs)
+		}
+		if id := sc.RunAs; id != nil {
+			kv = append(kv, "serviceAccount", id.K8sServiceAccount, "iamRole", id.IAMRole, "executionIdentity", id.ExecutionIdentity)
+			if id.OAuth2Client != nil {
+				kv = append(kv, "oauth2Client", id.OAuth2Client.ClientID)
+			}
+		}
+		if len(sc.Tokens) > 0 {
+			toks := make([]string, len(sc.Tokens))
+			for i, t := range sc.Tokens {
+				toks[i] = t.Name + " " + t.TokenEndpoint + t.IdpDiscoveryEndpoint
+			}
+			kv = append(kv, "tokens", toks)
+		}
+	}
+	if rec.policies != nil {
+		kv = append(kv, "policies", rec.policies)
+	}
+	if rec.message != "" {
+		kv = append(kv, "message", securityctx.Shorten(rec.message))
+	}
+	m.audit.Info("admission", kv...)
 }
 
 // podName is the pod's name, or its generateName and *.

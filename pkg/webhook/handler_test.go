@@ -208,7 +208,7 @@ func TestHandlerDeniesBadAnnotations(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(m.decisions.WithLabelValues(DecisionDenied)); got != float64(len(tests)) {
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues(DecisionDenied, ReasonInvalid)); got != float64(len(tests)) {
 		t.Errorf("denied count = %v, want %d", got, len(tests))
 	}
 }
@@ -227,7 +227,7 @@ func TestHandlerLeavesOtherPodsAlone(t *testing.T) {
 			t.Errorf("%s: allowed %v, patch %s; want allowed unchanged", name, resp.Allowed, resp.Patch)
 		}
 	}
-	if got := testutil.ToFloat64(m.decisions.WithLabelValues(DecisionUnchanged)); got != 2 {
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues(DecisionUnchanged, ReasonNoChange)) + testutil.ToFloat64(m.decisions.WithLabelValues(DecisionUnchanged, ReasonNotAPod)); got != 2 {
 		t.Errorf("unchanged count = %v, want 2", got)
 	}
 	// A review that does not decode gets no AdmissionReview back: there is no

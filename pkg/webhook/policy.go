@@ -52,13 +52,18 @@ func (m *PodMutator) WithPolicy(mode string, src PolicySource) *PodMutator {
 }
 
 // checkPolicy says what of sc no policy selecting namespace allows, as a
-// sentence; "" when everything is allowed.
-func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, sc *securityctx.SecurityContext) (string, error) {
+// sentence ("" when everything is allowed), and the policies checked.
+func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, sc *securityctx.SecurityContext) (string, []string, error) {
 	pols, err := m.policies.Select(ctx, namespace)
 	if err != nil {
-		return "", fmt.Errorf("read SecurityContextPolicies for namespace %s: %w", namespace, err)
+		return "", nil, fmt.Errorf("read SecurityContextPolicies for namespace %s: %w", namespace, err)
 	}
-	return PolicyMessage(pols, sc, m.injector.Backend(), namespace), nil
+	names := make([]string, len(pols))
+	for i, p := range pols {
+		names[i] = p.Name
+	}
+	slices.Sort(names)
+	return PolicyMessage(pols, sc, m.injector.Backend(), namespace), names, nil
 }
 
 // PolicyMessage says what of sc (served from backend) none of pols, the

@@ -2,13 +2,20 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
+	"github.com/secctx/secctx/pkg/inject"
 )
 
 // staticPolicies selects the same policies for every namespace.
@@ -74,6 +81,81 @@ func TestSelectPolicies(t *testing.T) {
 		}
 		if strings.Join(names, ",") != want {
 			t.Errorf("team=%s: %v, want %s", labels, names, want)
+		}
+	}
+}
+
+// TestAuditLine drives each decision through the handler and reads its one
+// audit line: the decision, the reason, what was asked for, the policies
+// checked; and the metrics of decisions and policy denials.
+func TestAuditLine(t *testing.T) {
+	var logs syncBuffer
+	log, err := NewLogger("info", &logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := inject.DefaultConfig()
+	cfg.Agent.Image, cfg.Agent.NativeSidecars = "secctx:1", inject.NativeSidecarsTrue
+	injector, err := inject.New(cfg, allServiceAccounts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewPodMutator(injector, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &v1alpha1.SecurityContextPolicy{ObjectMeta: metav1.ObjectMeta{Name: "other"}}
+	pod := func(sc string) []byte {
+		return reviewBytes(t, []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"secctx.dev/inject":"true"},"annotations":{"secctx.dev/security-context":`+
+			strconv.Quote(sc)+`}},"spec":{"containers":[{"name":"c","image":"i"}]}}`), admissionv1.Create)
+	}
+	good := `{"runAs":{"k8sServiceAccount":"etl"},"secrets":[{"group":"db","key":"password","mountRequirement":"ENV_VAR"}],"tokens":[{"name":"api","type":"CLIENT_CREDENTIALS","client":{"clientId":"c","clientSecret":{"group":"oauth","key":"s"}},"tokenEndpoint":"https://idp.example.com/token"}]}`
+	for _, step := range []struct {
+		mode string
+		sc   string
+		want map[string]any
+	}{
+		{PolicyOff, `{"secrets":[{"group":"db","key":"password","mountRequirement":"ENV_VAR"}]}`,
+			map[string]any{"decision": "mutated", "reason": "injected", "secrets": []any{"db/password:ENV_VAR"}}},
+		{PolicyOff, `{"secrets":[{"group":"BAD"}]}`, map[string]any{"decision": "denied", "reason": "invalid"}},
+		{PolicyEnforce, good, map[string]any{"decision": "denied", "reason": "policy", "policies": []any{"other"}, "serviceAccount": "etl",
+			"tokens": []any{"api https://idp.example.com/token"}}},
+		{PolicyAudit, good, map[string]any{"decision": "mutated", "reason": "policy-audit", "policies": []any{"other"}}},
+	} {
+		logs.Reset()
+		m.WithPolicy(step.mode, staticPolicies{other})
+		post(t, m, pod(step.sc))
+		var lines []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(l), &e) == nil && e["logger"] == "audit" {
+				lines = append(lines, e)
+			}
+		}
+		if len(lines) != 1 {
+			t.Fatalf("%s %s: %d audit lines, want 1:\n%s", step.mode, step.sc, len(lines), logs.String())
+		}
+		for k, v := range step.want {
+			if diff := cmp.Diff(v, lines[0][k]); diff != "" {
+				t.Errorf("%s %s: audit %s (-want +got):\n%s", step.mode, step.sc, k, diff)
+			}
+		}
+		if lines[0]["msg"] != "admission" || lines[0]["namespace"] != "flytesnacks-development" || lines[0]["uid"] == "" {
+			t.Errorf("audit line: %v", lines[0])
+		}
+	}
+	for _, want := range []struct {
+		c    prometheus.Collector
+		want float64
+	}{
+		{m.decisions.WithLabelValues(DecisionDenied, ReasonPolicy), 1},
+		{m.decisions.WithLabelValues(DecisionMutated, ReasonPolicyAudit), 1},
+		{m.policyDenials.WithLabelValues(PolicyEnforce, "other"), 1},
+		{m.policyDenials.WithLabelValues(PolicyAudit, "other"), 1},
+	} {
+		if got := testutil.ToFloat64(want.c); got != want.want {
+			t.Errorf("%v: %v, want %v", want.c, got, want.want)
 		}
 	}
 }

@@ -146,8 +146,10 @@ func TestRun(t *testing.T) {
 
 	_, metrics := get("http://" + cfg.MetricsBindAddress + "/metrics")
 	for _, want := range []string{
-		`secctx_admission_decisions_total{decision="mutated"} 1`,
-		`secctx_admission_decisions_total{decision="denied"} 1`,
+		`secctx_admission_decisions_total{decision="mutated",reason="injected"} 1`,
+		`secctx_admission_decisions_total{decision="denied",reason="invalid"} 1`,
+		`secctx_injected_secrets_total{backend="kubernetes",mount="ANY"} 1`,
+		`secctx_admission_duration_seconds_count 2`,
 		`controller_runtime_webhook_requests_total{code="200",webhook="/mutate-v1-pod"} 2`,
 	} {
 		if !strings.Contains(metrics, want) {
@@ -196,4 +198,10 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }
