@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"encoding/json"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,6 +152,30 @@ func FuzzURLPrefix(f *testing.F) {
 		}
 		if !strings.HasPrefix(strings.ToLower(u), strings.ToLower(strings.SplitN(prefix, "/", 4)[0])) {
 			t.Errorf("URLPrefix(%q, %q): allowed another scheme", prefix, u)
+		}
+	})
+}
+
+// FuzzCheck: any policy spec (as JSON) against any SecurityContext never
+// panics, and a value a policy lists verbatim is always allowed.
+func FuzzCheck(f *testing.F) {
+	f.Add(`{"secretGroups":["team-*"],"mountTypes":["FILE"],"backends":["kubernetes"]}`, `{"secrets":[{"group":"team-a","key":"k","mountRequirement":"FILE"}]}`)
+	f.Add(`{"tokenEndpoints":["https://idp/"],"iamRoles":["*"]}`, `{"runAs":{"iamRole":"x"},"tokens":[{"name":"t","tokenEndpoint":"https://idp/token"}]}`)
+	f.Add(`{"serviceAccounts":["a?"]}`, `{"runAs":{"k8sServiceAccount":"ab","executionIdentity":"e","oauth2Client":{"clientSecret":{"group":"g"}}}}`)
+	f.Fuzz(func(t *testing.T, allow, sc string) {
+		var a v1alpha1.Allow
+		if json.Unmarshal([]byte(allow), &a) != nil {
+			return
+		}
+		var s securityctx.SecurityContext
+		if json.Unmarshal([]byte(sc), &s) != nil {
+			return
+		}
+		p := &v1alpha1.SecurityContextPolicy{Spec: v1alpha1.SecurityContextPolicySpec{Allow: a}}
+		for _, d := range Check([]*v1alpha1.SecurityContextPolicy{p}, &s, "kubernetes") {
+			if strings.HasSuffix(d.Field, ".group") && slices.Contains(a.SecretGroups, d.Value) {
+				t.Errorf("%s %q denied, but the policy lists it", d.Field, d.Value)
+			}
 		}
 	})
 }
