@@ -58,12 +58,17 @@ func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, sc *secu
 	if err != nil {
 		return "", nil, fmt.Errorf("read SecurityContextPolicies for namespace %s: %w", namespace, err)
 	}
+	return PolicyMessage(pols, sc, m.injector.Backend(), namespace), policyNames(pols), nil
+}
+
+// policyNames are the policies' names, sorted.
+func policyNames(pols []*v1alpha1.SecurityContextPolicy) []string {
 	names := make([]string, len(pols))
 	for i, p := range pols {
 		names[i] = p.Name
 	}
 	slices.Sort(names)
-	return PolicyMessage(pols, sc, m.injector.Backend(), namespace), names, nil
+	return names
 }
 
 // PolicyMessage says what of sc (served from backend) none of pols, the
@@ -82,12 +87,7 @@ func PolicyMessage(pols []*v1alpha1.SecurityContextPolicy, sc *securityctx.Secur
 	if len(pols) == 0 {
 		checked = "no SecurityContextPolicy selects namespace " + namespace
 	} else {
-		names := make([]string, len(pols))
-		for i, p := range pols {
-			names[i] = p.Name
-		}
-		slices.Sort(names)
-		checked = "policies checked: " + strings.Join(names, ", ")
+		checked = "policies checked: " + strings.Join(policyNames(pols), ", ")
 	}
 	return fmt.Sprintf("%s: not allowed by any SecurityContextPolicy for namespace %s: %s (%s)",
 		securityctx.AnnotationSecurityContext, namespace, securityctx.Shorten(strings.Join(parts, "; ")), checked)
@@ -110,13 +110,13 @@ func (c CachedPolicies) Select(ctx context.Context, namespace string) ([]*v1alph
 	if err := c.Reader.List(ctx, &list); err != nil {
 		return nil, fmt.Errorf("list SecurityContextPolicies: %w", err)
 	}
-	return SelectPolicies(list.Items, ns.Labels)
+	return SelectPolicies(list.Items, ns.Labels), nil
 }
 
 // SelectPolicies returns those of pols whose namespaceSelector matches
 // nsLabels. A selector that does not parse selects nothing (the API
 // server's schema keeps such policies out).
-func SelectPolicies(pols []v1alpha1.SecurityContextPolicy, nsLabels map[string]string) ([]*v1alpha1.SecurityContextPolicy, error) {
+func SelectPolicies(pols []v1alpha1.SecurityContextPolicy, nsLabels map[string]string) []*v1alpha1.SecurityContextPolicy {
 	var out []*v1alpha1.SecurityContextPolicy
 	set := labels.Set(nsLabels)
 	for i := range pols {
@@ -128,7 +128,7 @@ func SelectPolicies(pols []v1alpha1.SecurityContextPolicy, nsLabels map[string]s
 			out = append(out, &pols[i])
 		}
 	}
-	return out, nil
+	return out
 }
 
 // trimNamespace keeps of a cached namespace what policies select on: its

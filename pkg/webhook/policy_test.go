@@ -74,7 +74,7 @@ func TestSelectPolicies(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "bad"}, Spec: v1alpha1.SecurityContextPolicySpec{NamespaceSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "x", Operator: "Bogus"}}}}},
 	}
 	for labels, want := range map[string]string{"a": "all,team-a", "b": "all"} {
-		got, _ := SelectPolicies(pols, map[string]string{"team": labels})
+		got := SelectPolicies(pols, map[string]string{"team": labels})
 		var names []string
 		for _, p := range got {
 			names = append(names, p.Name)
