@@ -24,7 +24,10 @@ func TestControlPlane(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and kube-apiserver")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// The deadline covers the wait for the machine's cluster lock: the
+	// e2e and chart suites of the same module hold it for about 5 and 2
+	// minutes, in either order, before this test gets it.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	c, err := Start(ctx, Config{Mode: ControlPlane, BinDir: binDir(), Dir: filepath.Join(os.TempDir(), "secctx-cp-test"), Progress: testWriter{t}})
 	if err != nil {
