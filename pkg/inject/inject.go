@@ -41,7 +41,8 @@ type Result struct {
 	// merged), for the caller's policy checks; nil for a pod that did not
 	// opt in. Shared with the plan cache: never change it.
 	SecurityContext *securityctx.SecurityContext
-	// tokens is the plan of the pod's tokens, for the patch writer.
+	// tokens is the agent plan of the pod (fetch, token sidecar, wrapper), for
+	// the patch writer.
 	tokens *agentPlan
 }
 

@@ -40,7 +40,7 @@ func appendPatch(b []byte, before, after *corev1.Pod, encoded func(*corev1.Conta
 	w.diffMap("/metadata/labels", before.Labels, after.Labels)
 	w.diffMap("/metadata/annotations", before.Annotations, after.Annotations)
 	// secctx's agent containers are inserted at the front of the init
-	// containers (applyTokens); the others keep their order, so the first
+	// containers (applyAgent); the others keep their order, so the first
 	// added are the new ones. They are written after every change to the
 	// others, whose paths are their indexes before the insertion.
 	added := len(after.Spec.InitContainers) - len(before.Spec.InitContainers)

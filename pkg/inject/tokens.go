@@ -81,7 +81,8 @@ type agentPlan struct {
 }
 
 // encoded returns the JSON of an agent container the plan added, or nil.
-// It is a method of a possibly nil plan: a pod without tokens has none.
+// It is a method of a possibly nil plan: a pod with neither tokens nor
+// fetched secrets has none.
 func (tp *agentPlan) encoded(c *corev1.Container) []byte {
 	switch {
 	case tp == nil:
