@@ -67,16 +67,8 @@ func TestPolicyEnforceAndAudit(t *testing.T) {
 		_, _, _ = kube.Kubectl(context.Background(), nil, "delete", "securitycontextpolicy", "e2e-teams", "--ignore-not-found")
 	})
 	// The probe: a pod in default, which no policy selects.
-	restore, err := deployed.ConfigureRefusing(ctx, kube, framework.WithPolicyMode("enforce"), teamSC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		if err := restore(ctx); err != nil {
-			t.Errorf("restore secctx's config: %v", err)
-		}
+	restore := reconfigured(t, func() (func(context.Context) error, error) {
+		return deployed.ConfigureRefusing(ctx, kube, framework.WithPolicyMode("enforce"), teamSC)
 	})
 
 	task := taskContainer("task", "-full", "env", "DB_PASSWORD")
@@ -84,7 +76,7 @@ func TestPolicyEnforceAndAudit(t *testing.T) {
 	if logs["task"] != "DB_PASSWORD = p0licy\n" {
 		t.Errorf("team a's task: %q", logs["task"])
 	}
-	_, err = kube.Client.CoreV1().Pods(nsB).Create(ctx, taskPod(nsB, "refused", teamSC, true, task), metav1.CreateOptions{})
+	_, err := kube.Client.CoreV1().Pods(nsB).Create(ctx, taskPod(nsB, "refused", teamSC, true, task), metav1.CreateOptions{})
 	want := `pod e2e-policy-b/refused: secctx.dev/security-context: not allowed by any SecurityContextPolicy for namespace e2e-policy-b: ` +
 		`backend "kubernetes"; secrets[0].group "team-db"; secrets[0].mountRequirement "ENV_VAR" (no SecurityContextPolicy selects namespace e2e-policy-b)`
 	if err == nil || !strings.Contains(err.Error(), want) {
@@ -145,10 +137,13 @@ spec:
 			})
 		}
 	}
-	restore, err = deployed.Reconfigure(ctx, kube, framework.WithPolicyMode("audit"), inARow(true), inARow(false))
-	if err != nil {
-		t.Fatalf("audit mode: no warning for a pod no policy allows: %v", err)
-	}
+	reconfigured(t, func() (func(context.Context) error, error) {
+		restore, err := deployed.Reconfigure(ctx, kube, framework.WithPolicyMode("audit"), inARow(true), inARow(false))
+		if err != nil {
+			err = fmt.Errorf("audit mode: no warning for a pod no policy allows: %w", err)
+		}
+		return restore, err
+	})
 	_, stderr, err := kube.Kubectl(ctx, strings.NewReader(pod), "create", "-f", "-")
 	if err != nil || !strings.Contains(stderr, warning) {
 		t.Errorf("audit mode: %v; kubectl said %q, want the pod created with %q", err, stderr, warning)

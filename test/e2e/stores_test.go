@@ -78,9 +78,25 @@ func startStore(t *testing.T, ctx context.Context, start func(context.Context, s
 // configure switches secctx to another backend for one test.
 func configure(t *testing.T, ctx context.Context, edit func(string) string, probe string) {
 	t.Helper()
-	restore, err := deployed.Configure(ctx, kube, edit, probe)
+	reconfigured(t, func() (func(context.Context) error, error) { return deployed.Configure(ctx, kube, edit, probe) })
+}
+
+// reconfigured applies a change of secctx's config (apply returns how to
+// put it back) for the rest of the test; restore puts it back earlier, and
+// the test's end does it only when restore was not called.
+func reconfigured(t *testing.T, apply func() (func(context.Context) error, error)) (restore func(context.Context) error) {
+	t.Helper()
+	undo, err := apply()
 	if err != nil {
 		t.Fatal(err)
+	}
+	done := false
+	restore = func(ctx context.Context) error {
+		if done {
+			return nil
+		}
+		done = true
+		return undo(ctx)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -89,6 +105,7 @@ func configure(t *testing.T, ctx context.Context, edit func(string) string, prob
 			t.Errorf("restore secctx's config: %v", err)
 		}
 	})
+	return restore
 }
 
 // TestAWSSecretsManager: example 5 with an AWS secret. The pod gets its
