@@ -35,7 +35,9 @@ as the webhook would admit it, or print the webhook's refusal on stderr and
 exit 1. Fields secctx does not know are kept, as the API server keeps them.
 
 The service-account check needs a cluster: with --kubeconfig the account is
-looked up there; without it the check is skipped and a note says so.
+looked up there; without it the check is skipped and a note says so. With
+--kubeconfig the Secrets and keys the pod refers to (kubernetes backend) are
+looked up too, as referenceChecks warn does: a missing one is a note.
 
 With --policy, the pods are checked against those SecurityContextPolicies as
 in enforce mode, all of them taken as selecting the pods' namespace: a pod
@@ -56,12 +58,13 @@ they do not allow is refused, naming what and the policies checked.`,
 				return fmt.Errorf("config: %w", err)
 			}
 			var sas inject.ServiceAccounts
+			var keys webhook.SecretKeys
 			if kubeconfig != "" {
 				c, err := apiClient(kubeconfig)
 				if err != nil {
 					return err
 				}
-				sas = &webhook.ServiceAccountLookup{API: c}
+				sas, keys = &webhook.ServiceAccountLookup{API: c}, webhook.APISecretKeys{Reader: c}
 			}
 			injector, err := inject.New(cfg.Inject, sas)
 			if err != nil {
@@ -78,13 +81,13 @@ they do not allow is refused, naming what and the policies checked.`,
 			if err != nil {
 				return err
 			}
-			return injectAll(cmd.Context(), injector, pols, in, namespace, output, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return injectAll(cmd.Context(), injector, checks{policies: pols, keys: keys}, in, namespace, output, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVarP(&file, "filename", "f", "", `pod manifest, or "-" for stdin`)
 	fs.StringVar(&configPath, "config", "", "YAML config file, as for serve")
-	fs.StringVar(&kubeconfig, "kubeconfig", "", "check service accounts in this cluster")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "check service accounts, Secrets and keys in this cluster")
 	fs.BoolVar(&flyte, "flyte", false, `Flyte mode, as for serve: honour flyte.secrets/s<N> annotations on pods labelled inject-flyte-secrets: "true"`)
 	fs.StringVar(&agentImage, "agent-image", "", "secctx's image, for the token sidecar (config inject.agent.image)")
 	fs.StringVarP(&namespace, "namespace", "n", "", `namespace of the pods (default: the pod's own, else "default")`)
@@ -109,9 +112,16 @@ func readInput(stdin io.Reader, file string) ([]byte, error) {
 	return b, nil
 }
 
+// checks are what injectAll checks besides injection itself: policies
+// (nil: none) and, when keys is set, the pods' Secret references.
+type checks struct {
+	policies []*v1alpha1.SecurityContextPolicy
+	keys     webhook.SecretKeys
+}
+
 // injectAll prints every pod, each as the API server would store it after
 // applying the webhook's patch. The first refusal stops it with exit code 1.
-func injectAll(ctx context.Context, injector *inject.Injector, pols []*v1alpha1.SecurityContextPolicy, in []byte, namespace, output string, stdout, stderr io.Writer) error {
+func injectAll(ctx context.Context, injector *inject.Injector, chk checks, in []byte, namespace, output string, stdout, stderr io.Writer) error {
 	docs, err := jsonDocuments(in)
 	if err != nil {
 		return err
@@ -148,14 +158,23 @@ func injectAll(ctx context.Context, injector *inject.Injector, pols []*v1alpha1.
 		if err != nil {
 			return err
 		}
-		if pols != nil && out.SecurityContext != nil {
-			if msg := webhook.PolicyMessage(pols, out.SecurityContext, injector.Backend(), ns); msg != "" {
+		if chk.policies != nil && out.SecurityContext != nil {
+			if msg := webhook.PolicyMessage(chk.policies, out.SecurityContext, injector.Backend(), ns); msg != "" {
 				fmt.Fprintf(stderr, "pod %s/%s: %s\n", ns, out.Pod.Name, msg)
 				return exitError{code: 1}
 			}
 		}
 		for _, n := range out.Notes {
 			fmt.Fprintf(stderr, "note: %s\n", n)
+		}
+		if chk.keys != nil && out.Patch != nil && len(out.SecretRefs) > 0 {
+			problems, err := webhook.CheckReferences(ctx, chk.keys, ns, out.SecretRefs)
+			if err != nil {
+				fmt.Fprintf(stderr, "note: reference check skipped: %v\n", err)
+			}
+			for _, p := range problems {
+				fmt.Fprintf(stderr, "note: %s\n", webhook.ReferenceWarning(p))
+			}
 		}
 		if output == "patch" {
 			if err := writePatch(stdout, out.Patch); err != nil {

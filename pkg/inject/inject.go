@@ -41,6 +41,10 @@ type Result struct {
 	// merged), for the caller's policy checks; nil for a pod that did not
 	// opt in. Shared with the plan cache: never change it.
 	SecurityContext *securityctx.SecurityContext
+	// SecretRefs are the Kubernetes Secrets and keys the kubelet will read
+	// for the pod (Kubernetes backend), for the caller's reference checks.
+	// Shared with the plan cache: never change it.
+	SecretRefs []SecretRef
 	// tokens is the agent plan of the pod (fetch, token sidecar, wrapper), for
 	// the patch writer.
 	tokens *agentPlan
@@ -136,7 +140,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	}
 	plan := pr.plan.clone()
 
-	res := Result{SecurityContext: sc}
+	res := Result{SecurityContext: sc, SecretRefs: plan.refs}
 	if pr.anyNote != "" {
 		res.Notes = append(res.Notes, pr.anyNote)
 	}

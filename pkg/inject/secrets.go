@@ -85,6 +85,20 @@ type secretPlan struct {
 	// mode); nil for the stores the kubelet or an injector reads. Shared
 	// by the pods of a plan and never changed.
 	fetch *fetchPlan
+	// refs are the Kubernetes Secrets and keys the kubelet will read, for
+	// reference checks; shared like fetch.
+	refs []SecretRef
+}
+
+// SecretRef is a Kubernetes Secret, or one key of it, that the kubelet reads
+// for the pod: if it is missing, the pod does not start.
+type SecretRef struct {
+	// Field is where the pod asked for it: secrets[0], runAs.oauth2Client.clientSecret.
+	Field string
+	// Secret is the Secret's name in the pod's namespace.
+	Secret string
+	// Key is the key; "" for the whole Secret.
+	Key string
 }
 
 func init() { stores[BackendKubernetes] = kubernetesStore{} }
@@ -196,6 +210,7 @@ func planSecrets(cfg Config, secrets []securityctx.Secret, fields []string) (*se
 			}
 		}
 		p.record = append(p.record, recordSecret(s, mount))
+		p.refs = append(p.refs, SecretRef{Field: field, Secret: name, Key: s.Key})
 	}
 
 	for _, v := range p.volumes {

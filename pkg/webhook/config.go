@@ -60,6 +60,11 @@ type Config struct {
 	Certificates CertificatesConfig `json:"certificates"`
 	// Policy is how SecurityContextPolicies apply (docs/policy.md).
 	Policy PolicyConfig `json:"policy"`
+	// ReferenceChecks is off (the default), warn or deny: whether a
+	// Kubernetes Secret or key a pod refers to that does not exist is an
+	// admission warning or a denial. On, secctx needs get on Secrets
+	// (docs/policy.md).
+	ReferenceChecks string `json:"referenceChecks"`
 }
 
 // Certificate modes.
@@ -115,6 +120,7 @@ func DefaultConfig() Config {
 		LogLevel:               "info",
 		Inject:                 inject.DefaultConfig(),
 		Policy:                 PolicyConfig{Mode: PolicyOff},
+		ReferenceChecks:        RefChecksOff,
 		Certificates: CertificatesConfig{
 			// A bare `secctx serve` serves the files in CertDir; the chart
 			// and config/ turn on self mode.
@@ -199,6 +205,11 @@ func (c Config) Validate() error {
 	case PolicyOff, PolicyAudit, PolicyEnforce, "":
 	default:
 		errs = append(errs, fmt.Errorf("policy.mode %q: must be off, audit or enforce", c.Policy.Mode))
+	}
+	switch c.ReferenceChecks {
+	case RefChecksOff, RefChecksWarn, RefChecksDeny, "":
+	default:
+		errs = append(errs, fmt.Errorf("referenceChecks %q: must be off, warn or deny", c.ReferenceChecks))
 	}
 	return errors.Join(errs...)
 }

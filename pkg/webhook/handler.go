@@ -48,16 +48,19 @@ const (
 	ReasonPolicyAudit = "policy-audit" // admitted; enforce mode would deny
 	ReasonNoChange    = "no-change"    // nothing to add: not opted in, or already injected
 	ReasonNotAPod     = "not-a-pod-create"
-	ReasonInvalid     = "invalid"  // the request or a clash (pkg/inject)
-	ReasonPolicy      = "policy"   // no SecurityContextPolicy allows it
-	ReasonInternal    = "internal" // a lookup failed, or a panic
-	ReasonBadReview   = "bad-review"
+	ReasonInvalid     = "invalid" // the request or a clash (pkg/inject)
+	ReasonPolicy      = "policy"  // no SecurityContextPolicy allows it
+	// A Secret or key the pod refers to does not exist (referenceChecks):
+	// denied, or admitted with a warning.
+	ReasonMissingReference = "missing-reference"
+	ReasonInternal         = "internal" // a lookup failed, or a panic
+	ReasonBadReview        = "bad-review"
 )
 
 var decisionReasons = [][2]string{
-	{DecisionMutated, ReasonInjected}, {DecisionMutated, ReasonPolicyAudit},
+	{DecisionMutated, ReasonInjected}, {DecisionMutated, ReasonPolicyAudit}, {DecisionMutated, ReasonMissingReference},
 	{DecisionUnchanged, ReasonNoChange}, {DecisionUnchanged, ReasonNotAPod}, {DecisionUnchanged, ReasonPolicyAudit},
-	{DecisionDenied, ReasonInvalid}, {DecisionDenied, ReasonPolicy},
+	{DecisionDenied, ReasonInvalid}, {DecisionDenied, ReasonPolicy}, {DecisionDenied, ReasonMissingReference},
 	{DecisionError, ReasonInternal}, {DecisionError, ReasonBadReview},
 }
 
@@ -85,6 +88,10 @@ type PodMutator struct {
 	// policies, when not nil, are checked in policyMode (WithPolicy).
 	policies   PolicySource
 	policyMode string
+	// secretKeys, when not nil, checks the pod's Secret references in
+	// refMode (WithReferenceChecks).
+	secretKeys SecretKeys
+	refMode    string
 }
 
 // NewPodMutator registers its metrics with reg.
@@ -361,6 +368,33 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 	if audited {
 		reason = ReasonPolicyAudit
 	}
+	// A pod with no patch was injected before (reinvocation): its
+	// references were checked then.
+	if m.secretKeys != nil && out.Patch != nil && len(out.SecretRefs) > 0 {
+		problems, err := CheckReferences(ctx, m.secretKeys, req.Namespace, out.SecretRefs)
+		switch {
+		case err != nil && m.refMode == RefChecksDeny:
+			rec.message = err.Error()
+			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+			return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError,
+				Message: err.Error() + " (referenceChecks: deny)"}}
+		case err != nil:
+			m.log.Error(err, "reference check skipped", "namespace", req.Namespace, "uid", req.UID)
+			warnings = append(warnings, "reference check skipped: "+err.Error())
+		case len(problems) > 0 && m.refMode == RefChecksDeny:
+			msg := strings.Join(problems, "; ")
+			rec.decision, rec.reason, rec.message = DecisionDenied, ReasonMissingReference, joinMessage(rec.message, msg)
+			m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", msg)
+			return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
+				Code: http.StatusForbidden, Message: "pod " + req.Namespace + "/" + podName(out.Pod) + ": " +
+					securityctx.Shorten(msg) + ": the pod could not start (referenceChecks: deny)"}}
+		case len(problems) > 0:
+			reason, rec.message = ReasonMissingReference, joinMessage(rec.message, strings.Join(problems, "; "))
+			for _, p := range problems {
+				warnings = append(warnings, ReferenceWarning(p))
+			}
+		}
+	}
 	if out.Patch == nil {
 		if !audited {
 			reason = ReasonNoChange
@@ -380,6 +414,14 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		v.Info("pod mutated", "namespace", req.Namespace, "uid", req.UID, "patchBytes", len(out.Patch))
 	}
 	return responseOut{Allowed: true, Patch: out.Patch, PatchType: string(admissionv1.PatchTypeJSONPatch), Warnings: append(warnings, out.Notes...)}
+}
+
+// joinMessage joins an audit line's messages.
+func joinMessage(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // countPolicyDenial counts a pod no policy allowed, once for each policy

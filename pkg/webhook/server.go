@@ -131,6 +131,11 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		mutator.WithPolicy(cfg.Policy.Mode, CachedPolicies{Reader: mgr.GetCache()})
 		log.Info("SecurityContextPolicies apply", "mode", cfg.Policy.Mode)
 	}
+	// Secrets are read on demand, never cached (APISecretKeys).
+	if cfg.ReferenceChecks == RefChecksWarn || cfg.ReferenceChecks == RefChecksDeny {
+		mutator.WithReferenceChecks(cfg.ReferenceChecks, APISecretKeys{Reader: mgr.GetAPIReader()})
+		log.Info("Secret references are checked", "referenceChecks", cfg.ReferenceChecks)
+	}
 	// The mutator needs the manager's cache, so the server is added after
 	// the manager is made; the manager starts it before the caches.
 	srv := NewWebhookServer(cfg, mutator)

@@ -115,30 +115,8 @@ spec:
   containers: [{name: task, image: %s}]
 `, nsC, teamSC, framework.TaskImage)
 	const warning = "Warning: policy audit: secctx.dev/security-context: not allowed by any SecurityContextPolicy for namespace e2e-policy-c"
-	// warned says whether a server-side dry run of the pod is admitted
-	// with the audit warning, as kubectl shows it.
-	warned := func(ctx context.Context) (bool, error) {
-		_, stderr, err := kube.Kubectl(ctx, strings.NewReader(pod), "create", "--dry-run=server", "-f", "-")
-		return err == nil && strings.Contains(stderr, warning), nil
-	}
-	inARow := func(want bool) func(context.Context) error {
-		return func(ctx context.Context) error {
-			if err := deployed.WaitReady(ctx, kube, 2); err != nil {
-				return err
-			}
-			n := 0
-			return framework.Poll(ctx, 60*time.Second, func() (bool, error) {
-				if got, _ := warned(ctx); got == want {
-					n++
-				} else {
-					n = 0
-				}
-				return n >= 10, nil
-			})
-		}
-	}
 	reconfigured(t, func() (func(context.Context) error, error) {
-		restore, err := deployed.Reconfigure(ctx, kube, framework.WithPolicyMode("audit"), inARow(true), inARow(false))
+		restore, err := deployed.Reconfigure(ctx, kube, framework.WithPolicyMode("audit"), warns(pod, warning, true), warns(pod, warning, false))
 		if err != nil {
 			err = fmt.Errorf("audit mode: no warning for a pod no policy allows: %w", err)
 		}
@@ -147,5 +125,26 @@ spec:
 	_, stderr, err := kube.Kubectl(ctx, strings.NewReader(pod), "create", "-f", "-")
 	if err != nil || !strings.Contains(stderr, warning) {
 		t.Errorf("audit mode: %v; kubectl said %q, want the pod created with %q", err, stderr, warning)
+	}
+}
+
+// warns waits until secctx's every answer to a server-side dry run of pod
+// (a manifest) admits it with warning, as kubectl shows it, or, with want
+// false, without it.
+func warns(pod, warning string, want bool) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := deployed.WaitReady(ctx, kube, 2); err != nil {
+			return err
+		}
+		n := 0
+		return framework.Poll(ctx, 60*time.Second, func() (bool, error) {
+			_, stderr, err := kube.Kubectl(ctx, strings.NewReader(pod), "create", "--dry-run=server", "-f", "-")
+			if got := err == nil && strings.Contains(stderr, warning); got == want {
+				n++
+			} else {
+				n = 0
+			}
+			return n >= 10, nil
+		})
 	}
 }

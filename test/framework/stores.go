@@ -186,6 +186,13 @@ func WithPolicyMode(mode string) func(string) string {
 	}
 }
 
+// WithReferenceChecks is an edit for Configure: referenceChecks set to mode.
+func WithReferenceChecks(mode string) func(string) string {
+	return func(config string) string {
+		return strings.Replace(config, "\nreferenceChecks: \"off\"\n", "\nreferenceChecks: \""+mode+"\"\n", 1)
+	}
+}
+
 // WithBackend is an edit for Configure: backend b with the given settings
 // (YAML at the level of inject's fields, e.g. "aws:\n  stsEndpoint: ..."),
 // and the extra hosts that may be reached over plain http. The settings of

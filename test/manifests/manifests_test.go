@@ -326,6 +326,33 @@ func TestChartValues(t *testing.T) {
 	}
 }
 
+// TestChartReferenceChecks: Secrets are readable only with referenceChecks
+// on, and then with get alone.
+func TestChartReferenceChecks(t *testing.T) {
+	secretRules := func(objs objects) []rbacv1.PolicyRule {
+		var rules []rbacv1.PolicyRule
+		for _, r := range objs["ClusterRole /secctx"].(*rbacv1.ClusterRole).Rules {
+			if slices.Contains(r.Resources, "secrets") {
+				rules = append(rules, r)
+			}
+		}
+		return rules
+	}
+	if rules := secretRules(renderChart(t, nil)); len(rules) != 0 {
+		t.Errorf("referenceChecks off: the ClusterRole reads Secrets: %v", rules)
+	}
+	for _, mode := range []string{"warn", "deny"} {
+		objs := renderChart(t, map[string]any{"referenceChecks": mode})
+		want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}
+		if diff := cmp.Diff(want, secretRules(objs)); diff != "" {
+			t.Errorf("referenceChecks %s: Secret rules (-want +got):\n%s", mode, diff)
+		}
+		if cm := objs["ConfigMap "+namespace+"/secctx-config"].(*corev1.ConfigMap); !strings.Contains(cm.Data["config.yaml"], "\nreferenceChecks: \""+mode+"\"\n") {
+			t.Errorf("referenceChecks %s: %s", mode, cm.Data["config.yaml"])
+		}
+	}
+}
+
 // TestCertificateModes renders each mode and checks what it adds, and that
 // RBAC grows only with self mode.
 func TestCertificateModes(t *testing.T) {
@@ -446,6 +473,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"bad log level", map[string]any{"config": map[string]any{"logLevel": "loud"}}, "logLevel"},
 		{"bad duration", map[string]any{"certificates": map[string]any{"self": map[string]any{"renewBefore": "90 days"}}}, "renewBefore"},
 		{"native sidecars maybe", map[string]any{"config": map[string]any{"inject": map[string]any{"agent": map[string]any{"nativeSidecars": "maybe"}}}}, "nativeSidecars"},
+		{"reference checks maybe", map[string]any{"referenceChecks": "maybe"}, "referenceChecks"},
 		{"http host with a path", map[string]any{"config": map[string]any{"inject": map[string]any{"tokens": map[string]any{"httpHosts": []any{"idp/x"}}}}}, "httpHosts"},
 	}
 	for _, tt := range tests {
