@@ -112,12 +112,13 @@ images: ## Build secctx's image and the test images as tarballs in bin/images (n
 	cd hack && $(GO) run ./images ../bin/images
 
 .PHONY: build
-build: ## Build bin/secctx, static, with version info.
+build: ## Build bin/secctx and bin/secctx-agent (what `secctx agent` runs), static, with version info.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/webhook
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(dir $(BIN))secctx-agent ./cmd/agent
 
 .PHONY: clean
-clean: ## Remove bin/secctx, image tarballs and test artifacts (keeps the cluster binaries).
-	rm -rf $(BIN) bin/images _artifacts
+clean: ## Remove bin/secctx, bin/secctx-agent, image tarballs and test artifacts (keeps the cluster binaries).
+	rm -rf $(BIN) $(dir $(BIN))secctx-agent bin/images _artifacts
 
 .PHONY: clean-tools
 clean-tools: ## Remove the cluster binaries too (the next `make tools` rebuilds them).

@@ -10,9 +10,9 @@ import (
 	"os"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -273,8 +273,9 @@ func apiClient(kubeconfig string) (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Service accounts and Secrets are all it reads.
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+	if err := corev1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
 	c, err := client.New(rc, client.Options{Scheme: scheme})

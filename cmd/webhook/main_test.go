@@ -136,3 +136,24 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version -o json: exit %d, %q", code, out)
 	}
 }
+
+// TestAgentRunsTheAgentBinary: secctx agent runs secctx-agent from PATH
+// (beside secctx comes first, which a test binary cannot arrange), with
+// its arguments, streams and exit code; without it, it says what to do.
+func TestAgentRunsTheAgentBinary(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PATH", dir)
+	code, _, errOut := execute(t, "", "agent", "tokens", "--check")
+	if code == 0 || !strings.Contains(errOut, "secctx agent runs secctx-agent, which is neither beside secctx nor on PATH") {
+		t.Errorf("without secctx-agent: exit %d, %q", code, errOut)
+	}
+	script := "#!/bin/sh\necho \"args: $*\"\nread line\necho \"stdin: $line\" >&2\nexit 3\n"
+	if err := os.WriteFile(filepath.Join(dir, "secctx-agent"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":/usr/bin:/bin")
+	code, out, errOut := execute(t, "hello\n", "agent", "exec", "--from-file=A=/x", "--", "true")
+	if code != 3 || out != "args: exec --from-file=A=/x -- true\n" || errOut != "stdin: hello\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

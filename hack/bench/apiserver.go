@@ -68,12 +68,22 @@ func (e *env) apiServer(ctx context.Context) ([]apiResult, int64, error) {
 	}
 	// The no-op controller-runtime webhook, registered the same way, shows
 	// what the API server pays to call any webhook at all.
-	noop, err := startProc(false, e.self, "serve-noop", noopPort, e.certDir)
+	noop, err := startProc(false, e.servers, "serve-noop", noopPort, e.certDir)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer noop.stop()
 	if err := waitPort(noopPort); err != nil {
+		return nil, 0, err
+	}
+	// The patch floor answers with secctx's own answer, recorded once from
+	// secctx: the API server's work without the webhook's.
+	floor, err := startProc(false, e.servers, "serve-floor", floorPort, e.certDir, "https://127.0.0.1:"+secctxPort+"/mutate-v1-pod", e.caFile)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer floor.stop()
+	if err := waitPort(floorPort); err != nil {
 		return nil, 0, err
 	}
 	mwcFor := func(name, port string) *admissionregistrationv1.MutatingWebhookConfiguration {
@@ -124,6 +134,7 @@ func (e *env) apiServer(ctx context.Context) ([]apiResult, int64, error) {
 	variants := []struct{ name, webhook, port string }{
 		{"no webhook", "", ""},
 		{"no-op controller-runtime webhook", "noop.bench.secctx.dev", noopPort},
+		{"patch floor (secctx's patch, no webhook work)", "floor.bench.secctx.dev", floorPort},
 		{"secctx registered", "pods.secctx.dev", secctxPort},
 	}
 	per := map[string][]apiResult{}
@@ -138,7 +149,7 @@ func (e *env) apiServer(ctx context.Context) ([]apiResult, int64, error) {
 			if err := admission.Delete(ctx, mwcName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				return nil, 0, err
 			}
-			wantInjected := v.port == secctxPort
+			wantInjected := v.port == secctxPort || v.port == floorPort
 			if v.webhook != "" {
 				if _, err := admission.Create(ctx, mwcFor(v.webhook, v.port), metav1.CreateOptions{}); err != nil {
 					return nil, 0, err
@@ -155,11 +166,15 @@ func (e *env) apiServer(ctx context.Context) ([]apiResult, int64, error) {
 				return nil, 0, fmt.Errorf("%s not in effect: %w", v.name, err)
 			}
 			if e.o.profile != "" && wantInjected && round == 2 {
+				name := "apiserver-with-secctx.pprof"
+				if v.port == floorPort {
+					name = "apiserver-with-floor.pprof"
+				}
 				go func() {
 					b, err := e.kube.Client.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "3").DoRaw(ctx)
 					if err == nil {
 						_ = os.MkdirAll(e.o.profile, 0o755)
-						err = os.WriteFile(filepath.Join(e.o.profile, "apiserver-with-secctx.pprof"), b, 0o644)
+						err = os.WriteFile(filepath.Join(e.o.profile, name), b, 0o644)
 					}
 					if err != nil {
 						log("apiserver profile: " + err.Error())

@@ -43,19 +43,16 @@ func main() {
 	}
 }
 
-// child runs the servers and the load generator, which bench starts as
-// processes of its own binary so that each can be pinned to a core. It
-// reports whether os.Args asked for one of them.
+// child runs the load generator, which bench starts as a process of its own
+// binary so that it can be pinned to a core. It reports whether os.Args
+// asked for it. The reference servers are a binary of their own
+// (./servers), built at start.
 func child() bool {
 	if len(os.Args) < 2 {
 		return false
 	}
 	var err error
 	switch os.Args[1] {
-	case "serve-noop":
-		err = serveNoop(os.Args[2], os.Args[3])
-	case "serve-bare":
-		err = serveBare(os.Args[2], os.Args[3])
 	case "attack":
 		err = attack(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
 	default:

@@ -55,6 +55,7 @@ func (o options) runs(section string) bool {
 type env struct {
 	o                       options
 	dir, secctx, self       string
+	servers                 string // the reference servers' binary
 	certDir, caFile, config string
 	body                    []byte
 	bodyFile                string
@@ -65,6 +66,7 @@ const (
 	secctxPort = "9443"
 	noopPort   = "9444"
 	barePort   = "9445"
+	floorPort  = "9446"
 	probeAddr  = "127.0.0.1:8081"
 )
 
@@ -91,7 +93,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	e := &env{o: o, dir: dir, secctx: filepath.Join(dir, "secctx")}
+	e := &env{o: o, dir: dir, secctx: filepath.Join(dir, "secctx"), servers: filepath.Join(dir, "servers")}
 	if e.self, err = os.Executable(); err != nil {
 		return err
 	}
@@ -103,10 +105,17 @@ func run(o options) error {
 	if err := image.GoBuild(ctx, root, "./cmd/webhook", e.secctx, "-s -w"); err != nil {
 		return err
 	}
+	log("building the reference servers")
+	if err := image.GoBuild(ctx, filepath.Join(root, "hack"), "./bench/servers", e.servers, "-s -w"); err != nil {
+		return err
+	}
 	if err := e.writeFiles(root); err != nil {
 		return err
 	}
 	res := &results{Machine: machine(), BodyBytes: len(e.body)}
+	if fi, err := os.Stat(e.secctx); err == nil {
+		res.BinaryBytes = fi.Size()
+	}
 
 	if o.goBench && o.runs("go") {
 		log("Go benchmarks of the handler")
@@ -362,6 +371,32 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
+// rssParts is a process's resident memory now, by kind: anonymous (heap,
+// stacks), and the binary's pages by mapping (code r-x, read-only data and
+// the function tables r--), for the log.
+func rssParts(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return err.Error()
+	}
+	kb := map[string]int{}
+	var name string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && len(f[1]) == 4:
+			name = "anon"
+			if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				name = f[1]
+			}
+		case len(f) == 3 && f[0] == "Rss:":
+			n, _ := strconv.Atoi(f[1])
+			kb[name] += n
+		}
+	}
+	return fmt.Sprintf("anon %d kB, code %d kB, read-only %d kB, data %d kB", kb["anon"], kb["r-xp"], kb["r--p"], kb["rw-p"])
+}
+
 // peakRSS is a process's VmHWM.
 func peakRSS(pid int) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -399,6 +434,7 @@ type httpsResult struct {
 	RoundsSat   []float64
 	Errors      []string
 	SuccessRate float64
+	RSS         int64 // the highest peak of the rounds
 }
 
 func (e *env) https() ([]httpsResult, int64, error) {
@@ -413,9 +449,9 @@ func (e *env) https() ([]httpsResult, int64, error) {
 			case secctxPort:
 				p, _, err = e.startSecctx(true)
 			case noopPort:
-				p, err = startProc(true, e.self, "serve-noop", noopPort, e.certDir)
+				p, err = startProc(true, e.servers, "serve-noop", noopPort, e.certDir)
 			case barePort:
-				p, err = startProc(true, e.self, "serve-bare", barePort, e.certDir)
+				p, err = startProc(true, e.servers, "serve-bare", barePort, e.certDir)
 			}
 			if err == nil {
 				err = waitPort(t.port)
@@ -425,9 +461,10 @@ func (e *env) https() ([]httpsResult, int64, error) {
 			}
 			url := "https://127.0.0.1:" + t.port + "/mutate-v1-pod"
 			r, err := e.measure(p, url)
-			if t.port == secctxPort {
-				if m, err := peakRSS(serverPID(p)); err == nil {
-					log(fmt.Sprintf("  round %d secctx peak RSS %.1f MiB", round, float64(m)/(1<<20)))
+			parts := rssParts(serverPID(p))
+			if m, err := peakRSS(serverPID(p)); err == nil {
+				r.RSS = m
+				if t.port == secctxPort {
 					rss = max(rss, m)
 				}
 			}
@@ -436,8 +473,8 @@ func (e *env) https() ([]httpsResult, int64, error) {
 				return nil, 0, fmt.Errorf("%s: %w", t.Name, err)
 			}
 			r.Name = t.Name
-			log(fmt.Sprintf("  round %d %-36s saturation %6.0f req/s, %4.0f µs CPU/req; at 500 req/s p50 %s p99 %s p99.9 %s",
-				round, t.Name, r.Saturation, float64(r.CPUPerReq.Microseconds()), r.P50, r.P99, r.P999))
+			log(fmt.Sprintf("  round %d %-36s saturation %6.0f req/s, %4.0f µs CPU/req; at 500 req/s p50 %s p99 %s p99.9 %s; peak RSS %.1f MiB (at the end: %s)",
+				round, t.Name, r.Saturation, float64(r.CPUPerReq.Microseconds()), r.P50, r.P99, r.P999, float64(r.RSS)/(1<<20), parts))
 			per[t.Name] = append(per[t.Name], r)
 		}
 	}
@@ -516,6 +553,7 @@ func median(rs []httpsResult) httpsResult {
 	}
 	for _, r := range rs {
 		m.RoundsSat = append(m.RoundsSat, r.Saturation)
+		m.RSS = max(m.RSS, r.RSS)
 	}
 	m.CPUPerReq = pick(func(r httpsResult) time.Duration { return r.CPUPerReq })
 	m.P50 = pick(func(r httpsResult) time.Duration { return r.P50 })

@@ -57,21 +57,29 @@ func (awsStore) plan(cfg Config, secrets []securityctx.Secret, fields []string) 
 }
 
 // secretARN is a Secrets Manager secret's ARN in any partition; the name
-// is Secrets Manager's characters (letters, digits, / _ + = . @ -).
-var secretARN = regexp.MustCompile(`^arn:aws(-[a-z]+)*:secretsmanager:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}$`)
+// is Secrets Manager's characters (letters, digits, / _ + = . @ -), at most
+// maxSecretName of them. Lengths are checked apart: a {1,512} in the
+// expression compiles to 512 copies of the class, 0.6 MB of heap and 6 ms
+// at every start of secctx.
+var secretARN = regexp.MustCompile(`^arn:aws(-[a-z]+)*:secretsmanager:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$`)
 
-// versionStage is a staging label: 1 to 256 of these characters.
-var versionStage = regexp.MustCompile(`^[A-Za-z0-9_+=.@-]{1,256}$`)
+// versionStage is a staging label: 1 to maxVersionStage of these characters.
+var versionStage = regexp.MustCompile(`^[A-Za-z0-9_+=.@-]+$`)
+
+const (
+	maxSecretName   = 512
+	maxVersionStage = 256
+)
 
 func locateAWS(s *securityctx.Secret, field string) (securityctx.AgentSecret, securityctx.ErrorList) {
 	id := strings.TrimRight(s.Group, ":") + ":" + strings.TrimLeft(s.Key, ":")
 	var errs securityctx.ErrorList
-	if len(id) > 2048 || !secretARN.MatchString(id) {
+	if len(id) > 2048 || !secretARN.MatchString(id) || len(id)-strings.LastIndex(id, ":secret:")-len(":secret:") > maxSecretName {
 		errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
 			"with backend aws, group:key must be a Secrets Manager ARN, as in Flyte: group arn:<partition>:secretsmanager:<region>:<12-digit account>:secret, key the secret's name (letters, digits and / _ + = . @ -); got %s",
 			securityctx.Quote(id))})
 	}
-	if s.GroupVersion != "" && !versionStage.MatchString(s.GroupVersion) {
+	if s.GroupVersion != "" && (len(s.GroupVersion) > maxVersionStage || !versionStage.MatchString(s.GroupVersion)) {
 		errs = append(errs, securityctx.Invalid(field+".groupVersion", s.GroupVersion,
 			"with backend aws, a version staging label: 1 to 256 letters, digits and _ + = . @ -"))
 	}

@@ -4,6 +4,7 @@ import (
 	"path"
 	"regexp"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -26,13 +27,16 @@ const (
 
 // roleARN is an IAM role's ARN in any partition (aws, aws-cn, aws-us-gov,
 // aws-iso-b, ...): a 12-digit account, then role/, an optional path and a
-// name of at most 64 of IAM's characters.
-var roleARN = regexp.MustCompile(`^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$`)
+// name of at most maxRoleName of IAM's characters (checked apart, as
+// secretARN's).
+var roleARN = regexp.MustCompile(`^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]+$`)
+
+const maxRoleName = 64
 
 // validateIAMRole checks runAs.iamRole; prepare runs it, before the role is
 // planned.
 func validateIAMRole(arn string) *securityctx.FieldError {
-	if len(arn) > maxRoleARN || !roleARN.MatchString(arn) {
+	if len(arn) > maxRoleARN || !roleARN.MatchString(arn) || len(arn)-strings.LastIndexByte(arn, '/')-1 > maxRoleName {
 		return securityctx.Invalid("runAs.iamRole", arn, "must be an IAM role ARN, arn:<partition>:iam::<12-digit account>:role/[<path>/]<name> (at most "+
 			strconv.Itoa(maxRoleARN)+" characters, a name of at most 64)")
 	}

@@ -537,6 +537,7 @@ func TestIAMRoleARNs(t *testing.T) {
 		{"arn:aws-iso-b:iam::123456789012:role/r", true},
 		{"arn:aws:iam::123456789012:role/" + strings.Repeat("n", 64), true},
 		{"arn:aws:iam::123456789012:role/" + strings.Repeat("n", 65), false},
+		{"arn:aws:iam::123456789012:role/" + strings.Repeat("p", 100) + "/" + strings.Repeat("n", 64), true},
 		{"arn:aws:iam::12345678901:role/r", false},
 		{"arn:aws:iam::123456789012:user/r", false},
 		{"arn:aws:iam::123456789012:role/", false},
@@ -655,5 +656,28 @@ func TestAnyNote(t *testing.T) {
 				t.Errorf("notes %q, want %q", res.Notes, tt.want)
 			}
 		})
+	}
+}
+
+// TestAWSSecretNames: the lengths Secrets Manager allows, checked apart
+// from the expression, at their bounds.
+func TestAWSSecretNames(t *testing.T) {
+	const group = "arn:aws:secretsmanager:us-east-1:123456789012:secret"
+	for _, tt := range []struct {
+		key, stage string
+		ok         bool
+	}{
+		{strings.Repeat("n", 512), "", true},
+		{strings.Repeat("n", 513), "", false},
+		{"a/b/" + strings.Repeat("n", 508), "", true},
+		{"db", strings.Repeat("s", 256), true},
+		{"db", strings.Repeat("s", 257), false},
+		{"db", "AWSCURRENT", true},
+		{"db:x", "", false},
+	} {
+		_, errs := locateAWS(&securityctx.Secret{Group: group, Key: tt.key, GroupVersion: tt.stage}, "secrets[0]")
+		if got := len(errs) == 0; got != tt.ok {
+			t.Errorf("key %.40q (%d), stage %.40q (%d): valid = %v, want %v: %v", tt.key, len(tt.key), tt.stage, len(tt.stage), got, tt.ok, errs)
+		}
 	}
 }
