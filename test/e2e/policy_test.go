@@ -103,17 +103,7 @@ func TestPolicyEnforceAndAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	nsC := teamNamespace(t, ctx, "e2e-policy-c", "c")
-	pod := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: audited
-  namespace: %s
-  labels: {secctx.dev/inject: "true"}
-  annotations:
-    secctx.dev/security-context: '%s'
-spec:
-  containers: [{name: task, image: %s}]
-`, nsC, teamSC, framework.TaskImage)
+	pod := podManifest(nsC, "audited", teamSC)
 	const warning = "Warning: policy audit: secctx.dev/security-context: not allowed by any SecurityContextPolicy for namespace e2e-policy-c"
 	reconfigured(t, func() (func(context.Context) error, error) {
 		restore, err := deployed.Reconfigure(ctx, kube, framework.WithPolicyMode("audit"), warns(pod, warning, true), warns(pod, warning, false))
@@ -147,4 +137,20 @@ func warns(pod, warning string, want bool) func(context.Context) error {
 			return n >= 10, nil
 		})
 	}
+}
+
+// podManifest is a labelled pod asking for securityContext, as YAML for
+// kubectl, which prints the warnings of its answer.
+func podManifest(ns, name, securityContext string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: %s
+  labels: {secctx.dev/inject: "true"}
+  annotations:
+    secctx.dev/security-context: '%s'
+spec:
+  containers: [{name: task, image: %s}]
+`, name, ns, securityContext, framework.TaskImage)
 }

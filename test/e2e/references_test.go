@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,19 +86,7 @@ func TestReferenceChecks(t *testing.T) {
 	slices.Sort(took)
 	t.Logf("Secret GET: median %v, max %v of 20", took[10], took[19])
 
-	manifest := func(sc string) string {
-		return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: warned
-  namespace: %s
-  labels: {secctx.dev/inject: "true"}
-  annotations:
-    secctx.dev/security-context: '%s'
-spec:
-  containers: [{name: task, image: %s}]
-`, ns, sc, framework.TaskImage)
-	}
+	manifest := func(sc string) string { return podManifest(ns, "warned", sc) }
 	// The CLI, with --kubeconfig, notes the same problems offline.
 	file := filepath.Join(t.TempDir(), "pod.yaml")
 	if err := os.WriteFile(file, []byte(manifest(missingKey)), 0o600); err != nil {

@@ -89,25 +89,27 @@ var bareResponse = []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"Admission
 
 // serveBare is `bench serve-bare PORT CERTDIR`.
 func serveBare(port, certDir string) error {
-	srv := &http.Server{
-		Addr: ":" + port,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(bareResponse)
-		}),
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
-	}
+	return serveTLS(port, certDir, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(bareResponse)
+	}))
+}
+
+// serveTLS serves h on port over HTTP/1.1 with CERTDIR's certificate until
+// SIGINT or SIGTERM.
+func serveTLS(port, certDir string, h http.Handler) error {
+	srv := &http.Server{Addr: ":" + port, Handler: h,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}}
 	go func() {
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, os.Interrupt, syscall.SIGTERM)
 		<-c
 		_ = srv.Close()
 	}()
-	err := srv.ListenAndServeTLS(certDir+"/tls.crt", certDir+"/tls.key")
-	if err == http.ErrServerClosed {
-		return nil
+	if err := srv.ListenAndServeTLS(certDir+"/tls.crt", certDir+"/tls.key"); err != http.ErrServerClosed {
+		return err
 	}
-	return err
+	return nil
 }
 
 // serveFloor is `bench serve-floor PORT CERTDIR SECCTXURL CAFILE`: the patch
@@ -147,40 +149,26 @@ func serveFloor(port, certDir, secctxURL, caFile string) error {
 		}
 		fmt.Fprintf(os.Stderr, "bench: patch floor recorded secctx's answer (%d bytes)\n", len(recorded))
 	}
-	srv := &http.Server{
-		Addr: ":" + port,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			once.Do(func() { record(body) })
-			uid := reviewUID(body)
-			if recordErr != nil || uid == nil {
-				http.Error(w, fmt.Sprintf("patch floor: %v (uid %q)", recordErr, uid), http.StatusInternalServerError)
-				return
-			}
-			i := bytes.Index(recorded, recUID)
-			h := w.Header()
-			h.Set("Content-Type", "application/json")
-			h.Set("Content-Length", strconv.Itoa(len(recorded)-len(recUID)+len(uid)))
-			_, _ = w.Write(recorded[:i])
-			_, _ = w.Write(uid)
-			_, _ = w.Write(recorded[i+len(recUID):])
-		}),
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
-	}
-	go func() {
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, os.Interrupt, syscall.SIGTERM)
-		<-c
-		_ = srv.Close()
-	}()
-	if err := srv.ListenAndServeTLS(certDir+"/tls.crt", certDir+"/tls.key"); err != http.ErrServerClosed {
-		return err
-	}
-	return nil
+	return serveTLS(port, certDir, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		once.Do(func() { record(body) })
+		uid := reviewUID(body)
+		if recordErr != nil || uid == nil {
+			http.Error(w, fmt.Sprintf("patch floor: %v (uid %q)", recordErr, uid), http.StatusInternalServerError)
+			return
+		}
+		i := bytes.Index(recorded, recUID)
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(recorded)-len(recUID)+len(uid)))
+		_, _ = w.Write(recorded[:i])
+		_, _ = w.Write(uid)
+		_, _ = w.Write(recorded[i+len(recUID):])
+	}))
 }
 
 // reviewUID is the first "uid" value of a review: the request's, which the
