@@ -151,10 +151,7 @@ func (a *metricsAuth) authenticate(ctx context.Context, token string) (*authenti
 		return c.user, nil
 	}
 	var got *authenticationv1.TokenReview
-	err := retry.OnError(reviewBackoff, func(error) bool { return ctx.Err() == nil }, func() error {
-		ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
-		defer cancel()
-		var err error
+	err := withRetry(ctx, func(ctx context.Context) (err error) {
 		got, err = a.tokens.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 		return err
 	})
@@ -184,10 +181,7 @@ func (a *metricsAuth) authorize(ctx context.Context, user *authenticationv1.User
 		NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: path, Verb: verb},
 	}}
 	var got *authorizationv1.SubjectAccessReview
-	err := retry.OnError(reviewBackoff, func(error) bool { return ctx.Err() == nil }, func() error {
-		ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
-		defer cancel()
-		var err error
+	err := withRetry(ctx, func(ctx context.Context) (err error) {
 		got, err = a.access.Create(ctx, sar, metav1.CreateOptions{})
 		return err
 	})
@@ -200,6 +194,16 @@ func (a *metricsAuth) authorize(ctx context.Context, user *authenticationv1.User
 	}
 	a.put(key, cached{allowed: got.Status.Allowed}, ttl)
 	return got.Status.Allowed, nil
+}
+
+// withRetry calls create, each call bounded by reviewTimeout, until it
+// succeeds, reviewBackoff runs out or ctx ends.
+func withRetry(ctx context.Context, create func(context.Context) error) error {
+	return retry.OnError(reviewBackoff, func(error) bool { return ctx.Err() == nil }, func() error {
+		ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
+		defer cancel()
+		return create(ctx)
+	})
 }
 
 // userKey names a user with everything the review is asked about, so that
