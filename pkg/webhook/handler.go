@@ -318,7 +318,7 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 			err := fmt.Errorf("panic: %v", p)
 			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
 			rec = auditRecord{decision: DecisionError, reason: ReasonInternal, message: err.Error()}
-			resp = responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
+			resp = internalError(err.Error())
 		}
 		m.count(rec.decision, rec.reason)
 		m.duration.Observe(time.Since(t0).Seconds())
@@ -333,12 +333,11 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 	case inject.IsDenied(err):
 		rec = auditRecord{decision: DecisionDenied, reason: ReasonInvalid, message: err.Error()}
 		m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", err.Error())
-		return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
-			Code: http.StatusForbidden, Message: err.Error()}}
+		return forbidden(err.Error())
 	case err != nil:
 		rec.message = err.Error()
 		m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
-		return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
+		return internalError(err.Error())
 	}
 	rec.pod, rec.sc = podName(out.Pod), out.SecurityContext
 	var warnings []string
@@ -350,13 +349,12 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		case err != nil:
 			rec.message = err.Error()
 			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
-			return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: err.Error()}}
+			return internalError(err.Error())
 		case msg != "" && m.policyMode == PolicyEnforce:
 			rec.decision, rec.reason, rec.message = DecisionDenied, ReasonPolicy, msg
 			m.countPolicyDenial(checked)
 			m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", msg)
-			return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
-				Code: http.StatusForbidden, Message: "pod " + req.Namespace + "/" + podName(out.Pod) + ": " + msg}}
+			return forbidden("pod " + req.Namespace + "/" + podName(out.Pod) + ": " + msg)
 		case msg != "":
 			audited, rec.message = true, msg
 			m.countPolicyDenial(checked)
@@ -376,8 +374,7 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		case err != nil && m.refMode == RefChecksDeny:
 			rec.message = err.Error()
 			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
-			return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError,
-				Message: err.Error() + " (referenceChecks: deny)"}}
+			return internalError(err.Error() + " (referenceChecks: deny)")
 		case err != nil:
 			m.log.Error(err, "reference check skipped", "namespace", req.Namespace, "uid", req.UID)
 			warnings = append(warnings, "reference check skipped: "+err.Error())
@@ -385,9 +382,8 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 			msg := strings.Join(problems, "; ")
 			rec.decision, rec.reason, rec.message = DecisionDenied, ReasonMissingReference, joinMessage(rec.message, msg)
 			m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", msg)
-			return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
-				Code: http.StatusForbidden, Message: "pod " + req.Namespace + "/" + podName(out.Pod) + ": " +
-					securityctx.Shorten(msg) + ": the pod could not start (referenceChecks: deny)"}}
+			return forbidden("pod " + req.Namespace + "/" + podName(out.Pod) + ": " +
+				securityctx.Shorten(msg) + ": the pod could not start (referenceChecks: deny)")
 		case len(problems) > 0:
 			reason, rec.message = ReasonMissingReference, joinMessage(rec.message, strings.Join(problems, "; "))
 			for _, p := range problems {
@@ -414,6 +410,18 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		v.Info("pod mutated", "namespace", req.Namespace, "uid", req.UID, "patchBytes", len(out.Patch))
 	}
 	return responseOut{Allowed: true, Patch: out.Patch, PatchType: string(admissionv1.PatchTypeJSONPatch), Warnings: append(warnings, out.Notes...)}
+}
+
+// forbidden refuses the pod with a message for its author.
+func forbidden(msg string) responseOut {
+	return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonForbidden),
+		Code: http.StatusForbidden, Message: msg}}
+}
+
+// internalError refuses the pod because secctx, or a lookup it made,
+// failed.
+func internalError(msg string) responseOut {
+	return responseOut{Status: &status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: msg}}
 }
 
 // joinMessage joins an audit line's messages.
