@@ -4,13 +4,15 @@
 //
 //  1. Go benchmarks of the admission handler (1, 3 and 20 secrets).
 //  2. HTTPS load with vegeta's library: `secctx serve`, a no-op
-//     controller-runtime Defaulter webhook and a bare net/http TLS handler,
-//     each pinned to core 0 with the load generator pinned to core 1, same
-//     certificate, keep-alive, HTTP/1.1. Saturation throughput, server CPU
-//     per request, and p50/p99/p99.9 at a fixed 500 req/s.
+//     controller-runtime Defaulter webhook, a bare net/http TLS handler and
+//     the same no-op as kubebuilder scaffolds it (manager, API client,
+//     secure metrics; ./scaffold), each pinned to core 0 with the load
+//     generator pinned to core 1, same certificate, keep-alive, HTTP/1.1.
+//     Saturation throughput, server CPU per request, p50/p99/p99.9 at a
+//     fixed 500 req/s, and each server's peak RSS.
 //  3. Pod creation through a real kube-apiserver (the harness's control-plane
-//     mode): 1,000 labelled pods from 8 concurrent clients with secctx
-//     registered, and the same with no webhook.
+//     mode): 1,000 labelled pods from 8 concurrent clients with no webhook,
+//     the no-op, the patch floor and secctx registered.
 //  4. secctx's peak RSS under that load, and its time from start to ready.
 //
 // It needs root (the cluster) and at least 2 cores.
@@ -46,7 +48,7 @@ func main() {
 // child runs the load generator, which bench starts as a process of its own
 // binary so that it can be pinned to a core. It reports whether os.Args
 // asked for it. The reference servers are a binary of their own
-// (./servers), built at start.
+// (./servers), and the scaffolded no-op another (./scaffold), built at start.
 func child() bool {
 	if len(os.Args) < 2 {
 		return false

@@ -18,9 +18,14 @@ type results struct {
 	BodyBytes int
 	IdleRSS   int64
 	APIRSS    int64 // peak while serving the API-server runs
-	// BinaryBytes is the size of the secctx binary measured (-s -w).
-	BinaryBytes int64
+	// BinaryBytes is the size of the secctx binary measured (-s -w);
+	// ServersBytes the reference servers', ScaffoldBytes the scaffolded
+	// no-op's, built the same way.
+	BinaryBytes, ServersBytes, ScaffoldBytes int64
 }
+
+// scaffoldName is the fourth server of the HTTPS comparison.
+const scaffoldName = "no-op as kubebuilder scaffolds it"
 
 const (
 	startMarker = "<!-- bench:start (written by make bench; edits here are overwritten) -->"
@@ -85,9 +90,9 @@ func (r *results) markdown(o options) string {
 	for _, h := range r.HTTPS {
 		p("| %s | %.0f [%s] | %s | %s | %s | %s | %.1f MiB |", h.Name, h.Saturation, joinRounds(h.RoundsSat), us(h.CPUPerReq), ms(h.P50), ms(h.P99), ms(h.P999), float64(h.RSS)/(1<<20))
 	}
-	var sec, noop, bare httpsResult
-	if len(r.HTTPS) == 3 {
-		sec, noop, bare = r.HTTPS[0], r.HTTPS[1], r.HTTPS[2]
+	var sec, noop, bare, scaffold httpsResult
+	if len(r.HTTPS) == 4 {
+		sec, noop, bare, scaffold = r.HTTPS[0], r.HTTPS[1], r.HTTPS[2], r.HTTPS[3]
 	}
 	ratio := func(a, b float64) float64 {
 		if b == 0 {
@@ -98,7 +103,7 @@ func (r *results) markdown(o options) string {
 	p("")
 	p("| secctx ÷ | throughput | CPU per request | p50 | p99 | p99.9 |")
 	p("|---|---:|---:|---:|---:|---:|")
-	for _, ref := range []httpsResult{noop, bare} {
+	for _, ref := range []httpsResult{noop, bare, scaffold} {
 		p("| %s | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× |", ref.Name, ratio(sec.Saturation, ref.Saturation),
 			ratio(float64(sec.CPUPerReq), float64(ref.CPUPerReq)), ratio(float64(sec.P50), float64(ref.P50)),
 			ratio(float64(sec.P99), float64(ref.P99)), ratio(float64(sec.P999), float64(ref.P999)))
@@ -138,6 +143,8 @@ func (r *results) markdown(o options) string {
 		readyMed = ready[len(ready)/2]
 	}
 	p("- Peak RSS of `secctx serve` (VmHWM) while serving the API-server runs (section 3): %.1f MiB. Under HTTPS saturation (section 2, 64 connections at full speed): %.1f MiB. 1 s after ready, before any request: %.1f MiB. The binary (`-ldflags \"-s -w\"`, as the image has it): %.1f MB.", float64(r.APIRSS)/(1<<20), float64(r.RSS)/(1<<20), float64(r.IdleRSS)/(1<<20), float64(r.BinaryBytes)/1e6)
+	p("- Peak RSS under HTTPS saturation, binaries built alike (`-trimpath -ldflags \"-s -w\"`): secctx %.1f MiB (binary %.1f MB); the no-op %.1f MiB and the bare server %.1f MiB (one binary, %.1f MB); %s %.1f MiB (binary %.1f MB).",
+		float64(sec.RSS)/(1<<20), float64(r.BinaryBytes)/1e6, float64(noop.RSS)/(1<<20), float64(bare.RSS)/(1<<20), float64(r.ServersBytes)/1e6, scaffoldName, float64(scaffold.RSS)/(1<<20), float64(r.ScaffoldBytes)/1e6)
 	p("- From `exec` to `/readyz` 200 (certificates loaded, HTTPS listening, service-account cache synced against the control-plane cluster): median %s (runs: %s).", ms(readyMed), strings.Join(rs, ", "))
 	p("")
 

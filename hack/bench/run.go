@@ -56,6 +56,7 @@ type env struct {
 	o                       options
 	dir, secctx, self       string
 	servers                 string // the reference servers' binary
+	scaffold                string // the no-op as kubebuilder scaffolds it, a binary of its own
 	certDir, caFile, config string
 	body                    []byte
 	bodyFile                string
@@ -67,7 +68,10 @@ const (
 	noopPort   = "9444"
 	barePort   = "9445"
 	floorPort  = "9446"
-	probeAddr  = "127.0.0.1:8081"
+	// scaffoldPort is the kubebuilder-scaffolded no-op's webhook; its
+	// /metrics and probes take secctx's ports, which are free by then.
+	scaffoldPort = "9447"
+	probeAddr    = "127.0.0.1:8081"
 )
 
 // secCtx3 is the SecurityContext every load-test pod carries: three
@@ -93,7 +97,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	e := &env{o: o, dir: dir, secctx: filepath.Join(dir, "secctx"), servers: filepath.Join(dir, "servers")}
+	e := &env{o: o, dir: dir, secctx: filepath.Join(dir, "secctx"), servers: filepath.Join(dir, "servers"), scaffold: filepath.Join(dir, "scaffold")}
 	if e.self, err = os.Executable(); err != nil {
 		return err
 	}
@@ -105,16 +109,21 @@ func run(o options) error {
 	if err := image.GoBuild(ctx, root, "./cmd/webhook", e.secctx, "-s -w"); err != nil {
 		return err
 	}
-	log("building the reference servers")
+	log("building the reference servers and the scaffolded no-op")
 	if err := image.GoBuild(ctx, filepath.Join(root, "hack"), "./bench/servers", e.servers, "-s -w"); err != nil {
+		return err
+	}
+	if err := image.GoBuild(ctx, filepath.Join(root, "hack"), "./bench/scaffold", e.scaffold, "-s -w"); err != nil {
 		return err
 	}
 	if err := e.writeFiles(root); err != nil {
 		return err
 	}
 	res := &results{Machine: machine(), BodyBytes: len(e.body)}
-	if fi, err := os.Stat(e.secctx); err == nil {
-		res.BinaryBytes = fi.Size()
+	for path, size := range map[string]*int64{e.secctx: &res.BinaryBytes, e.servers: &res.ServersBytes, e.scaffold: &res.ScaffoldBytes} {
+		if fi, err := os.Stat(path); err == nil {
+			*size = fi.Size()
+		}
 	}
 
 	if o.goBench && o.runs("go") {
@@ -188,7 +197,7 @@ func (indent) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// writeFiles makes the certificate all three servers use and the review
+// writeFiles makes the certificate every server uses and the review
 // every request sends.
 func (e *env) writeFiles(root string) error {
 	ca, err := cluster.NewCA("secctx-bench-ca")
@@ -438,7 +447,7 @@ type httpsResult struct {
 }
 
 func (e *env) https() ([]httpsResult, int64, error) {
-	targets := []target{{"secctx serve", secctxPort}, {"no-op controller-runtime Defaulter", noopPort}, {"bare net/http TLS", barePort}}
+	targets := []target{{"secctx serve", secctxPort}, {"no-op controller-runtime Defaulter", noopPort}, {"bare net/http TLS", barePort}, {scaffoldName, scaffoldPort}}
 	per := map[string][]httpsResult{}
 	var rss int64
 	for round := 1; round <= e.o.rounds; round++ {
@@ -452,6 +461,8 @@ func (e *env) https() ([]httpsResult, int64, error) {
 				p, err = startProc(true, e.servers, "serve-noop", noopPort, e.certDir)
 			case barePort:
 				p, err = startProc(true, e.servers, "serve-bare", barePort, e.certDir)
+			case scaffoldPort:
+				p, err = startProc(true, e.scaffold, "--kubeconfig", e.kube.Kubeconfig, "--webhook-port", scaffoldPort, "--webhook-cert-path", e.certDir, "--zap-log-level", "info")
 			}
 			if err == nil {
 				err = waitPort(t.port)
@@ -461,7 +472,7 @@ func (e *env) https() ([]httpsResult, int64, error) {
 			}
 			url := "https://127.0.0.1:" + t.port + "/mutate-v1-pod"
 			r, err := e.measure(p, url)
-			parts := rssParts(serverPID(p))
+			parts := rssParts(serverPID(p)) + "; of the binary resident: " + residentSections(serverPID(p))
 			if m, err := peakRSS(serverPID(p)); err == nil {
 				r.RSS = m
 				if t.port == secctxPort {
