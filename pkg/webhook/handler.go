@@ -192,7 +192,12 @@ var (
 
 func (m *PodMutator) count(decision, reason string) { m.counted[[2]string{decision, reason}].Inc() }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. The review is read and answered in
+// answer, so that its frame (the decoded review, the response being built)
+// is off the stack when the answer is written: net/http's header writing is
+// the deepest point of a request, and with that frame on top of it every
+// connection's goroutine outgrew its 8 KB stack again after each garbage
+// collection shrank it (copying stacks was 2.6% of secctx's CPU under load).
 func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
@@ -210,35 +215,9 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	var review reviewIn
-	if err := jsonv2.Unmarshal(buf.Bytes(), &review, reviewDecodeOptions); err != nil || review.Request == nil {
-		if err == nil {
-			err = errors.New("no request in the AdmissionReview")
-		}
-		m.count(DecisionError, ReasonBadReview)
-		// A decoding error can quote the input; the log line and the answer
-		// hold at most a few hundred bytes of it.
-		msg := securityctx.Shorten(err.Error())
-		m.log.Info("bad admission review", "error", msg)
-		http.Error(w, "decode AdmissionReview: "+msg, http.StatusBadRequest)
-		return
-	}
-	out := reviewOut{APIVersion: review.APIVersion, Kind: "AdmissionReview"}
-	if out.APIVersion == "" {
-		out.APIVersion = admissionv1.SchemeGroupVersion.String()
-	}
-	pb := patchPool.Get().(*[]byte)
-	defer patchPool.Put(pb)
-	out.Response = m.review(r.Context(), review.Request, (*pb)[:0])
-	out.Response.UID = review.Request.UID
-	if p := out.Response.Patch; cap(p) > cap(*pb) {
-		*pb = p[:0] // the pool keeps the larger array
-	}
-
-	b, err := out.appendJSON(buf.Bytes()[:0])
-	if err != nil {
-		m.log.Error(err, "encode admission response")
-		http.Error(w, "encode response", http.StatusInternalServerError)
+	b, code, msg := m.answer(r.Context(), buf.Bytes())
+	if code != 0 {
+		http.Error(w, msg, code)
 		return
 	}
 	h := w.Header()
@@ -249,6 +228,41 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if cap(b) > buf.Cap() {
 		*buf = *bytes.NewBuffer(b[:0]) // the pool keeps the larger array
 	}
+}
+
+// answer decodes the AdmissionReview in body and returns the response
+// review, written over body's array (nothing decoded refers to it). A review
+// that cannot be answered gives an HTTP status code and its message.
+func (m *PodMutator) answer(ctx context.Context, body []byte) ([]byte, int, string) {
+	var review reviewIn
+	if err := jsonv2.Unmarshal(body, &review, reviewDecodeOptions); err != nil || review.Request == nil {
+		if err == nil {
+			err = errors.New("no request in the AdmissionReview")
+		}
+		m.count(DecisionError, ReasonBadReview)
+		// A decoding error can quote the input; the log line and the answer
+		// hold at most a few hundred bytes of it.
+		msg := securityctx.Shorten(err.Error())
+		m.log.Info("bad admission review", "error", msg)
+		return nil, http.StatusBadRequest, "decode AdmissionReview: " + msg
+	}
+	out := reviewOut{APIVersion: review.APIVersion, Kind: "AdmissionReview"}
+	if out.APIVersion == "" {
+		out.APIVersion = admissionv1.SchemeGroupVersion.String()
+	}
+	pb := patchPool.Get().(*[]byte)
+	defer patchPool.Put(pb)
+	out.Response = m.review(ctx, review.Request, (*pb)[:0])
+	out.Response.UID = review.Request.UID
+	if p := out.Response.Patch; cap(p) > cap(*pb) {
+		*pb = p[:0] // the pool keeps the larger array
+	}
+	b, err := out.appendJSON(body[:0])
+	if err != nil {
+		m.log.Error(err, "encode admission response")
+		return nil, http.StatusInternalServerError, "encode response"
+	}
+	return b, 0, ""
 }
 
 // appendJSON writes the review as encoding/json would write the same
