@@ -231,8 +231,9 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // answer decodes the AdmissionReview in body and returns the response
-// review, written over body's array (nothing decoded refers to it). A review
-// that cannot be answered gives an HTTP status code and its message.
+// review, written over body's array once the review is answered (nothing
+// reads body after that). A review that cannot be answered gives an HTTP
+// status code and its message.
 func (m *PodMutator) answer(ctx context.Context, body []byte) ([]byte, int, string) {
 	var review reviewIn
 	if err := jsonv2.Unmarshal(body, &review, reviewDecodeOptions); err != nil || review.Request == nil {
