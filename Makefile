@@ -34,7 +34,7 @@ help: ## Show this help.
 ##@ Demo
 
 .PHONY: demo
-demo: tools ## Start a real cluster, deploy secctx, run the reference examples 1-5 as pods, tear down (root).
+demo: tools ## Start a real cluster, deploy secctx, run the reference examples 1-6 as pods, tear down (root).
 	@cd hack && $(GO) run ./demo
 
 .PHONY: demo-offline
@@ -90,7 +90,12 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	$(GO) test ./pkg/inject/ -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/inject/ -run '^$$' -fuzz '^FuzzPodView$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/webhook/ -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/policy/ -run '^$$' -fuzz '^FuzzURLPrefix$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/policy/ -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzExecArgs$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzFetchArgs$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzTokensArgs$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzJWTExpiry$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
 bench: tools ## Measure handler, HTTPS load vs peers, API-server throughput, RSS, ready time; writes docs/performance.md (root, 2 cores).

@@ -18,7 +18,7 @@ const agentBinary = "secctx-agent"
 // after make build), else from PATH. Its code is not linked into secctx:
 // the AWS SDK and Vault's client made the webhook 5 MB larger and cost it
 // 9 MiB of RSS and a megabyte of heap at every start, for a command pods
-// never run through secctx (docs/performance.md).
+// never run through secctx (docs/performance-notes.md).
 func newAgentCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "agent <tokens|fetch|exec|install> [flags]",

@@ -159,7 +159,7 @@ func injectAll(ctx context.Context, injector *inject.Injector, chk checks, in []
 			return err
 		}
 		if chk.policies != nil && out.SecurityContext != nil {
-			if msg := webhook.PolicyMessage(chk.policies, out.SecurityContext, injector.Backend(), ns); msg != "" {
+			if msg := webhook.PolicyMessage(chk.policies, out.SecurityContext, out.SecretFields, injector.Backend(), ns); msg != "" {
 				fmt.Fprintf(stderr, "pod %s/%s: %s\n", ns, out.Pod.Name, msg)
 				return exitError{code: 1}
 			}

@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/smithy-go"
 
-	"github.com/secctx/secctx/pkg/securityctx"
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 func init() { stores["aws"] = openAWS }
@@ -70,7 +70,7 @@ func arnRegion(arn string) string {
 	return parts[3]
 }
 
-func (a *awsStore) read(ctx context.Context, s securityctx.AgentSecret) ([]byte, error) {
+func (a *awsStore) read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
 	region := arnRegion(s.ID)
 	if region == "" {
 		region = a.cfg.Region

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 // runExec is the exec wrapper: secctx-agent exec --from-file=NAME=PATH ...
@@ -32,7 +34,11 @@ func runExec(args []string, stderr io.Writer) int {
 			// is written, so this is a token that expired unrenewed.
 			return fail("set %s: %v", s[0], err)
 		}
-		env = setEnv(env, s[0], strings.TrimRight(string(b), "\r\n"))
+		v := strings.TrimRight(string(b), "\r\n")
+		if err := checkEnv(s[0], v); err != nil {
+			return fail("set %s from %s: %v", s[0], s[1], err)
+		}
+		env = setEnv(env, s[0], v)
 	}
 	path, err := exec.LookPath(argv[0]) // as the runtime would, in the image's PATH
 	if err != nil {
@@ -40,6 +46,20 @@ func runExec(args []string, stderr io.Writer) int {
 	}
 	err = syscall.Exec(path, argv, env)
 	return fail("exec %s: %v", argv[0], err)
+}
+
+// checkEnv refuses what execve would: a NAME=value longer than the
+// kernel's bound on one environment string fails it with E2BIG ("argument
+// list too long", naming nothing), and a NUL byte would end the value
+// there without a word.
+func checkEnv(name, value string) error {
+	if n := len(name) + 1 + len(value) + 1; n > agentapi.MaxEnvBytes {
+		return fmt.Errorf("%d bytes as NAME=value, more than the %d the kernel allows one env var", n, agentapi.MaxEnvBytes)
+	}
+	if i := strings.IndexByte(value, 0); i >= 0 {
+		return fmt.Errorf("a NUL byte at offset %d, which an env var cannot hold", i)
+	}
+	return nil
 }
 
 // parseExecArgs splits exec's arguments into the env vars to set from

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 // TestMain lets the test binary be the agent (SECCTX_TEST_AGENT=1) or a
@@ -53,7 +55,7 @@ func TestExecWrapper(t *testing.T) {
 		t.Fatal(err)
 	}
 	tokenFile := filepath.Join(t.TempDir(), "api")
-	if err := os.WriteFile(tokenFile, []byte("eyJ-token-value"), 0o644); err != nil {
+	if err := os.WriteFile(tokenFile, []byte("eyJ-token-value\r\n"), 0o644); err != nil { // a line end is not the token's
 		t.Fatal(err)
 	}
 	taskArgs := []string{"--input", "a b", "$(NOT_EXPANDED)", ""}
@@ -125,6 +127,47 @@ func TestExecWrapperRefuses(t *testing.T) {
 			b, err := cmd.CombinedOutput()
 			if cmd.ProcessState.ExitCode() != 127 || !strings.Contains(string(b), tt.want) {
 				t.Errorf("exit %d (%v), output %q; want 127 and %q", cmd.ProcessState.ExitCode(), err, b, tt.want)
+			}
+		})
+	}
+}
+
+// TestExecWrapperEnvBounds: a value that the kernel would refuse (over
+// MAX_ARG_STRLEN as NAME=value, E2BIG) or cut (a NUL byte) fails the
+// wrapper with a message naming the env var, its file and the limit; one
+// that just fits is set.
+func TestExecWrapperEnvBounds(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	const name = "BIG_TOKEN"
+	fits := strings.Repeat("v", agentapi.MaxEnvBytes-len(name)-2) // NAME=value and its NUL: 131072 bytes
+	for _, tc := range []struct {
+		name, value, want string
+	}{
+		{"fits", fits, ""},
+		{"one byte over", fits + "v", fmt.Sprintf("set %s from %s: 131073 bytes as NAME=value, more than the 131072 the kernel allows one env var", name, filepath.Join(dir, "one byte over"))},
+		{"2 MB", strings.Repeat("v", 2<<20), "more than the 131072 the kernel allows one env var"},
+		{"NUL", "before\x00after", fmt.Sprintf("set %s from %s: a NUL byte at offset 6, which an env var cannot hold", name, filepath.Join(dir, "NUL"))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(dir, tc.name)
+			if err := os.WriteFile(file, []byte(tc.value), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(self, "exec", "--from-file="+name+"="+file, "--", "true")
+			cmd.Env = []string{"SECCTX_TEST_AGENT=1", "PATH=" + os.Getenv("PATH")}
+			b, err := cmd.CombinedOutput()
+			if tc.want == "" {
+				if err != nil {
+					t.Errorf("a value that fits: %v, %s", err, b)
+				}
+				return
+			}
+			if cmd.ProcessState.ExitCode() != 127 || !strings.Contains(string(b), tc.want) || strings.Contains(string(b), "argument list too long") {
+				t.Errorf("exit %d, output %q; want 127 and %q", cmd.ProcessState.ExitCode(), b, tc.want)
 			}
 		})
 	}

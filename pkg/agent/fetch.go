@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -8,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,7 +17,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/secctx/secctx/pkg/securityctx"
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 // FetchConfig is the fetch init container's configuration.
@@ -25,7 +25,7 @@ type FetchConfig struct {
 	// Store names the secret store: aws or vault.
 	Store string
 	// Secrets are the secrets to read, each with its file.
-	Secrets []securityctx.AgentSecret
+	Secrets []agentapi.Secret
 	// Mode is each file's permissions: 0400 when the webhook knows the
 	// task's user (the fetch then runs as that user), 0440 when it knows
 	// only the pod's fsGroup, 0444 otherwise. Directories get the same
@@ -70,7 +70,14 @@ func DefaultFetchConfig() FetchConfig {
 // store reads secrets from one secret store. An error it returns is
 // transient (worth retrying) unless it is a permanentError.
 type store interface {
-	read(ctx context.Context, s securityctx.AgentSecret) ([]byte, error)
+	read(ctx context.Context, s agentapi.Secret) ([]byte, error)
+}
+
+// closer is a store that holds something to give back when the reads are
+// done (Vault's login token). A failure to close is logged: the secrets
+// are written by then.
+type closer interface {
+	close(ctx context.Context, log logr.Logger)
 }
 
 // stores opens a store by name. Each store's file adds itself, so that a
@@ -176,6 +183,15 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	if c, ok := st.(closer); ok {
+		// On failure too: the token is of no use once the fetch ends. The
+		// fetch's own deadline may have passed, so the close gets its own.
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			c.close(ctx, log)
+		}()
+	}
 	for _, s := range cfg.Secrets {
 		var v []byte
 		err := retry(ctx, cfg, log, s.Field, func() (err error) {
@@ -185,8 +201,8 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 		if err != nil {
 			return fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err)
 		}
-		if len(v) > maxSecretSize {
-			return fmt.Errorf("%s (%s): %d bytes, more than the %d this agent writes", s.Field, describeSecret(s), len(v), maxSecretSize)
+		if err := checkSize(s, v); err != nil {
+			return fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err)
 		}
 		if err := writeSecret(s.File, v, cfg.Mode); err != nil {
 			return fmt.Errorf("%s: write %s: %w", s.Field, s.File, err)
@@ -197,8 +213,27 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 	return nil
 }
 
+// checkSize refuses a value the task could not be given: one over the
+// size of a file this agent writes, and for an env var one that the
+// kernel would refuse at execve (E2BIG, "argument list too long", naming
+// nothing) or that would be cut at its first NUL byte.
+func checkSize(s agentapi.Secret, v []byte) error {
+	if s.EnvVar {
+		if len(v) > agentapi.MaxEnvValueBytes {
+			return fmt.Errorf("%d bytes, more than the %d an env var's value may have (ask for it as a FILE)", len(v), agentapi.MaxEnvValueBytes)
+		}
+		if i := bytes.IndexByte(v, 0); i >= 0 {
+			return fmt.Errorf("a NUL byte at offset %d, which an env var cannot hold (ask for it as a FILE)", i)
+		}
+	}
+	if len(v) > maxSecretSize {
+		return fmt.Errorf("%d bytes, more than the %d this agent writes", len(v), maxSecretSize)
+	}
+	return nil
+}
+
 // describeSecret names a secret for a message: where it is, never what.
-func describeSecret(s securityctx.AgentSecret) string {
+func describeSecret(s agentapi.Secret) string {
 	d := s.ID
 	if s.Key != "" {
 		d += " key " + strconv.Quote(s.Key)
@@ -221,12 +256,10 @@ func retry(ctx context.Context, cfg FetchConfig, log logr.Logger, what string, f
 			return fmt.Errorf("gave up after %d attempts in %s: %w", attempt, cfg.Timeout, err)
 		}
 		log.Info("transient error, will retry", "what", what, "attempt", attempt, "in", wait.String(), "error", err.Error())
-		// Jitter, so that the pods of a map task do not retry in step.
-		d := wait/2 + rand.N(wait/2+1)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("gave up after %d attempts in %s: %w", attempt, cfg.Timeout, err)
-		case <-time.After(d):
+		case <-time.After(jitter(wait)):
 		}
 		wait = min(2*wait, cfg.MaxBackoff)
 	}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -13,11 +14,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,7 +31,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	vault "github.com/hashicorp/vault/api"
 
-	"github.com/secctx/secctx/pkg/securityctx"
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 // The stores' tests run the real servers that hack/tools builds into bin/:
@@ -115,7 +119,7 @@ func kumo(t testing.TB) (endpoint string, sm *secretsmanager.Client) {
 	return endpoint, sm
 }
 
-func fastConfig(store string, secrets ...securityctx.AgentSecret) FetchConfig {
+func fastConfig(store string, secrets ...agentapi.Secret) FetchConfig {
 	cfg := DefaultFetchConfig()
 	cfg.Store, cfg.Secrets = store, secrets
 	cfg.Timeout, cfg.MinBackoff, cfg.MaxBackoff = 20*time.Second, 50*time.Millisecond, 200*time.Millisecond
@@ -134,8 +138,8 @@ func TestFetchAWS(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := fastConfig("aws",
-		securityctx.AgentSecret{Field: "secrets[0]", ID: *created.ARN, File: filepath.Join(dir, "arn/prod/db-password")},
-		securityctx.AgentSecret{Field: "secrets[1]", ID: "blob", File: filepath.Join(dir, "env/1")},
+		agentapi.Secret{Field: "secrets[0]", ID: *created.ARN, File: filepath.Join(dir, "arn/prod/db-password")},
+		agentapi.Secret{Field: "secrets[1]", ID: "blob", File: filepath.Join(dir, "env/1")},
 	)
 	logs := &syncBuffer{}
 	if err := Fetch(ctx, cfg, testLogger(logs)); err != nil {
@@ -166,7 +170,7 @@ func TestFetchAWSMode(t *testing.T) {
 	}
 	for _, mode := range []os.FileMode{0o400, 0o440} {
 		dir := t.TempDir()
-		cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[0]", ID: "m", File: filepath.Join(dir, "g/k")})
+		cfg := fastConfig("aws", agentapi.Secret{Field: "secrets[0]", ID: "m", File: filepath.Join(dir, "g/k")})
 		cfg.Mode = mode
 		if err := Fetch(ctx, cfg, testLogger(&syncBuffer{})); err != nil {
 			t.Fatal(err)
@@ -184,7 +188,7 @@ func TestFetchAWSMode(t *testing.T) {
 // not retried until the timeout.
 func TestFetchAWSMissing(t *testing.T) {
 	kumo(t)
-	cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[3]", ID: "arn:aws:secretsmanager:us-east-1:000000000000:secret:nope", File: filepath.Join(t.TempDir(), "x")})
+	cfg := fastConfig("aws", agentapi.Secret{Field: "secrets[3]", ID: "arn:aws:secretsmanager:us-east-1:000000000000:secret:nope", File: filepath.Join(t.TempDir(), "x")})
 	t0 := time.Now()
 	err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
 	if err == nil || !strings.Contains(err.Error(), "secrets[3] (arn:aws:secretsmanager:us-east-1:000000000000:secret:nope)") ||
@@ -200,7 +204,7 @@ func TestFetchAWSMissing(t *testing.T) {
 func TestFetchAWSUnreachable(t *testing.T) {
 	kumo(t)
 	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
-	cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[0]", ID: "arn:aws:secretsmanager:us-east-1:000000000000:secret:x", File: filepath.Join(t.TempDir(), "x")})
+	cfg := fastConfig("aws", agentapi.Secret{Field: "secrets[0]", ID: "arn:aws:secretsmanager:us-east-1:000000000000:secret:x", File: filepath.Join(t.TempDir(), "x")})
 	cfg.Timeout = 3 * time.Second
 	logs := &syncBuffer{}
 	err := Fetch(context.Background(), cfg, testLogger(logs))
@@ -276,7 +280,7 @@ func signJWT(t testing.TB, key *rsa.PrivateKey, claims map[string]any) string {
 	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
-func vaultFetchConfig(t testing.TB, addr string, key *rsa.PrivateKey, subject string, secrets ...securityctx.AgentSecret) FetchConfig {
+func vaultFetchConfig(t testing.TB, addr string, key *rsa.PrivateKey, subject string, secrets ...agentapi.Secret) FetchConfig {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	now := time.Now().Unix()
 	jwt := signJWT(t, key, map[string]any{"sub": subject, "aud": []string{"vault"}, "iat": now, "nbf": now, "exp": now + 600})
@@ -294,9 +298,9 @@ func TestFetchVault(t *testing.T) {
 	dir := t.TempDir()
 	cfg := vaultFetchConfig(t, addr, key, "system:serviceaccount:team-a:task",
 		// KV v2 without data/ in the path, as Flyte users write it.
-		securityctx.AgentSecret{Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: filepath.Join(dir, "secret/my-app/db_password")},
-		securityctx.AgentSecret{Field: "secrets[1]", ID: "secret/data/my-app", Key: "port", Engine: "kv2", File: filepath.Join(dir, "port")},
-		securityctx.AgentSecret{Field: "secrets[2]", ID: "kv/legacy", Key: "api-key", Engine: "kv1", File: filepath.Join(dir, "kv/legacy/kv1/api-key")},
+		agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: filepath.Join(dir, "secret/my-app/db_password")},
+		agentapi.Secret{Field: "secrets[1]", ID: "secret/data/my-app", Key: "port", Engine: "kv2", File: filepath.Join(dir, "port")},
+		agentapi.Secret{Field: "secrets[2]", ID: "kv/legacy", Key: "api-key", Engine: "kv1", File: filepath.Join(dir, "kv/legacy/kv1/api-key")},
 	)
 	logs := &syncBuffer{}
 	if err := Fetch(context.Background(), cfg, testLogger(logs)); err != nil {
@@ -318,20 +322,23 @@ func TestFetchVaultRefused(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "f")
 	for name, tc := range map[string]struct {
 		subject string
-		secret  securityctx.AgentSecret
+		secret  agentapi.Secret
 		want    []string
 	}{
 		"account the role does not allow": {"system:serviceaccount:team-b:other",
-			securityctx.AgentSecret{Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: file},
+			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: file},
 			[]string{`vault login at auth/jwt as role "task" with the pod's service account system:serviceaccount:team-b:other`, "HTTP 400", "denied"}},
 		"path the policy does not allow": {"system:serviceaccount:team-a:task",
-			securityctx.AgentSecret{Field: "secrets[0]", ID: "private/x", Key: "k", Engine: "kv1", File: file},
+			agentapi.Secret{Field: "secrets[0]", ID: "private/x", Key: "k", Engine: "kv1", File: file},
 			[]string{"secrets[0] (private/x key \"k\")", "HTTP 403", "permission denied"}},
 		"missing secret": {"system:serviceaccount:team-a:task",
-			securityctx.AgentSecret{Field: "secrets[1]", ID: "secret/nope", Key: "k", Engine: "kv2", File: file},
+			agentapi.Secret{Field: "secrets[1]", ID: "secret/nope", Key: "k", Engine: "kv2", File: file},
 			[]string{"secrets[1] (secret/nope key \"k\")", "vault read secret/data/nope: not found"}},
+		"dynamic database credentials": {"system:serviceaccount:team-a:task",
+			agentapi.Secret{Field: "secrets[2]", ID: "database/creds/app", Key: "username", Engine: "db", File: file},
+			[]string{`secrets[2] (database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode`}},
 		"missing key": {"system:serviceaccount:team-a:task",
-			securityctx.AgentSecret{Field: "secrets[0]", ID: "secret/my-app", Key: "user", Engine: "kv2", File: file},
+			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "user", Engine: "kv2", File: file},
 			[]string{`the secret has no key "user"`}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -355,7 +362,7 @@ func TestFetchVaultRefused(t *testing.T) {
 
 func TestFetchRefusesBadFile(t *testing.T) {
 	for _, f := range []string{"relative/x", "/a/../b", "/"} {
-		cfg := fastConfig("aws", securityctx.AgentSecret{Field: "secrets[0]", ID: "x", File: f})
+		cfg := fastConfig("aws", agentapi.Secret{Field: "secrets[0]", ID: "x", File: f})
 		if err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{})); err == nil || !strings.Contains(err.Error(), "must be a clean absolute path") {
 			t.Errorf("file %q: err = %v", f, err)
 		}
@@ -370,6 +377,7 @@ func FuzzFetchArgs(f *testing.F) {
 	f.Add("--store=vault", "--timeout=0s", `--secrets=null`)
 	f.Add("--mode=0777", "--vault-role=r", `--secrets=[{"file":1}]`)
 	f.Add("extra", "--", "--secrets=[]")
+	f.Add("--store=vault", "--mode=0440", `--secrets=[{"field":"secrets[1]","id":"secret/a","key":"k","engine":"kv2","file":"/var/run/secctx/env/1","envVar":true}]`)
 	f.Fuzz(func(t *testing.T, a, b, c string) {
 		cfg, err := parseFetchArgs([]string{a, b, c}, io.Discard)
 		if err != nil {
@@ -411,13 +419,13 @@ func BenchmarkFetchProcess(b *testing.B) {
 		dir := b.TempDir()
 		tokenFile := filepath.Join(dir, "token")
 		os.WriteFile(tokenFile, []byte("a.projected.token"), 0o600)
-		var secrets []securityctx.AgentSecret
+		var secrets []agentapi.Secret
 		for i := range 3 {
 			out, err := sm.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{Name: aws.String(fmt.Sprintf("s%d", i)), SecretString: aws.String("value")})
 			if err != nil {
 				b.Fatal(err)
 			}
-			secrets = append(secrets, securityctx.AgentSecret{Field: fmt.Sprintf("secrets[%d]", i), ID: *out.ARN, File: filepath.Join(dir, "files", fmt.Sprint(i))})
+			secrets = append(secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), ID: *out.ARN, File: filepath.Join(dir, "files", fmt.Sprint(i))})
 		}
 		spec, _ := json.Marshal(secrets)
 		run(b, []string{"AWS_ENDPOINT_URL_SECRETS_MANAGER=" + endpoint, "AWS_ENDPOINT_URL_STS=" + endpoint,
@@ -428,13 +436,206 @@ func BenchmarkFetchProcess(b *testing.B) {
 		key, _ := rsa.GenerateKey(rand.Reader, 2048)
 		addr := vaultServer(b, key)
 		dir := b.TempDir()
-		var secrets []securityctx.AgentSecret
+		var secrets []agentapi.Secret
 		for i, k := range []string{"db_password", "port", "db_password"} {
-			secrets = append(secrets, securityctx.AgentSecret{Field: fmt.Sprintf("secrets[%d]", i), ID: "secret/my-app", Key: k, Engine: "kv2", File: filepath.Join(dir, "files", fmt.Sprint(i))})
+			secrets = append(secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), ID: "secret/my-app", Key: k, Engine: "kv2", File: filepath.Join(dir, "files", fmt.Sprint(i))})
 		}
 		cfg := vaultFetchConfig(b, addr, key, "system:serviceaccount:team-a:task")
 		spec, _ := json.Marshal(secrets)
 		run(b, []string{"HOME=" + dir}, "--store=vault", "--vault-address="+addr, "--vault-auth-path=jwt", "--vault-role=task",
 			"--vault-token-file="+cfg.Vault.TokenFile, "--secrets="+string(spec))
 	})
+}
+
+// TestParseFetchArgsMode: the files' mode is 0400, 0440 or 0444, nothing
+// else: a wider one would let other users of the pod read the secrets.
+func TestParseFetchArgsMode(t *testing.T) {
+	for mode, want := range map[string]os.FileMode{"0400": 0o400, "0440": 0o440, "0444": 0o444, "400": 0o400} {
+		cfg, err := parseFetchArgs([]string{"--store=aws", "--mode=" + mode, "--secrets=[]"}, io.Discard)
+		if err != nil || cfg.Mode != want {
+			t.Errorf("--mode=%s: %v, %v; want %v", mode, cfg.Mode, err, want)
+		}
+	}
+	if cfg, err := parseFetchArgs([]string{"--store=aws", "--secrets=[]"}, io.Discard); err != nil || cfg.Mode != 0o444 {
+		t.Errorf("no --mode: %v, %v; want 0444", cfg.Mode, err)
+	}
+	for _, mode := range []string{"0644", "0666", "0777", "0404", "0044", "0", "0o400", "0x100", "256", "-0400", "04000", "0400 ", ""} {
+		if _, err := parseFetchArgs([]string{"--store=aws", "--mode=" + mode, "--secrets=[]"}, io.Discard); err == nil || !strings.Contains(err.Error(), "must be 0400, 0440 or 0444") {
+			t.Errorf("--mode=%q: %v; want it refused", mode, err)
+		}
+	}
+}
+
+// TestCheckSize: a value for an env var holds to MaxEnvValueBytes and has
+// no NUL byte; any value to maxSecretSize.
+func TestCheckSize(t *testing.T) {
+	env := agentapi.Secret{Field: "secrets[0]", ID: "x", EnvVar: true}
+	file := agentapi.Secret{Field: "secrets[0]", ID: "x"}
+	for _, tc := range []struct {
+		s    agentapi.Secret
+		n    int
+		nul  bool
+		want string
+	}{
+		{env, agentapi.MaxEnvValueBytes, false, ""},
+		{env, agentapi.MaxEnvValueBytes + 1, false, "130815 bytes, more than the 130814 an env var's value may have"},
+		{env, 2 << 20, false, "2097152 bytes, more than the 130814 an env var's value may have"},
+		{env, 10, true, "a NUL byte at offset 5, which an env var cannot hold"},
+		{file, 10, true, ""},
+		{file, maxSecretSize, false, ""},
+		{file, maxSecretSize + 1, false, "1048577 bytes, more than the 1048576 this agent writes"},
+	} {
+		v := bytes.Repeat([]byte("v"), tc.n)
+		if tc.nul {
+			v[5] = 0
+		}
+		err := checkSize(tc.s, v)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("envVar %v, %d bytes, NUL %v: %v; want %q", tc.s.EnvVar, tc.n, tc.nul, err, tc.want)
+		}
+	}
+}
+
+// TestFetchVaultEnvBounds: a value that is to be an env var and would not
+// fit one (2 MB, one byte over the bound, a NUL byte) fails the fetch
+// naming the field, the secret, the size and the limit, and is not
+// written; the same value as a file is written when it fits in one.
+func TestFetchVaultEnvBounds(t *testing.T) {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	addr := vaultServer(t, key)
+	c, _ := vault.NewClient(&vault.Config{Address: addr})
+	c.SetToken("root")
+	// Vault refuses a JSON string over 1 MiB: the 2 MB value is a list
+	// of four strings, which the fetch writes as JSON.
+	quarter := strings.Repeat("h", 512<<10-4)
+	huge := []any{quarter, quarter, quarter, quarter}
+	hugeJSON, _ := json.Marshal(huge)
+	values := map[string]any{
+		"huge": huge, "over": strings.Repeat("o", agentapi.MaxEnvValueBytes+1),
+		"fits": strings.Repeat("f", agentapi.MaxEnvValueBytes), "nul": "before\x00after",
+	}
+	if _, err := c.Logical().Write("secret/data/big", map[string]any{"data": values}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key    string
+		envVar bool
+		want   string
+	}{
+		{"huge", true, fmt.Sprintf(`secrets[4] (secret/big key "huge"): %d bytes, more than the 130814 an env var's value may have`, len(hugeJSON))},
+		{"over", true, `secrets[4] (secret/big key "over"): 130815 bytes, more than the 130814`},
+		{"nul", true, `secrets[4] (secret/big key "nul"): a NUL byte at offset 6, which an env var cannot hold`},
+		{"huge", false, fmt.Sprintf(`secrets[4] (secret/big key "huge"): %d bytes, more than the 1048576 this agent writes`, len(hugeJSON))},
+		{"fits", true, ""},
+		{"over", false, ""},
+		{"nul", false, ""},
+	} {
+		t.Run(fmt.Sprintf("%s,envVar=%v", tc.key, tc.envVar), func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "env", "4")
+			cfg := vaultFetchConfig(t, addr, key, "system:serviceaccount:team-a:task",
+				agentapi.Secret{Field: "secrets[4]", ID: "secret/big", Key: tc.key, Engine: "kv2", File: file, EnvVar: tc.envVar})
+			err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
+			b, _ := os.ReadFile(file)
+			if tc.want == "" {
+				if want := values[tc.key].(string); err != nil || string(b) != want {
+					t.Errorf("Fetch: %v; %d bytes written, want %d", err, len(b), len(want))
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "too long") {
+				t.Errorf("err = %v\nwant %q", err, tc.want)
+			}
+			if b != nil {
+				t.Errorf("%d bytes written", len(b))
+			}
+		})
+	}
+}
+
+// loginTokens lists the live Vault tokens made by a login at auth/jwt.
+func loginTokens(t *testing.T, addr string) []string {
+	t.Helper()
+	c, _ := vault.NewClient(&vault.Config{Address: addr})
+	c.SetToken("root")
+	list, err := c.Logical().List("auth/token/accessors")
+	if err != nil || list == nil {
+		t.Fatalf("list token accessors: %v", err)
+	}
+	var out []string
+	for _, a := range list.Data["keys"].([]any) {
+		s, err := c.Auth().Token().LookupAccessor(a.(string))
+		if err != nil {
+			continue // revoked meanwhile
+		}
+		if p, _ := s.Data["path"].(string); strings.HasPrefix(p, "auth/jwt/login") {
+			out = append(out, a.(string))
+		}
+	}
+	return out
+}
+
+// TestFetchVaultRevokesLoginToken: the login token is revoked once the
+// reads are done, whether they succeeded or not: no token of the fetch
+// outlives it.
+func TestFetchVaultRevokesLoginToken(t *testing.T) {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	addr := vaultServer(t, key)
+	dir := t.TempDir()
+	for name, s := range map[string]agentapi.Secret{
+		"reads succeed": {Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: filepath.Join(dir, "ok")},
+		"a read fails":  {Field: "secrets[0]", ID: "private/x", Key: "k", Engine: "kv1", File: filepath.Join(dir, "denied")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			logs := &syncBuffer{}
+			err := Fetch(context.Background(), vaultFetchConfig(t, addr, key, "system:serviceaccount:team-a:task", s), testLogger(logs))
+			if (err == nil) != (name == "reads succeed") {
+				t.Fatalf("Fetch: %v", err)
+			}
+			if left := loginTokens(t, addr); len(left) != 0 {
+				t.Errorf("%d login tokens left after the fetch, want 0\n%s", len(left), logs)
+			}
+			if !strings.Contains(logs.String(), "vault login token revoked") {
+				t.Errorf("no log line for the revocation:\n%s", logs)
+			}
+		})
+	}
+	// A login of its own shows that the listing sees such a token.
+	c, _ := vault.NewClient(&vault.Config{Address: addr})
+	jwt, _ := os.ReadFile(vaultFetchConfig(t, addr, key, "system:serviceaccount:team-a:task").Vault.TokenFile)
+	if _, err := c.Logical().Write("auth/jwt/login", map[string]any{"role": "task", "jwt": string(jwt)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(loginTokens(t, addr)); n != 1 {
+		t.Errorf("a login's token is not listed: %d", n)
+	}
+}
+
+// TestFetchVaultRefusesDB: engine db (dynamic credentials) is refused
+// before any login, for good: its lease would die with the fetch's token.
+func TestFetchVaultRefusesDB(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("a.b.c"), 0o600)
+	for engine, want := range map[string]string{
+		"db":  `secrets[1] (database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode, as their lease would die with the fetch's Vault token`,
+		"kv3": `secrets[1] (database/creds/app key "username"): vault engine "kv3": unknown`,
+	} {
+		cfg := fastConfig("vault",
+			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "k", Engine: "kv2", File: filepath.Join(t.TempDir(), "a")},
+			agentapi.Secret{Field: "secrets[1]", ID: "database/creds/app", Key: "username", Engine: engine, File: filepath.Join(t.TempDir(), "b")})
+		cfg.Vault = VaultConfig{Address: srv.URL, AuthPath: "kubernetes", Role: "task", TokenFile: tokenFile}
+		t0 := time.Now()
+		err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("engine %s: err = %v\nwant %q", engine, err, want)
+		}
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Errorf("engine %s: took %v: retried", engine, d)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("Vault received %d requests: the refusal must come before the login", n)
+	}
 }

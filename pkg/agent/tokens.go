@@ -4,17 +4,20 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +26,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
-	"github.com/secctx/secctx/pkg/securityctx"
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 // StatusFile is the sidecar's record of where each token stands, in the
@@ -36,7 +39,7 @@ type TokensConfig struct {
 	// Dir is where each token is written, as a file named after it.
 	Dir string
 	// Tokens are the tokens to obtain.
-	Tokens []securityctx.AgentToken
+	Tokens []agentapi.Token
 	// HTTPHosts may be reached over plain http (test providers).
 	HTTPHosts []string
 	// CABundle is PEM certificates to trust besides the system's.
@@ -54,6 +57,12 @@ type TokensConfig struct {
 	// NoExpiryRefresh is how often a token that says nothing of its
 	// lifetime is renewed.
 	NoExpiryRefresh time.Duration
+	// MinRefresh is the least wait between two successful renewals of a
+	// token (10 s; --min-refresh): a provider that hands out tokens of a
+	// second is then asked every MinRefresh, not several times a second by
+	// every pod. A token that lives less is served past its expiry until
+	// then, and the sidecar logs that once.
+	MinRefresh time.Duration
 }
 
 // DefaultTokensConfig returns the sidecar's defaults.
@@ -63,27 +72,48 @@ func DefaultTokensConfig() TokensConfig {
 		MinBackoff: time.Second, MaxBackoff: time.Minute,
 		RequestTimeout:  30 * time.Second,
 		NoExpiryRefresh: 15 * time.Minute,
+		MinRefresh:      10 * time.Second,
 	}
 }
 
-func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg := DefaultTokensConfig()
-	fs := flag.NewFlagSet("tokens", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var spec string
-	var check bool
-	fs.StringVar(&cfg.Dir, "dir", "", "directory the tokens are written to")
-	fs.StringVar(&spec, "tokens", "", "the tokens, as JSON (written by the webhook)")
-	fs.BoolVar(&check, "check", false, "exit 0 when every token is written, else print why not and exit 1 (the startup probe)")
-	fs.Func("http-host", "a host that may be reached over plain http (repeatable)", func(h string) error {
-		cfg.HTTPHosts = append(cfg.HTTPHosts, h)
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		return 2
+// validate refuses a configuration the sidecar cannot keep to, at start
+// rather than at the first request.
+func (c TokensConfig) validate() error {
+	if c.MinRefresh <= 0 || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
+		return fmt.Errorf("min refresh %s, backoff %s to %s: must be positive and in order", c.MinRefresh, c.MinBackoff, c.MaxBackoff)
 	}
-	if cfg.Dir == "" {
-		fmt.Fprintln(stderr, "secctx-agent tokens: --dir is required")
+	seen := map[string]bool{}
+	for i, t := range c.Tokens {
+		// The name is a file in Dir: it must stay there and be neither the
+		// status file nor a temporary file.
+		if t.Name == "" || strings.ContainsAny(t.Name, "/\x00") || t.Name[0] == '.' {
+			return fmt.Errorf("tokens[%d]: name %q: must be a file name not starting with a dot", i, t.Name)
+		}
+		if seen[t.Name] {
+			return fmt.Errorf("tokens[%d]: name %q: given twice", i, t.Name)
+		}
+		seen[t.Name] = true
+		if t.TokenEndpoint == "" && t.DiscoveryEndpoint == "" {
+			return fmt.Errorf("token %s: neither tokenEndpoint nor idpDiscoveryEndpoint", t.Name)
+		}
+		for _, e := range [][2]string{{"tokenEndpoint", t.TokenEndpoint}, {"idpDiscoveryEndpoint", t.DiscoveryEndpoint}} {
+			if u, err := url.Parse(e[1]); e[1] != "" && (err != nil || !allowedURL(u, c.HTTPHosts)) {
+				return fmt.Errorf("token %s: %s %.200q: must be an https URL (or http to an --http-host host)", t.Name, e[0], e[1])
+			}
+		}
+		switch t.AuthStyle {
+		case "", agentapi.AuthStyleHeader, agentapi.AuthStyleBody:
+		default:
+			return fmt.Errorf("token %s: authStyle %q: must be %s or %s", t.Name, t.AuthStyle, agentapi.AuthStyleHeader, agentapi.AuthStyleBody)
+		}
+	}
+	return nil
+}
+
+func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, check, err := parseTokensArgs(args, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "secctx-agent tokens:", err)
 		return 2
 	}
 	if check {
@@ -93,10 +123,6 @@ func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return 0
 	}
-	if err := json.Unmarshal([]byte(spec), &cfg.Tokens); err != nil || len(cfg.Tokens) == 0 {
-		fmt.Fprintf(stderr, "secctx-agent tokens: --tokens: want a JSON list of tokens (%v)\n", err)
-		return 2
-	}
 	cfg.CABundle = os.Getenv("SECCTX_CA_BUNDLE") // set by the webhook from inject.tokens.caBundle
 	log := newLogger(stderr)
 	if err := RunTokens(ctx, cfg, log); err != nil {
@@ -104,6 +130,39 @@ func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	return 0
+}
+
+// parseTokensArgs reads the sidecar's flags, as the webhook writes them.
+// With --check only --dir matters.
+func parseTokensArgs(args []string, stderr io.Writer) (cfg TokensConfig, check bool, err error) {
+	cfg = DefaultTokensConfig()
+	fs := flag.NewFlagSet("tokens", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var spec string
+	fs.StringVar(&cfg.Dir, "dir", "", "directory the tokens are written to")
+	fs.StringVar(&spec, "tokens", "", "the tokens, as JSON (written by the webhook)")
+	fs.BoolVar(&check, "check", false, "exit 0 when every token is written, else print why not and exit 1 (the startup probe)")
+	fs.DurationVar(&cfg.MinRefresh, "min-refresh", cfg.MinRefresh, "the least wait between two renewals of a token")
+	fs.Func("http-host", "a host that may be reached over plain http (repeatable)", func(h string) error {
+		cfg.HTTPHosts = append(cfg.HTTPHosts, h)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return cfg, false, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Dir == "" {
+		return cfg, false, errors.New("--dir is required")
+	}
+	if check {
+		return cfg, true, nil
+	}
+	if err := json.Unmarshal([]byte(spec), &cfg.Tokens); err != nil || len(cfg.Tokens) == 0 {
+		return cfg, false, fmt.Errorf("--tokens: want a JSON list of tokens (%v)", err)
+	}
+	return cfg, false, cfg.validate()
 }
 
 // Check reads the status the sidecar keeps in dir: ok when every token is
@@ -136,18 +195,24 @@ type status struct {
 // token stays until it expires, when its file is removed (a task then sees
 // no token rather than a dead one). It returns nil when ctx ends.
 func RunTokens(ctx context.Context, cfg TokensConfig, log logr.Logger) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("token directory: %w", err)
 	}
-	client, err := httpClient(cfg)
+	tokenClient, discoveryClient, err := httpClients(cfg)
 	if err != nil {
 		return err
 	}
-	r := &runner{cfg: cfg, client: client, log: log, problems: map[string]string{}, written: map[string]bool{}}
+	r := &runner{cfg: cfg, tokenClient: tokenClient, discoveryClient: discoveryClient, log: log,
+		problems: map[string]string{}, written: map[string]bool{}}
+	r.mu.Lock()
 	for _, t := range cfg.Tokens {
 		r.problems[t.Name] = "not obtained yet"
 	}
-	r.writeStatus()
+	r.writeStatusLocked()
+	r.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, t := range cfg.Tokens {
 		wg.Go(func() { r.keep(ctx, t) })
@@ -159,44 +224,55 @@ func RunTokens(ctx context.Context, cfg TokensConfig, log logr.Logger) error {
 }
 
 type runner struct {
-	cfg    TokensConfig
-	client *http.Client
-	log    logr.Logger
+	cfg TokensConfig
+	// tokenClient never follows a redirect; discoveryClient follows them
+	// on the discovery endpoint's own host.
+	tokenClient, discoveryClient *http.Client
+	log                          logr.Logger
 
+	// mu guards the maps and the status file: the status is built and
+	// renamed into place under it, so that an older state never lands
+	// after a newer one.
 	mu       sync.Mutex
 	problems map[string]string // by token; empty when it is fine
 	written  map[string]bool
 }
 
 // keep obtains and renews one token until ctx ends.
-func (r *runner) keep(ctx context.Context, t securityctx.AgentToken) {
+func (r *runner) keep(ctx context.Context, t agentapi.Token) {
 	log := r.log.WithValues("token", t.Name)
 	file := filepath.Join(r.cfg.Dir, t.Name)
 	var expiry time.Time // of the token in the file; zero: none
 	backoff := r.cfg.MinBackoff
 	tokenURL := t.TokenEndpoint
+	shortLived := false // logged that the token lives less than MinRefresh
 	for {
 		var wait time.Duration
-		tok, err := r.fetch(ctx, t, &tokenURL)
+		tok, exp, err := r.fetch(ctx, t, &tokenURL)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			if err = writeAtomic(file, []byte(tok.AccessToken), tokenFileMode); err != nil {
+			if err = writeAtomic(file, []byte(tok), tokenFileMode); err != nil {
 				err = fmt.Errorf("write token file: %w", err)
 				break
 			}
-			expiry = tok.Expiry
+			expiry = exp
 			backoff = r.cfg.MinBackoff
-			wait = r.refreshIn(tok)
+			wait = r.refreshIn(expiry)
 			r.setProblem(t.Name, "", true)
+			if life := time.Until(expiry); !expiry.IsZero() && life < r.cfg.MinRefresh && !shortLived {
+				shortLived = true
+				log.Info("token lives less than the renewal floor: it is renewed at the floor, after it expires",
+					"lifetime", life.Round(time.Millisecond), "minRefresh", r.cfg.MinRefresh)
+			}
 			log.Info("token renewed", "expiresAt", expiry, "nextRenewal", time.Now().Add(wait).Round(time.Millisecond))
 		}
 		if err != nil {
 			if t.TokenEndpoint == "" {
 				tokenURL = "" // discover again: the provider may have moved
 			}
-			wait = backoff
+			wait = jitter(backoff)
 			backoff = min(2*backoff, r.cfg.MaxBackoff)
 			now := time.Now()
 			switch {
@@ -226,33 +302,40 @@ func (r *runner) keep(ctx context.Context, t securityctx.AgentToken) {
 	}
 }
 
-// refreshIn is when to renew tok: RefreshAt of its lifetime, give or take
-// the jitter.
-func (r *runner) refreshIn(tok *oauth2.Token) time.Duration {
-	if tok.Expiry.IsZero() {
-		return r.cfg.NoExpiryRefresh
+// refreshIn is when to renew a token that expires at expiry: RefreshAt of
+// its lifetime, give or take the jitter, and never before MinRefresh.
+func (r *runner) refreshIn(expiry time.Time) time.Duration {
+	wait := r.cfg.NoExpiryRefresh
+	if !expiry.IsZero() {
+		f := r.cfg.RefreshAt + r.cfg.Jitter*(2*rand.Float64()-1)
+		wait = time.Duration(float64(time.Until(expiry)) * f)
 	}
-	life := time.Until(tok.Expiry)
-	if life <= 0 {
-		return r.cfg.MinBackoff
-	}
-	f := r.cfg.RefreshAt + r.cfg.Jitter*(2*rand.Float64()-1)
-	return time.Duration(float64(life) * f)
+	return max(wait, r.cfg.MinRefresh)
 }
 
-// fetch runs the client-credentials grant once. tokenURL is the endpoint
-// found by discovery, kept between calls; empty, it is discovered first.
-func (r *runner) fetch(ctx context.Context, t securityctx.AgentToken, tokenURL *string) (*oauth2.Token, error) {
+// jitter is a wait uniform in [d/2, d], so that the pods of a map task that
+// failed together do not retry together.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d-d/2+1)
+}
+
+// fetch runs the client-credentials grant once and returns the access
+// token and its expiry (zero: unknown). tokenURL is the endpoint found by
+// discovery, kept between calls; empty, it is discovered first.
+func (r *runner) fetch(ctx context.Context, t agentapi.Token, tokenURL *string) (string, time.Time, error) {
 	secret, err := os.ReadFile(t.ClientSecretFile) // read each time: the Secret may be rotated
 	if err != nil {
-		return nil, fmt.Errorf("read client secret: %w", err)
+		return "", time.Time{}, fmt.Errorf("read client secret: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	if *tokenURL == "" {
 		u, err := r.discover(ctx, t.DiscoveryEndpoint)
 		if err != nil {
-			return nil, err
+			return "", time.Time{}, err
 		}
 		*tokenURL = u
 	}
@@ -260,28 +343,124 @@ func (r *runner) fetch(ctx context.Context, t securityctx.AgentToken, tokenURL *
 		ClientID:     t.ClientID,
 		ClientSecret: strings.TrimRight(string(secret), "\r\n"),
 		TokenURL:     *tokenURL,
+		// Never AuthStyleAutoDetect: after a failure it sends the secret
+		// again in the form, to whatever answered.
+		AuthStyle: oauth2.AuthStyleInHeader,
 	}
-	tok, err := cc.Token(context.WithValue(ctx, oauth2.HTTPClient, r.client))
+	if t.AuthStyle == agentapi.AuthStyleBody {
+		cc.AuthStyle = oauth2.AuthStyleInParams
+	}
+	// x/oauth2 reads at most 1 MiB of the answer.
+	tok, err := cc.Token(context.WithValue(ctx, oauth2.HTTPClient, r.tokenClient))
 	if err != nil {
-		return nil, describe(err, *tokenURL)
+		return "", time.Time{}, describe(err, *tokenURL)
 	}
 	if tok.AccessToken == "" {
-		return nil, fmt.Errorf("token endpoint %s: answered without an access token", *tokenURL)
+		return "", time.Time{}, fmt.Errorf("token endpoint %s: answered without an access token", *tokenURL)
 	}
-	return tok, nil
+	if n := len(tok.AccessToken); n > agentapi.MaxTokenBytes {
+		return "", time.Time{}, fmt.Errorf("token endpoint %s: an access token of %d bytes, more than the %d a token may have", *tokenURL, n, agentapi.MaxTokenBytes)
+	}
+	expiry, err := tokenExpiry(tok, time.Now())
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("token endpoint %s: %w", *tokenURL, err)
+	}
+	return tok.AccessToken, expiry, nil
+}
+
+// tokenExpiry is when tok expires: from expires_in when the answer has it,
+// else from the exp claim of a JWT access token, else zero (unknown). A
+// lifetime that is over already is an error: such a token would be served
+// dead and asked for again at once.
+func tokenExpiry(tok *oauth2.Token, now time.Time) (time.Time, error) {
+	var secs int64
+	switch v := tok.Extra("expires_in").(type) {
+	case nil:
+		return jwtExpiryAfter(tok.AccessToken, now)
+	case float64: // JSON; x/oauth2 has refused one that is not an integer
+		secs = int64(v)
+	case int64: // a form-encoded answer
+		secs = v
+	case string:
+		if strings.TrimSpace(v) == "" { // a form-encoded answer without it
+			return jwtExpiryAfter(tok.AccessToken, now)
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("expires_in %.40q: not a number of seconds", v)
+		}
+		secs = n
+	default:
+		return time.Time{}, fmt.Errorf("expires_in of JSON type %T: not a number of seconds", v)
+	}
+	if secs <= 0 {
+		return time.Time{}, fmt.Errorf("expires_in %d: the token is dead on arrival", secs)
+	}
+	if !tok.Expiry.IsZero() {
+		return tok.Expiry, nil // x/oauth2's reading, bounded to 68 years
+	}
+	return now.Add(time.Duration(min(secs, math.MaxInt32)) * time.Second), nil
+}
+
+// jwtExpiryAfter is the exp of a JWT access token, which must be after
+// now; zero for a token that is not a JWT or has no exp.
+func jwtExpiryAfter(token string, now time.Time) (time.Time, error) {
+	exp, ok := jwtExpiry(token)
+	switch {
+	case !ok:
+		return time.Time{}, nil
+	case !exp.After(now):
+		return time.Time{}, fmt.Errorf("no expires_in, and the access token's exp %s is past: the token is dead on arrival", exp.UTC().Format(time.RFC3339))
+	}
+	return exp, nil
+}
+
+// maxJWTExp is 9999-12-31T23:59:59Z: a later exp is not a time.
+const maxJWTExp = 253402300799
+
+// jwtExpiry reads the exp claim (RFC 7519 section 4.1.4) of a JWS compact
+// serialization: three base64url parts, the second a JSON object with a
+// numeric exp. It verifies nothing: the sidecar needs only to know when to
+// stop serving the token, and its resource server checks the signature.
+func jwtExpiry(token string) (time.Time, bool) {
+	parts := strings.SplitN(token, ".", 4)
+	if len(parts) != 3 || parts[0] == "" {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp any `json:"exp"`
+	}
+	if json.Unmarshal(payload, &claims) != nil {
+		return time.Time{}, false
+	}
+	exp, ok := claims.Exp.(float64) // a string or anything else is not a NumericDate
+	if !ok || !(exp > 0 && exp <= maxJWTExp) {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(exp)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
 }
 
 // describe words an error of the grant without the response body, which
 // the library includes and which a provider may fill with anything.
 func describe(err error, tokenURL string) error {
 	var re *oauth2.RetrieveError
+	var rd *redirectError
+	if errors.As(err, &rd) {
+		// Not err: its text carries the whole Location.
+		return fmt.Errorf("token endpoint %s: %w", tokenURL, rd)
+	}
 	if errors.As(err, &re) {
 		msg := fmt.Sprintf("token endpoint %s: HTTP %d", tokenURL, re.Response.StatusCode)
 		if re.ErrorCode != "" {
 			msg += ": " + re.ErrorCode
 		}
 		if re.ErrorDescription != "" {
-			msg += ": " + securityctx.Shorten(re.ErrorDescription)
+			msg += ": " + fmt.Sprintf("%.200q", re.ErrorDescription)
 		}
 		if re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client" {
 			msg += " (check the client id and the client secret in its Secret)"
@@ -300,8 +479,12 @@ func (r *runner) discover(ctx context.Context, endpoint string) (string, error) 
 	if err != nil {
 		return "", fmt.Errorf("discovery %s: %w", endpoint, err)
 	}
-	resp, err := r.client.Do(req)
+	resp, err := r.discoveryClient.Do(req)
 	if err != nil {
+		var rd *redirectError
+		if errors.As(err, &rd) {
+			return "", fmt.Errorf("discovery %s: %w", endpoint, rd) // not err, which carries the whole Location
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return "", fmt.Errorf("discovery %s: no answer in time", endpoint)
 		}
@@ -318,8 +501,8 @@ func (r *runner) discover(ctx context.Context, endpoint string) (string, error) 
 		return "", fmt.Errorf("discovery %s: %w", endpoint, err)
 	}
 	u, err := url.Parse(meta.TokenEndpoint)
-	if err != nil || u.Host == "" || !(u.Scheme == "https" || u.Scheme == "http" && slices.Contains(r.cfg.HTTPHosts, u.Host)) {
-		return "", fmt.Errorf("discovery %s: token_endpoint %s: must be an https URL", endpoint, securityctx.Quote(meta.TokenEndpoint))
+	if err != nil || !allowedURL(u, r.cfg.HTTPHosts) {
+		return "", fmt.Errorf("discovery %s: token_endpoint %s: must be an https URL", endpoint, fmt.Sprintf("%.200q", meta.TokenEndpoint))
 	}
 	return meta.TokenEndpoint, nil
 }
@@ -333,14 +516,15 @@ func (r *runner) has(name string) bool {
 // setProblem records a token's state and rewrites the status file.
 func (r *runner) setProblem(name, problem string, written bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.problems[name] = problem
 	r.written[name] = written
-	r.mu.Unlock()
-	r.writeStatus()
+	r.writeStatusLocked()
 }
 
-func (r *runner) writeStatus() {
-	r.mu.Lock()
+// writeStatusLocked writes the status file; r.mu is held, so that the
+// snapshot written last is the newest.
+func (r *runner) writeStatusLocked() {
 	st := status{Ready: true}
 	for _, t := range r.cfg.Tokens {
 		if !r.written[t.Name] {
@@ -350,7 +534,6 @@ func (r *runner) writeStatus() {
 			st.Problems = append(st.Problems, "token "+t.Name+": "+p)
 		}
 	}
-	r.mu.Unlock()
 	b, _ := json.Marshal(st)
 	if err := writeAtomic(filepath.Join(r.cfg.Dir, StatusFile), b, tokenFileMode); err != nil {
 		r.log.Error(err, "write status")
@@ -383,9 +566,13 @@ func writeAtomic(path string, b []byte, mode os.FileMode) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// httpClient trusts the system's CAs and CABundle, and refuses redirects
-// to plain http.
-func httpClient(cfg TokensConfig) (*http.Client, error) {
+// httpClients are the sidecar's clients, both trusting the system's CAs
+// and CABundle. The token client never follows a redirect: the client
+// secret goes to the token endpoint and nowhere else, and a 307 or 308
+// would send the request, secret and all, again. The discovery client
+// follows a redirect on the discovery endpoint's own host (and port) only,
+// and to https or an http host of HTTPHosts.
+func httpClients(cfg TokensConfig) (token, discovery *http.Client, err error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg.CABundle != "" {
 		pool, err := x509.SystemCertPool()
@@ -393,20 +580,60 @@ func httpClient(cfg TokensConfig) (*http.Client, error) {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM([]byte(cfg.CABundle)) {
-			return nil, errors.New("SECCTX_CA_BUNDLE: no PEM certificate in it")
+			return nil, nil, errors.New("SECCTX_CA_BUNDLE: no PEM certificate in it")
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{
-		Transport: tr,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 5 {
-				return errors.New("too many redirects")
-			}
-			if req.URL.Scheme != "https" && !slices.Contains(cfg.HTTPHosts, req.URL.Host) {
-				return fmt.Errorf("redirect to %s: not https", req.URL.Redacted())
-			}
-			return nil
-		},
-	}, nil
+	token = &http.Client{Transport: tr, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+		return refuseRedirect(req, "a token request is never redirected")
+	}}
+	discovery = &http.Client{Transport: tr, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		switch {
+		case !allowedURL(req.URL, cfg.HTTPHosts):
+			return refuseRedirect(req, "not https")
+		case hostPort(req.URL) != hostPort(via[0].URL):
+			return refuseRedirect(req, "another host than the discovery endpoint's")
+		case len(via) >= 5:
+			return refuseRedirect(req, "more than 5 redirects")
+		}
+		return nil
+	}}
+	return token, discovery, nil
+}
+
+// allowedURL says whether the sidecar may send a request to u: https, or
+// plain http to a host of httpHosts.
+func allowedURL(u *url.URL, httpHosts []string) bool {
+	return u.Host != "" && (u.Scheme == "https" || u.Scheme == "http" && slices.Contains(httpHosts, u.Host))
+}
+
+// hostPort is u's host, lower-cased, and port, the scheme's default when
+// u has none.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return strings.ToLower(u.Hostname()) + ":" + port
+}
+
+// redirectError is a redirect the sidecar refused.
+type redirectError struct {
+	status       int
+	scheme, host string
+	reason       string
+}
+
+// refuseRedirect describes the redirect to req by its scheme and host
+// alone: the Location may carry user info or a query with anything in it.
+func refuseRedirect(req *http.Request, reason string) error {
+	e := &redirectError{scheme: req.URL.Scheme, host: req.URL.Host, reason: reason}
+	if req.Response != nil {
+		e.status = req.Response.StatusCode
+	}
+	return e
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("redirected (HTTP %d) to %s://%s: refused: %s", e.status, e.scheme, e.host, e.reason)
 }

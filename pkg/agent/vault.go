@@ -9,9 +9,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/go-logr/logr"
 	vault "github.com/hashicorp/vault/api"
 
-	"github.com/secctx/secctx/pkg/securityctx"
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 func init() { stores["vault"] = openVault }
@@ -27,6 +28,13 @@ func openVault(ctx context.Context, cfg FetchConfig) (store, error) {
 	v := cfg.Vault
 	if v.Address == "" || v.Role == "" || v.TokenFile == "" {
 		return nil, permanent(errors.New("vault: --vault-address, --vault-role and --vault-token-file are required"))
+	}
+	// Before the login: a secret that cannot be read fails the pod at
+	// once, with nothing written and no token made.
+	for _, s := range cfg.Secrets {
+		if err := vaultEngineOK(s.Engine); err != nil {
+			return nil, permanent(fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err))
+		}
 	}
 	// Built from the arguments alone: VAULT_* variables a task image may
 	// carry do not apply to the agent.
@@ -63,11 +71,36 @@ func openVault(ctx context.Context, cfg FetchConfig) (store, error) {
 	return &vaultStore{client: client}, nil
 }
 
+// vaultEngineOK refuses an engine the fetch cannot serve.
+func vaultEngineOK(engine string) error {
+	switch engine {
+	case "", "kv1", "kv2":
+		return nil
+	case "db":
+		// The lease of dynamic credentials is a child of the token that
+		// read them, and that token is revoked when the fetch ends (and
+		// would expire anyway): the task would start with a database user
+		// that Vault is about to drop.
+		return errors.New("vault engine db: dynamic database credentials are not supported in agent mode, as their lease would die with the fetch's Vault token")
+	}
+	return fmt.Errorf("vault engine %q: unknown; kv1 or kv2", engine)
+}
+
+// close revokes the login token: the fetch is its only user, and a token
+// left to its TTL is one more credential alive in Vault for every pod.
+func (vs *vaultStore) close(ctx context.Context, log logr.Logger) {
+	if err := vs.client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+		log.Error(vaultError("vault revoke the login token (auth/token/revoke-self)", err), "vault login token not revoked: it lives until its TTL ends")
+		return
+	}
+	log.Info("vault login token revoked")
+}
+
 func cleanHTTPClient() *http.Client {
 	return &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 }
 
-func (vs *vaultStore) read(ctx context.Context, s securityctx.AgentSecret) ([]byte, error) {
+func (vs *vaultStore) read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
 	path := s.ID
 	if s.Engine == "kv2" {
 		path = vs.kv2Path(ctx, path)

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/secctx/secctx/pkg/agentapi"
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
@@ -71,7 +72,7 @@ const (
 	maxVersionStage = 256
 )
 
-func locateAWS(s *securityctx.Secret, field string) (securityctx.AgentSecret, securityctx.ErrorList) {
+func locateAWS(s *securityctx.Secret, field string) (agentapi.Secret, securityctx.ErrorList) {
 	id := strings.TrimRight(s.Group, ":") + ":" + strings.TrimLeft(s.Key, ":")
 	var errs securityctx.ErrorList
 	if len(id) > 2048 || !secretARN.MatchString(id) || len(id)-strings.LastIndex(id, ":secret:")-len(":secret:") > maxSecretName {
@@ -79,9 +80,9 @@ func locateAWS(s *securityctx.Secret, field string) (securityctx.AgentSecret, se
 			"with backend aws, group:key must be a Secrets Manager ARN, as in Flyte: group arn:<partition>:secretsmanager:<region>:<12-digit account>:secret, key the secret's name (letters, digits and / _ + = . @ -); got %s",
 			securityctx.Quote(id))})
 	}
-	if s.GroupVersion != "" && (len(s.GroupVersion) > maxVersionStage || !versionStage.MatchString(s.GroupVersion)) {
-		errs = append(errs, securityctx.Invalid(field+".groupVersion", s.GroupVersion,
-			"with backend aws, a version staging label: 1 to 256 letters, digits and _ + = . @ -"))
+	if v := s.GroupVersion; v != "" && (len(v) > maxVersionStage || !versionStage.MatchString(v) || v == "." || v == "..") {
+		errs = append(errs, securityctx.Invalid(field+".groupVersion", v,
+			"with backend aws, a version staging label: 1 to 256 letters, digits and _ + = . @ -, not . or .."))
 	}
-	return securityctx.AgentSecret{ID: id, Version: s.GroupVersion}, errs
+	return agentapi.Secret{ID: id, Version: s.GroupVersion}, errs
 }

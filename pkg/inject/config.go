@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/secctx/secctx/pkg/agentapi"
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
@@ -85,6 +86,14 @@ type TokensConfig struct {
 	// CABundle is PEM certificates the sidecar trusts besides the system's,
 	// for a provider whose certificate a private CA signed.
 	CABundle string `json:"caBundle,omitempty"`
+	// AuthStyle is how clients authenticate to token endpoints: header
+	// (HTTP Basic, the default) or body (client_id and client_secret in the
+	// form, for providers that take nothing else). It is chosen here, once:
+	// the sidecar never tries one after the other.
+	AuthStyle string `json:"authStyle,omitempty"`
+	// MinRefreshSeconds is the least time between two renewals of a token
+	// (default 10), however short the lifetime the provider gives it.
+	MinRefreshSeconds int32 `json:"minRefreshSeconds,omitempty"`
 }
 
 // AgentConfig is the agent containers'.
@@ -161,6 +170,11 @@ type VaultConfig struct {
 	// KVVersion, 1 or 2, is the KV engine for a secret whose groupVersion is
 	// not kv1, kv2 or db.
 	KVVersion string `json:"kvVersion"`
+	// Mounts are the secret engines' mounts a secret's group may be under
+	// (secret: secret/my-app and secret/data/my-app). Vault's own paths
+	// (sys, auth, cubbyhole, identity) are never allowed: the reader's
+	// login token, or Vault's configuration, would reach the task.
+	Mounts []string `json:"mounts"`
 	// Annotations are more Vault Agent Injector annotations to put on every
 	// pod, e.g. vault.hashicorp.com/agent-limits-cpu.
 	Annotations map[string]string `json:"annotations,omitempty"`
@@ -188,9 +202,9 @@ func DefaultConfig() Config {
 		SecretsDir:   "/etc/flyte/secrets",
 		AnyMountAs:   securityctx.MountFile,
 		Backend:      BackendKubernetes,
-		Vault:        VaultConfig{Mode: VaultModeInjector, Role: "flyte", KVVersion: "2", AuthPath: "kubernetes"},
+		Vault:        VaultConfig{Mode: VaultModeInjector, Role: "flyte", KVVersion: "2", AuthPath: "kubernetes", Mounts: DefaultVaultMounts()},
 		Limits:       defaultLimits,
-		Tokens:       TokensConfig{Dir: defaultTokensDir},
+		Tokens:       TokensConfig{Dir: defaultTokensDir, AuthStyle: agentapi.AuthStyleHeader, MinRefreshSeconds: 10},
 		IAM:          defaultIAM,
 		Agent: AgentConfig{
 			ImagePullPolicy:     corev1.PullIfNotPresent,
@@ -296,6 +310,14 @@ func (c Config) Validate() error {
 		if err := checkPEM(c.Tokens.CABundle); err != nil {
 			return fmt.Errorf("inject.tokens.caBundle: %w", err)
 		}
+	}
+	switch c.Tokens.AuthStyle {
+	case "", agentapi.AuthStyleHeader, agentapi.AuthStyleBody:
+	default:
+		return fmt.Errorf("inject.tokens.authStyle %q: must be header or body", c.Tokens.AuthStyle)
+	}
+	if s := c.Tokens.MinRefreshSeconds; s < 0 || s > 3600 {
+		return fmt.Errorf("inject.tokens.minRefreshSeconds %d: must be between 1 and 3600 (0: the default, 10)", s)
 	}
 	if err := c.IAM.validate(c); err != nil {
 		return err

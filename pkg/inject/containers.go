@@ -8,6 +8,7 @@ import (
 
 	jsonv2 "github.com/go-json-experiment/json"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/secctx/secctx/pkg/securityctx"
 )
@@ -18,13 +19,15 @@ import (
 //     pod does not have are returned as later (another webhook may add
 //     them, and they are targets then), but at least one must be there;
 //   - else, once secctx has run (the status annotation is there, as on a
-//     reinvocation), the containers of that first pass that are still there:
-//     a container another webhook added after secctx (a mesh proxy, an
-//     agent) gets nothing;
+//     reinvocation), the containers of that first pass: a container another
+//     webhook added after secctx (a mesh proxy, an agent) gets nothing;
 //   - else every container and init container, native sidecars included.
 //
-// secctx's own agent containers (token sidecar, installer) are never
-// targets.
+// secctx's own agent containers (token sidecar, installer, fetch) are never
+// targets. A pod without containers, and a status annotation that is not a
+// record secctx could have written (one that names no container, or a
+// container the pod does not have), are problems: either would admit the
+// pod without what it asked for.
 func targets(pod *corev1.Pod) (tgts []*corev1.Container, later []string, problem string) {
 	var all []*corev1.Container
 	for i := range pod.Spec.InitContainers {
@@ -35,16 +38,22 @@ func targets(pod *corev1.Pod) (tgts []*corev1.Container, later []string, problem
 	for i := range pod.Spec.Containers {
 		all = append(all, &pod.Spec.Containers[i])
 	}
+	if len(pod.Spec.Containers) == 0 {
+		return nil, nil, "the pod has no containers (spec.containers is empty or missing): there is nothing to inject into"
+	}
+	st, reinvoked := pod.Annotations[securityctx.AnnotationStatus]
+	var prev Status
+	if reinvoked {
+		var msg string
+		if prev, msg = readStatus(st, all); msg != "" {
+			return nil, nil, fmt.Sprintf("%s %s: is not a record secctx wrote (%s); remove it, secctx writes it",
+				securityctx.AnnotationStatus, securityctx.Quote(st), msg)
+		}
+	}
 	v, named := pod.Annotations[securityctx.AnnotationContainers]
 	if !named {
-		st, ok := pod.Annotations[securityctx.AnnotationStatus]
-		if !ok {
+		if !reinvoked {
 			return all, nil, ""
-		}
-		var prev Status
-		if err := jsonv2.Unmarshal([]byte(st), &prev); err != nil {
-			return nil, nil, fmt.Sprintf("%s %s: is not a record secctx wrote (%s); remove it, secctx writes it",
-				securityctx.AnnotationStatus, securityctx.Quote(st), securityctx.Shorten(err.Error()))
 		}
 		return slices.DeleteFunc(all, func(c *corev1.Container) bool { return !slices.Contains(prev.Containers, c.Name) }), nil, ""
 	}
@@ -82,6 +91,56 @@ func targets(pod *corev1.Pod) (tgts []*corev1.Container, later []string, problem
 	return picked, later, ""
 }
 
+// readStatus decodes a status annotation and checks it against the pod's
+// containers (all, secctx's own left out): secctx writes one on its first
+// pass, naming every target, and a pod has at least one. So a record that
+// names none, names one twice, or names a container the pod does not have
+// was not written by secctx for this pod; msg says which.
+func readStatus(st string, all []*corev1.Container) (prev Status, msg string) {
+	if err := jsonv2.Unmarshal([]byte(st), &prev); err != nil {
+		return prev, securityctx.Shorten(err.Error())
+	}
+	if len(prev.Containers) == 0 {
+		return prev, "it names no container"
+	}
+	for i, n := range prev.Containers {
+		if slices.Contains(prev.Containers[:i], n) {
+			return prev, "it names container " + securityctx.Quote(n) + " twice"
+		}
+		if !slices.ContainsFunc(all, func(c *corev1.Container) bool { return c.Name == n }) {
+			return prev, "it names container " + securityctx.Quote(n) + ", which the pod does not have"
+		}
+	}
+	return prev, ""
+}
+
+// reservedNames refuses a container that takes the name of one of secctx's
+// own: on the first pass (no status annotation) any such container, which
+// is not secctx's and would be taken for it; after it (reinvocation), one
+// that is not an init container. An init container of that name on a
+// reinvocation must be exactly what secctx writes (applyAgent).
+func reservedNames(pod *corev1.Pod, reinvoked bool) []string {
+	var problems []string
+	for _, list := range []struct {
+		what string
+		cs   []corev1.Container
+		init bool
+	}{{"an init container", pod.Spec.InitContainers, true}, {"a container", pod.Spec.Containers, false}} {
+		for i := range list.cs {
+			n := list.cs[i].Name
+			switch {
+			case !isAgentContainer(n):
+			case !reinvoked || !list.init:
+				problems = append(problems, fmt.Sprintf("the pod has %s named %s, a name secctx reserves for its %s; rename it",
+					list.what, n, describeAgent(n)))
+			case slices.ContainsFunc(list.cs[:i], func(c corev1.Container) bool { return c.Name == n }):
+				problems = append(problems, fmt.Sprintf("the pod has two init containers named %s; secctx writes one", n))
+			}
+		}
+	}
+	return problems
+}
+
 // applyToContainer adds the plan's env, envFrom and mounts to c. What is
 // already there and equal is left alone; what is there and different is a
 // clash, reported with both sides. volumes are the pod's, to tell which of
@@ -95,7 +154,11 @@ func applyToContainer(c *corev1.Container, p *secretPlan, volumes []corev1.Volum
 	c.Env = slices.Grow(slices.Clip(c.Env), len(p.env))
 	c.EnvFrom = slices.Clip(c.EnvFrom)
 	c.VolumeMounts = slices.Grow(slices.Clip(c.VolumeMounts), len(p.volumes))
+	own := c.Env[:len(c.Env):len(c.Env)] // the container's own, before secctx's
 	for _, it := range p.env {
+		if slices.ContainsFunc(it.yieldTo, func(n string) bool { return findEnv(own, n) >= 0 }) {
+			continue
+		}
 		if i := findEnv(c.Env, it.env.Name); i >= 0 {
 			if !sameEnv(c.Env[i], it.env) {
 				clashes = append(clashes, fmt.Sprintf("container %s already sets env %s %s; %s would set it %s",
@@ -151,6 +214,32 @@ func mountInto(c *corev1.Container, v *secretVolume, volumes []corev1.Volume) []
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v.volume.Name, MountPath: v.dir, ReadOnly: true})
 	}
 	return clashes
+}
+
+// equalProjected compares two volume sources as the API server stores them.
+func equalProjected(a, b corev1.VolumeSource) bool {
+	return equality.Semantic.DeepEqual(projectedAsStored(a), projectedAsStored(b))
+}
+
+// projectedAsStored is a volume source with the API server's defaults for
+// a projected service-account token applied: the volume's mode and the
+// token's lifetime.
+func projectedAsStored(vs corev1.VolumeSource) corev1.VolumeSource {
+	p := vs.Projected
+	if p == nil {
+		return vs
+	}
+	c := p.DeepCopy()
+	if c.DefaultMode == nil {
+		c.DefaultMode = ptr(corev1.ProjectedVolumeSourceDefaultMode)
+	}
+	for i := range c.Sources {
+		if t := c.Sources[i].ServiceAccountToken; t != nil && t.ExpirationSeconds == nil {
+			t.ExpirationSeconds = ptr(int64(3600))
+		}
+	}
+	vs.Projected = c
+	return vs
 }
 
 // cleanMountPath is the directory a mount path names inside the container:
@@ -234,16 +323,14 @@ func addVolume(pod *corev1.Pod, v corev1.Volume, reinvoked bool) (clash *corev1.
 }
 
 // sameVolume compares a volume of the pod with one secctx adds: a secret
-// or an emptyDir volume, as the pod view keeps them. Of a projected volume
-// the view keeps only the kind (reading every pod's API-token volume would
-// cost every request), so one of secctx's names is taken as secctx's only on
-// a reinvocation (reinvoked: secctx wrote the status annotation), never on
-// the first pass.
+// or an emptyDir volume, as the pod view keeps them, or a projected one
+// (a service-account token), which must be exactly secctx's once the API
+// server's defaults are applied. Inject sees a projected volume whole only
+// on a reinvocation (needsFullPod); on a first pass one of secctx's names
+// is never secctx's.
 func sameVolume(a, b *corev1.Volume, reinvoked bool) bool {
 	if b.Projected != nil {
-		z := a.VolumeSource
-		z.Projected = nil
-		return reinvoked && a.Projected != nil && z == (corev1.VolumeSource{})
+		return reinvoked && equalProjected(a.VolumeSource, b.VolumeSource)
 	}
 	if b.EmptyDir != nil {
 		x, y := a.EmptyDir, b.EmptyDir

@@ -4,7 +4,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/secctx/secctx/pkg/securityctx"
 )
 
 // DeniedError is a refusal: the pod asks for something secctx cannot or will
@@ -28,7 +29,7 @@ const (
 func (e *DeniedError) Error() string {
 	var b strings.Builder
 	b.WriteString("pod ")
-	b.WriteString(clip(e.Pod, maxProblemBytes))
+	b.WriteString(securityctx.ShortenTo(e.Pod, maxProblemBytes))
 	b.WriteString(": ")
 	for i, p := range e.Problems {
 		if i > 0 {
@@ -38,22 +39,18 @@ func (e *DeniedError) Error() string {
 			b.WriteString("and " + strconv.Itoa(len(e.Problems)-maxProblems) + " more problems")
 			break
 		}
-		b.WriteString(clip(p, maxProblemBytes))
+		b.WriteString(securityctx.ShortenTo(p, maxProblemBytes))
 	}
 	return b.String()
 }
 
-// clip cuts s to at most n bytes at a character boundary, saying how long it was.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	c := s[:n]
-	for len(c) > 0 && !utf8.ValidString(c) {
-		c = c[:len(c)-1]
-	}
-	return c + "... (" + strconv.Itoa(len(s)) + " bytes)"
-}
+// ErrFullPodNeeded is PatchView's answer for a pod whose view lacks what
+// secctx must compare in full: an init container of secctx's on a
+// reinvocation, a projected volume of secctx's, or the service-account token
+// volumes an account switch removes. The caller decodes the whole pod and
+// calls PatchTo. Such pods are a small share (reinvocations, account
+// switches), so the view stays small for the rest.
+var ErrFullPodNeeded = errors.New("the pod's view lacks fields secctx must compare; decode the whole pod")
 
 // IsDenied reports whether err is a refusal rather than an internal failure.
 func IsDenied(err error) bool {

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/secctx/secctx/pkg/agentapi"
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
@@ -36,7 +37,7 @@ type fetchPlan struct {
 	store string
 	// desc names the store in messages.
 	desc    string
-	secrets []securityctx.AgentSecret
+	secrets []agentapi.Secret
 	// args, env, volumes and mounts are the store's own, for the fetch
 	// container alone (the Vault login token).
 	args    []string
@@ -55,7 +56,7 @@ type fetchPlan struct {
 
 // locator maps one secret to its place in a store, checking the names
 // against what the store accepts.
-type locator func(s *securityctx.Secret, field string) (securityctx.AgentSecret, securityctx.ErrorList)
+type locator func(s *securityctx.Secret, field string) (agentapi.Secret, securityctx.ErrorList)
 
 // planFetched lays out the secrets of a store read by the fetch init
 // container. A FILE secret is a file at flytekit's path,
@@ -99,6 +100,7 @@ func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields
 		}
 		if mount == securityctx.MountEnvVar {
 			as.File = path.Join(EnvDir, strconv.Itoa(i))
+			as.EnvVar = true
 			names := []string{envName(cfg.EnvVarPrefix, s.Group, s.GroupVersion, s.Key)}
 			if s.EnvVar != "" {
 				names = append(names, s.EnvVar)
@@ -119,12 +121,16 @@ func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields
 				fp.wrapEnv = append(fp.wrapEnv, [3]string{n, as.File, field})
 			}
 		} else {
-			rel := path.Join(strings.ToLower(s.Group), strings.ToLower(s.GroupVersion), strings.ToLower(s.Key))
-			if msg := badRelPath(rel); msg != "" {
-				errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
-					"the file %s/%s %s; with backend %s, group, groupVersion and key make the path below %s", cfg.SecretsDir, securityctx.Shorten(rel), msg, fp.store, cfg.SecretsDir)})
+			// Each part is checked as it is, before the parts are joined:
+			// joining cleans the path, and a/../../etc/passwd would then
+			// pass as etc/passwd.
+			if f, msg := badPathParts(s); msg != "" {
+				errs = append(errs, securityctx.Invalid(field+"."+f.name, f.value, fmt.Sprintf(
+					"%s; with backend %s, group, groupVersion and key, lower-cased, make the file's path below %s",
+					msg, fp.store, cfg.SecretsDir)))
 				continue
 			}
+			rel := path.Join(strings.ToLower(s.Group), strings.ToLower(s.GroupVersion), strings.ToLower(s.Key))
 			as.File = path.Join(cfg.SecretsDir, rel)
 			if clash := fileClash(files, as.File); clash != "" {
 				errs = append(errs, &securityctx.FieldError{Field: field, Detail: clash})
@@ -152,25 +158,34 @@ func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields
 	return p, nil
 }
 
-// badRelPath says what is wrong with a file's path below the secrets
-// directory, or "": no empty, . or .. element (which would put it
-// elsewhere), none longer than a file name may be, no NUL.
-func badRelPath(rel string) string {
-	if strings.ContainsRune(rel, 0) {
-		return "would contain NUL"
-	}
-	for e := range strings.SplitSeq(rel, "/") {
-		switch {
-		case e == "" || e == "." || e == "..":
-			return "would have an empty, . or .. element"
-		case len(e) > 255:
-			return "would have an element longer than 255 bytes"
+// pathPart is one of a secret's names, as a message names it.
+type pathPart struct{ name, value string }
+
+// badPathParts says which of group, groupVersion and key cannot be part of
+// a file's path below the secrets directory, and why: an empty, . or ..
+// element (a//b, ./x, ../x, a/../b), an element longer than a file name may
+// be, a NUL; and groupVersion must be one element.
+func badPathParts(s *securityctx.Secret) (pathPart, string) {
+	for _, p := range []pathPart{{"group", s.Group}, {"groupVersion", s.GroupVersion}, {"key", s.Key}} {
+		if p.value == "" {
+			continue
+		}
+		if strings.ContainsRune(p.value, 0) {
+			return p, "would put a NUL in the file's path"
+		}
+		if p.name == "groupVersion" && strings.Contains(p.value, "/") {
+			return p, "must be one path element, without /"
+		}
+		for e := range strings.SplitSeq(p.value, "/") {
+			switch {
+			case e == "" || e == "." || e == "..":
+				return p, "would have an empty, . or .. element in the file's path"
+			case len(e) > 255:
+				return p, "would have an element longer than 255 bytes in the file's path"
+			}
 		}
 	}
-	if path.Clean(rel) != rel || strings.HasPrefix(rel, "/") {
-		return "is not a clean relative path"
-	}
-	return ""
+	return pathPart{}, ""
 }
 
 // fileClash says which secret already has file, or a file where file's

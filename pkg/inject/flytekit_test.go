@@ -70,6 +70,11 @@ func TestFlytekitFindsEveryVector(t *testing.T) {
 				cfg := DefaultConfig()
 				cfg.Backend = backend
 				cfg.Flyte.Enabled = true
+				// The vectors' groups are Flyte's, not Vault paths under
+				// the default mounts: each is allowed as a mount of its own.
+				for _, s := range vec.Secrets {
+					cfg.Vault.Mounts = append(cfg.Vault.Mounts, s.Group)
+				}
 				in := newTestInjector(t, cfg)
 				pod := &corev1.Pod{
 					ObjectMeta: metav1.ObjectMeta{Name: "task", Namespace: "ns", Labels: map[string]string{securityctx.LabelFlyteInject: "true"}, Annotations: vec.Annotations},

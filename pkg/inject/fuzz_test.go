@@ -13,7 +13,7 @@ import (
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
-// FuzzInject: for any annotation (and containers annotation) on a pod with
+// FuzzInject: for any annotation (and containers and status annotation) on a pod with
 // init, native-sidecar and regular containers, Inject never panics; when it
 // admits the pod, its patch only adds, applies cleanly to the raw pod and
 // gives the typed result, and a second injection changes nothing; with each
@@ -29,13 +29,22 @@ func FuzzInject(f *testing.F) {
 		`{"secrets":[{"group":"shared","key":"EXISTING","mountRequirement":"ENV_VAR","envVar":"EXISTING"}]}`,
 		`{"runAs":{"iamRole":"arn:aws:iam::123456789012:role/r"},"secrets":[{"group":"arn:aws:secretsmanager:us-east-1:123456789012:secret","key":"db","mountRequirement":"ENV_VAR","envVar":"DB"},{"group":"arn:aws:secretsmanager:us-east-1:123456789012:secret","key":"a/b","mountRequirement":"FILE"}]}`,
 		`{"secrets":[{"group":"secret/my-app","key":"db","mountRequirement":"FILE","envVar":"P"},{"group":"kv/x","groupVersion":"kv1","key":"k"}]}`,
+		// Issue 22: other spellings of a path, Vault's own paths, a client
+		// secret asked for twice, credentials in endpoints.
+		`{"secrets":[{"group":"arn:aws:secretsmanager:us-east-1:123456789012:secret","key":"a/../../etc/passwd","mountRequirement":"FILE"},{"group":"arn:aws:secretsmanager:us-east-1:123456789012:secret","key":"./x","groupVersion":".."}]}`,
+		`{"secrets":[{"group":"auth/token/lookup-self","key":"id","mountRequirement":"FILE"},{"group":"secret/../sys","key":"k"}]}`,
+		`{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"oauth","key":"s"}},"tokenEndpoint":"https://idp/oauth2/%2e%2e/token"}],"secrets":[{"group":"oauth"}]}`,
+		`{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"oauth","key":"s"}},"tokenEndpoint":"https://u:p@idp/t?client_secret=x"}]}`,
 	} {
 		for backend := range uint8(4) {
-			f.Add(s, "", backend)
-			f.Add(s, "main,sidecar", backend)
+			f.Add(s, "", "", backend)
+			f.Add(s, "main,sidecar", "", backend)
 		}
 	}
-	f.Fuzz(func(t *testing.T, annotation, containers string, backend uint8) {
+	for _, st := range []string{`{"containers":[]}`, `null`, `{}`, `{"containers":["main"]}`, `{"containers":["init","sidecar","main"]}`, `{"containers":["ghost"]}`} {
+		f.Add(`{"secrets":[{"group":"a","key":"k"}]}`, "", st, uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, annotation, containers, status string, backend uint8) {
 		pod := map[string]any{
 			"apiVersion": "v1", "kind": "Pod",
 			"metadata": map[string]any{"name": "fuzz", "labels": map[string]any{"secctx.dev/inject": "true"},
@@ -52,6 +61,9 @@ func FuzzInject(f *testing.F) {
 		}
 		if containers != "" {
 			pod["metadata"].(map[string]any)["annotations"].(map[string]any)[securityctx.AnnotationContainers] = containers
+		}
+		if status != "" {
+			pod["metadata"].(map[string]any)["annotations"].(map[string]any)[securityctx.AnnotationStatus] = status
 		}
 		raw, err := json.Marshal(pod)
 		if err != nil {

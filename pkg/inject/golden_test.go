@@ -3,6 +3,7 @@ package inject
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -10,36 +11,21 @@ import (
 	"strings"
 	"testing"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/go-cmp/cmp"
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/secctx/secctx/internal/fixtures"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-// fakeServiceAccounts has every account except those whose name starts
-// with "missing". Accounts named no-automount* (and default in namespaces
-// named no-automount*) set automountServiceAccountToken false; accounts
-// named pull* have the image pull secret "registry".
-type fakeServiceAccounts struct{ lookups int }
-
-func (f *fakeServiceAccounts) ServiceAccount(_ context.Context, ns, name string) (*corev1.ServiceAccount, error) {
-	f.lookups++
-	if strings.HasPrefix(name, "missing") {
-		return nil, nil
-	}
-	sa := &corev1.ServiceAccount{}
-	sa.Name, sa.Namespace = name, ns
-	if strings.HasPrefix(name, "no-automount") || name == "default" && strings.HasPrefix(ns, "no-automount") {
-		sa.AutomountServiceAccountToken = new(bool)
-	}
-	if strings.HasPrefix(name, "pull") {
-		sa.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "registry"}}
-	}
-	return sa, nil
-}
+// fakeServiceAccounts are the accounts the fixtures expect (see
+// fixtures.Accounts).
+type fakeServiceAccounts = fixtures.Accounts
 
 // TestGolden runs every fixture under testdata/pods: the input pod, patched
 // as the API server would patch it, must match the golden .out.yaml (or the
@@ -57,17 +43,7 @@ func TestGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			raw := readPodJSON(t, in)
 			ns := namespaceOf(t, raw)
-			// name.config.yaml, when there, overrides the defaults (vault,
-			// Flyte mode off); the fixtures run in Flyte mode.
-			cfg := DefaultConfig()
-			cfg.Flyte.Enabled = true
-			cfg.Agent.Image = "ghcr.io/secctx/secctx:0.1.0"
-			if b, err := os.ReadFile(filepath.Join("testdata/pods", name+".config.yaml")); err == nil {
-				if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
-					t.Fatal(err)
-				}
-			}
-			injector := newTestInjector(t, cfg)
+			injector := newTestInjector(t, fixtureConfig(t, name))
 			outFile := filepath.Join("testdata/pods", name+".out.yaml")
 			errFile := filepath.Join("testdata/pods", name+".err")
 
@@ -120,6 +96,22 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fixtureConfig is the config a fixture runs with: the defaults in Flyte
+// mode with an agent image, and name.config.yaml over them when there
+// (vault, Flyte mode off, ...).
+func fixtureConfig(t testing.TB, name string) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Flyte.Enabled = true
+	cfg.Agent.Image = "ghcr.io/secctx/secctx:0.1.0"
+	if b, err := os.ReadFile(filepath.Join("testdata/pods", name+".config.yaml")); err == nil {
+		if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cfg
 }
 
 func newTestInjector(t testing.TB, cfg Config) *Injector {
@@ -183,9 +175,12 @@ type patchOp struct {
 	Value any    `json:"value"`
 }
 
-// assertOnlyAdds checks that the patch only adds, but for the one removal
-// secctx makes: the ServiceAccount plugin's token volume and its mounts,
-// each remove right after a test of the name at its path.
+// assertOnlyAdds checks that the patch only adds, but for the removals of
+// the documented account switch: the ServiceAccount plugin's token volume and
+// its mounts, and what the EKS webhook added for the pod's old account (its
+// aws-iam-token volume and mounts, AWS_ROLE_ARN and
+// AWS_WEB_IDENTITY_TOKEN_FILE); each remove right after tests of the item's
+// key fields at its path, the name first.
 func assertOnlyAdds(t testing.TB, patch []byte) {
 	t.Helper()
 	if patch == nil {
@@ -195,17 +190,28 @@ func assertOnlyAdds(t testing.TB, patch []byte) {
 	if err := json.Unmarshal(patch, &ops); err != nil {
 		t.Fatalf("patch is not a list of operations: %v", err)
 	}
+	removable := func(name string) bool {
+		return strings.HasPrefix(name, tokenVolumePrefix) || name == eksVolumeName || name == EnvAWSRoleARN || name == EnvAWSWebIdentityTokenFile
+	}
 	for i, op := range ops {
 		switch op.Op {
 		case "add":
 		case "test":
-			if i+1 == len(ops) || ops[i+1].Op != "remove" || ops[i+1].Path+"/name" != op.Path {
+			j := i + 1
+			for j < len(ops) && ops[j].Op == "test" {
+				j++
+			}
+			if j == len(ops) || ops[j].Op != "remove" || !strings.HasPrefix(op.Path, ops[j].Path+"/") {
 				t.Errorf("patch has a test at %s that guards no remove", op.Path)
 			}
 		case "remove":
-			name, _ := ops[max(i-1, 0)].Value.(string)
-			if i == 0 || ops[i-1].Op != "test" || !strings.HasPrefix(name, tokenVolumePrefix) {
-				t.Errorf("patch removes %s, which is not the service-account token volume or its mount", op.Path)
+			k := i
+			for k > 0 && ops[k-1].Op == "test" {
+				k--
+			}
+			name, _ := ops[k].Value.(string)
+			if k == i || ops[k].Path != op.Path+"/name" || !removable(name) {
+				t.Errorf("patch removes %s, which is not what the account switch removes", op.Path)
 			}
 		default:
 			t.Errorf("patch has %q at %s; secctx only adds", op.Op, op.Path)
@@ -238,5 +244,34 @@ func mustNotExist(t *testing.T, path string) {
 	}
 	if _, err := os.Stat(path); err == nil {
 		t.Errorf("stale golden file %s: this fixture gives the other outcome", path)
+	}
+}
+
+// TestViewAsksForTheWholePod: the pod view is enough for every fixture but
+// those where secctx must compare what the view leaves out (a reinvocation
+// with secctx's own containers or projected volumes, an account switch that
+// removes the API token or moves the EKS webhook's role); for those, and
+// only those, PatchView asks for the whole pod. Every other pod, the common
+// case, stays on the view's fast path.
+func TestViewAsksForTheWholePod(t *testing.T) {
+	needsFull := map[string]bool{
+		"eks-switch-audience": true, "eks-switch-audience-last": true, "eks-switch-none": true, "eks-switch-none-still-mounted": true, "eks-switch-role": true,
+		"iam-role-forged-volume": true, "sa-no-automount": true, "sa-no-automount-author-volume": true,
+		"sa-no-automount-mounted-twice": true, "sa-no-automount-other-shape": true,
+		"tokens-forged-sidecar": true, "tokens-forged-token-mount": true, "tokens-reinvocation-defaulted": true,
+	}
+	inputs, _ := filepath.Glob("testdata/pods/*.in.yaml")
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		cfg := fixtureConfig(t, name)
+		raw := readPodJSON(t, in)
+		var v PodView
+		if err := jsonv2.Unmarshal(raw, &v); err != nil {
+			t.Fatal(err)
+		}
+		_, err := newTestInjector(t, cfg).PatchView(context.Background(), nil, &v, namespaceOf(t, raw))
+		if got := errors.Is(err, ErrFullPodNeeded); got != needsFull[name] {
+			t.Errorf("%s: PatchView asks for the whole pod: %v, want %v (%v)", name, got, needsFull[name], err)
+		}
 	}
 }

@@ -1,8 +1,10 @@
 package inject
 
 import (
+	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -58,17 +60,24 @@ func planIAMRole(cfg Config, id *securityctx.Identity, p *secretPlan) securityct
 		return nil
 	}
 	const field = iamField
-	env := []corev1.EnvVar{
-		{Name: EnvAWSRoleARN, Value: id.IAMRole},
-		{Name: EnvAWSWebIdentityTokenFile, Value: path.Join(iam.TokenDir, "token")},
-		{Name: EnvAWSSTSRegionalEndpoints, Value: "regional"},
+	// The role and the token are the identity: a container that sets
+	// either otherwise is refused. The STS endpoint and the region are
+	// preferences: as the EKS webhook does, a container's own value is
+	// kept (both regions, when it sets either).
+	regions := []string{EnvAWSRegion, EnvAWSDefaultRegion}
+	env := []envItem{
+		{env: corev1.EnvVar{Name: EnvAWSRoleARN, Value: id.IAMRole}},
+		{env: corev1.EnvVar{Name: EnvAWSWebIdentityTokenFile, Value: path.Join(iam.TokenDir, "token")}},
+		{env: corev1.EnvVar{Name: EnvAWSSTSRegionalEndpoints, Value: "regional"}, yieldTo: []string{EnvAWSSTSRegionalEndpoints}},
 	}
 	if iam.Region != "" {
-		env = append(env, corev1.EnvVar{Name: EnvAWSRegion, Value: iam.Region}, corev1.EnvVar{Name: EnvAWSDefaultRegion, Value: iam.Region})
+		env = append(env, envItem{env: corev1.EnvVar{Name: EnvAWSRegion, Value: iam.Region}, yieldTo: regions},
+			envItem{env: corev1.EnvVar{Name: EnvAWSDefaultRegion, Value: iam.Region}, yieldTo: regions})
 	}
 	var errs securityctx.ErrorList
 	for _, e := range env {
-		if err := p.addEnv(envItem{env: e, by: field}, field); err != nil {
+		e.by = field
+		if err := p.addEnv(e, field); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -82,4 +91,35 @@ func planIAMRole(cfg Config, id *securityctx.Identity, p *secretPlan) securityct
 		}},
 	}})
 	return errs
+}
+
+// iamForPod fits the IAM role's part of a plan (cloned for this pod) to the
+// pod, as the EKS webhook does: a Windows pod's processes name the token
+// file C:\var\run\..., and the pod's eks.amazonaws.com/token-expiration
+// annotation sets the token's lifetime (at least 600 seconds, as the
+// webhook raises a smaller value to; a value that is not a number is a
+// problem, where the webhook would ignore it).
+func iamForPod(p *secretPlan, pod *corev1.Pod) string {
+	vi := slices.IndexFunc(p.volumes, func(v *secretVolume) bool { return v.volume.Name == iamVolumeName })
+	if vi < 0 {
+		return ""
+	}
+	if isWindows(pod) {
+		for i := range p.env {
+			if e := &p.env[i].env; p.env[i].by == iamField && e.Name == EnvAWSWebIdentityTokenFile {
+				e.Value = windowsPath(e.Value)
+			}
+		}
+	}
+	v, ok := pod.Annotations[eksExpirationAnnotation]
+	if !ok {
+		return ""
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n > 1<<32 {
+		return fmt.Sprintf("annotation %s %s: must be the IAM token's lifetime in seconds, a whole number from 600 to 4294967296",
+			eksExpirationAnnotation, securityctx.Quote(v))
+	}
+	p.volumes[vi].volume.Projected.Sources[0].ServiceAccountToken.ExpirationSeconds = ptr(max(n, eksMinExpiration))
+	return ""
 }

@@ -86,7 +86,7 @@ const (
 // A missing account is a refusal, returned as its message (the pod would
 // otherwise be rejected later, or run as the wrong identity); a failed
 // lookup is an error.
-func (in *Injector) switchAccount(ctx context.Context, pod *corev1.Pod, namespace, name string) (string, error) {
+func (in *Injector) switchAccount(ctx context.Context, pod *corev1.Pod, namespace, name string, partial bool) (string, error) {
 	acct, err := in.sas.ServiceAccount(ctx, namespace, name)
 	if err != nil {
 		return "", fmt.Errorf("get service account %s/%s: %w", namespace, name, err)
@@ -107,9 +107,14 @@ func (in *Injector) switchAccount(ctx context.Context, pod *corev1.Pod, namespac
 	was, will := automount(pod, prev), automount(pod, acct)
 	switch {
 	case was && !will:
-		removeTokenVolume(pod)
+		if err := removeTokenVolume(pod, partial); err != nil {
+			return "", err
+		}
 	case !was && will:
 		addTokenVolume(pod, namespace+"/"+name)
+	}
+	if err := switchEKSRole(pod, prev, acct, partial); err != nil {
+		return "", err
 	}
 	var prevPull []corev1.LocalObjectReference
 	if prev != nil {
@@ -145,23 +150,48 @@ func hasTokenMount(c *corev1.Container) bool {
 	return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return cleanMountPath(m.MountPath) == tokenMountPath })
 }
 
-// removeTokenVolume removes the plugin's token volume and its mounts: a
-// projected volume named kube-api-access-*, mounted at the token's path.
-// A volume of another shape there is the pod author's, and stays.
-func removeTokenVolume(pod *corev1.Pod) {
+// removeTokenVolume removes the plugin's token volume and its mounts at the
+// token's path: a volume named kube-api-access-*, of exactly the shape the
+// plugin gives it (pluginTokenVolume), mounted at the token's path. A volume
+// of another shape or name is the pod author's and stays, and so do the
+// author's own mounts of the plugin's volume elsewhere (the volume then
+// stays too, since they need it). From a pod view, which keeps only a
+// projected volume's kind, it returns ErrFullPodNeeded.
+func removeTokenVolume(pod *corev1.Pod, partial bool) error {
+	isTokenMount := func(name string) func(m corev1.VolumeMount) bool {
+		return func(m corev1.VolumeMount) bool {
+			return m.Name == name && cleanMountPath(m.MountPath) == tokenMountPath
+		}
+	}
+	mounted := func(match func(corev1.VolumeMount) bool) bool {
+		for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+			for i := range list {
+				if slices.ContainsFunc(list[i].VolumeMounts, match) {
+					return true
+				}
+			}
+		}
+		return false
+	}
 	name := ""
-	for _, v := range pod.Spec.Volumes {
-		if strings.HasPrefix(v.Name, tokenVolumePrefix) && v.Projected != nil {
+	want := pluginTokenVolume()
+	for i := range pod.Spec.Volumes {
+		v := &pod.Spec.Volumes[i]
+		if !strings.HasPrefix(v.Name, tokenVolumePrefix) || v.Projected == nil || !mounted(isTokenMount(v.Name)) {
+			continue
+		}
+		if partial {
+			return ErrFullPodNeeded
+		}
+		if equalProjected(v.VolumeSource, want) {
 			name = v.Name
 			break
 		}
 	}
 	if name == "" {
-		return
+		return nil
 	}
-	isToken := func(m corev1.VolumeMount) bool {
-		return m.Name == name && cleanMountPath(m.MountPath) == tokenMountPath
-	}
+	isToken := isTokenMount(name)
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range list {
 			if slices.ContainsFunc(list[i].VolumeMounts, isToken) {
@@ -169,7 +199,29 @@ func removeTokenVolume(pod *corev1.Pod) {
 			}
 		}
 	}
-	pod.Spec.Volumes = slices.DeleteFunc(slices.Clone(pod.Spec.Volumes), func(v corev1.Volume) bool { return v.Name == name })
+	if !mounted(func(m corev1.VolumeMount) bool { return m.Name == name }) {
+		pod.Spec.Volumes = slices.DeleteFunc(slices.Clone(pod.Spec.Volumes), func(v corev1.Volume) bool { return v.Name == name })
+	}
+	return nil
+}
+
+// pluginTokenVolume is the source of the API-token volume the
+// ServiceAccount admission plugin adds: a token, the cluster's CA and the
+// namespace.
+func pluginTokenVolume() corev1.VolumeSource {
+	return corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr(int64(tokenExpirationSecond))}},
+			{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+				Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{
+				Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
+			}}}},
+		},
+	}}
 }
 
 // addTokenVolume adds the token volume as the plugin would, to every
@@ -203,21 +255,7 @@ func addTokenVolume(pod *corev1.Pod, seed string) {
 	if !added {
 		return
 	}
-	pod.Spec.Volumes = append(slices.Clip(pod.Spec.Volumes), corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
-		Projected: &corev1.ProjectedVolumeSource{
-			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
-			Sources: []corev1.VolumeProjection{
-				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr(int64(tokenExpirationSecond))}},
-				{ConfigMap: &corev1.ConfigMapProjection{
-					LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
-					Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
-				}},
-				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{
-					Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
-				}}}},
-			},
-		},
-	}})
+	pod.Spec.Volumes = append(slices.Clip(pod.Spec.Volumes), corev1.Volume{Name: name, VolumeSource: pluginTokenVolume()})
 }
 
 // setIdentity writes runAs into the pod. Validation has already refused any

@@ -41,6 +41,11 @@ type Result struct {
 	// merged), for the caller's policy checks; nil for a pod that did not
 	// opt in. Shared with the plan cache: never change it.
 	SecurityContext *securityctx.SecurityContext
+	// SecretFields name where each of SecurityContext.Secrets was asked
+	// for: secrets[i], or a Flyte annotation (flyte.secrets/s<N>); nil
+	// when every secret came from the SecurityContext annotation. Shared
+	// with the plan cache: never change it.
+	SecretFields []string
 	// SecretRefs are the Kubernetes Secrets and keys the kubelet will read
 	// for the pod (Kubernetes backend), for the caller's reference checks.
 	// Shared with the plan cache: never change it.
@@ -106,6 +111,13 @@ func (s *Status) appendJSON(b []byte) ([]byte, error) {
 // policy can tell that secctx ran. A refusal is a *DeniedError; any other
 // error is an internal failure (a lookup that did not answer).
 func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace string) (*corev1.Pod, Result, error) {
+	return in.inject(ctx, pod, namespace, false)
+}
+
+// inject is Inject; partial says pod came from a PodView, which keeps only
+// the kind of a projected volume and not every field of a container: where
+// secctx needs those, it returns ErrFullPodNeeded.
+func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace string, partial bool) (*corev1.Pod, Result, error) {
 	deny := func(problems ...string) error {
 		return &DeniedError{Pod: podRef(pod, namespace), Problems: problems}
 	}
@@ -125,6 +137,13 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		return nil, Result{}, deny(pr.unparsable)
 	}
 	out := shallowCopy(pod)
+	_, reinvoked := pod.Annotations[securityctx.AnnotationStatus]
+	if problems := reservedNames(pod, reinvoked); len(problems) > 0 {
+		return nil, Result{}, deny(problems...)
+	}
+	if partial && reinvoked && hasAgentParts(pod) {
+		return nil, Result{}, ErrFullPodNeeded
+	}
 	tgts, later, tgtErr := targets(out)
 	if tgtErr != "" {
 		return nil, Result{}, deny(tgtErr)
@@ -139,8 +158,15 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		return nil, Result{}, deny(problems...)
 	}
 	plan := pr.plan.clone()
+	if msg := iamForPod(plan, pod); msg != "" {
+		return nil, Result{}, deny(msg)
+	}
+	if pr.tokens != nil && isWindows(pod) {
+		return nil, Result{}, deny(fmt.Sprintf("the pod runs on Windows nodes (nodeSelector kubernetes.io/os: windows), and secctx's in-pod agent (%s) is a Linux program: "+
+			"tokens, the exec wrapper and secrets fetched from a store need Linux nodes", strings.Join(agentNames(pr.tokens), ", ")))
+	}
 
-	res := Result{SecurityContext: sc, SecretRefs: plan.refs}
+	res := Result{SecurityContext: sc, SecretFields: pr.fields, SecretRefs: plan.refs}
 	if pr.anyNote != "" {
 		res.Notes = append(res.Notes, pr.anyNote)
 	}
@@ -156,7 +182,7 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		if in.sas == nil {
 			res.Notes = append(res.Notes, fmt.Sprintf("service account %s/%s was not checked, and the pod was not given its token and image pull settings: no cluster to ask; pass --kubeconfig to check it", namespace, sa))
 		} else {
-			missing, err := in.switchAccount(ctx, out, namespace, sa)
+			missing, err := in.switchAccount(ctx, out, namespace, sa, partial)
 			if err != nil {
 				return nil, Result{}, err
 			}
@@ -177,6 +203,8 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		notes, tokenClashes := applyAgent(out, tgts, pr.tokens)
 		res.Notes = append(res.Notes, notes...)
 		clashes = append(clashes, tokenClashes...)
+	} else {
+		clashes = append(clashes, unplannedAgents(out, nil)...)
 	}
 	if len(clashes) > 0 {
 		return nil, Result{}, deny(clashes...)
@@ -203,7 +231,56 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[securityctx.AnnotationStatus] = string(b)
+	if n := annotationsSize(out.Annotations); n > maxAnnotationsSize {
+		return nil, Result{}, deny(fmt.Sprintf("the pod's annotations would be %d bytes with secctx's (%s is %d bytes), more than the %d (256 KiB) the API server allows: make the pod's own annotations smaller",
+			n, securityctx.AnnotationStatus, len(b), maxAnnotationsSize))
+	}
 	return out, res, nil
+}
+
+// maxAnnotationsSize is the API server's bound on a pod's annotations, keys
+// and values together (TotalAnnotationSizeLimitB).
+const maxAnnotationsSize = 256 << 10
+
+// annotationsSize counts annotations as the API server does.
+func annotationsSize(a map[string]string) int {
+	n := 0
+	for k, v := range a {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// hasAgentParts reports whether the pod has an init container or a
+// projected volume of secctx's: on a reinvocation each must be exactly what
+// secctx writes, which takes every field, not the view's.
+func hasAgentParts(pod *corev1.Pod) bool {
+	for i := range pod.Spec.InitContainers {
+		if isAgentContainer(pod.Spec.InitContainers[i].Name) {
+			return true
+		}
+	}
+	for i := range pod.Spec.Volumes {
+		if v := &pod.Spec.Volumes[i]; v.Projected != nil && (v.Name == iamVolumeName || v.Name == vaultTokenVolumeName) {
+			return true
+		}
+	}
+	return false
+}
+
+// agentNames names the agent containers a plan adds, for a message.
+func agentNames(tp *agentPlan) []string {
+	var names []string
+	if tp.wrapper != nil {
+		names = append(names, InstallContainer)
+	}
+	if tp.fetch != nil {
+		names = append(names, FetchContainer)
+	}
+	if tp.names != nil {
+		names = append(names, TokenContainer)
+	}
+	return names
 }
 
 // Backend is the configured secret backend.

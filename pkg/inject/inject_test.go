@@ -138,8 +138,8 @@ func TestServiceAccountLookup(t *testing.T) {
 	sas := &fakeServiceAccounts{}
 	in, _ = New(DefaultConfig(), sas)
 	pod.Spec.ServiceAccountName = "sa"
-	if _, _, err := in.Inject(context.Background(), pod, "team-a"); err != nil || sas.lookups != 0 {
-		t.Errorf("reinvocation: err %v, lookups %d", err, sas.lookups)
+	if _, _, err := in.Inject(context.Background(), pod, "team-a"); err != nil || sas.Lookups.Load() != 0 {
+		t.Errorf("reinvocation: err %v, lookups %d", err, sas.Lookups.Load())
 	}
 }
 
@@ -177,7 +177,14 @@ func TestDeniedEnvVarClashesBetweenRequests(t *testing.T) {
 		{"oauth2Client id clashes", `{"runAs":{"oauth2Client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}}},"secrets":[{"group":"x","key":"y","mountRequirement":"ENV_VAR","envVar":"FLYTE_CREDENTIALS_CLIENT_ID"}]}`, `env FLYTE_CREDENTIALS_CLIENT_ID would be set to "c", but secrets[0] sets it from Secret "x" key "y"`},
 		{"token name", `{"tokens":[{"name":"Api_Token","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}]}`, `tokens[0].name "Api_Token": must be a DNS label that starts with a letter`},
 		{"token http", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"http://a/t"}]}`, `tokens[0].tokenEndpoint "http://a/t": must be an https:// URL with a host`},
-		{"token endpoint with user", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://u:p@a/t"}]}`, `tokens[0].tokenEndpoint "https://u:p@a/t": must be an https:// URL with a host, and no user`},
+		{"token endpoint with user", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://u:p@a/t"}]}`, `tokens[0].tokenEndpoint "https://<user info removed>@a/t": must be an https:// URL with a host, and no user info`},
+		// Issue 22: the task never sees a token's client secret.
+		{"token client secret asked for again", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}],"secrets":[{"group":"s","key":"k","mountRequirement":"FILE"}]}`,
+			`secrets[0]: would give the task tokens[0].client.clientSecret (Secret "s" key "k"), which only the token sidecar may read`},
+		{"token client secret's whole Secret asked for", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","groupVersion":"v1","key":"k"}},"tokenEndpoint":"https://a/t"}],"secrets":[{"group":"s-v1","mountRequirement":"ENV_VAR"}]}`,
+			`secrets[0]: would give the task tokens[0].client.clientSecret (Secret "s-v1" key "k"), which only the token sidecar may read`},
+		{"token client secret as runAs.oauth2Client's", `{"runAs":{"oauth2Client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}}},"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}]}`,
+			`runAs.oauth2Client.clientSecret: would give the task tokens[0].client.clientSecret (Secret "s" key "k"), which only the token sidecar may read`},
 		{"token env clashes with secret", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}],"secrets":[{"group":"x","key":"y","mountRequirement":"ENV_VAR","envVar":"API_TOKEN"}]}`, `tokens[0].name: env API_TOKEN is set by the exec wrapper from the token file, but secrets[0] sets it`},
 		{"token file env clashes with secret", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"s","key":"k"}},"tokenEndpoint":"https://a/t"}],"secrets":[{"group":"x","key":"y","mountRequirement":"ENV_VAR","envVar":"API_TOKEN_FILE"}]}`, `tokens[0].name: env API_TOKEN_FILE would be set to "/etc/flyte/tokens/api", but secrets[0] sets it`},
 		{"token secret name", `{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"S{{x}}","key":"k"}},"tokenEndpoint":"https://a/t"}]}`, `tokens[0].client.clientSecret.group "S{{x}}": must be a Kubernetes Secret name`},
@@ -539,6 +546,17 @@ func TestIAMRoleARNs(t *testing.T) {
 		{"arn:aws:iam::123456789012:role/" + strings.Repeat("n", 65), false},
 		{"arn:aws:iam::123456789012:role/" + strings.Repeat("p", 100) + "/" + strings.Repeat("n", 64), true},
 		{"arn:aws:iam::12345678901:role/r", false},
+		// Issue 22: the partition and the account are checked, not only
+		// their shape's neighbours.
+		{"arn:aws:iam::1234567890123:role/r", false},
+		{"arn:aws:iam::12345678901a:role/r", false},
+		{"arn:aws:iam:us-east-1:123456789012:role/r", false},
+		{"arn:awsx:iam::123456789012:role/r", false},
+		{"arn:gcp:iam::123456789012:role/r", false},
+		{"arn:aws-:iam::123456789012:role/r", false},
+		{"arn:aws-cn-:iam::123456789012:role/r", false},
+		{"arn:aws-c1:iam::123456789012:role/r", false},
+		{"arn::iam::123456789012:role/r", false},
 		{"arn:aws:iam::123456789012:user/r", false},
 		{"arn:aws:iam::123456789012:role/", false},
 		{"arn:aws:sts::123456789012:assumed-role/r/s", false},
@@ -639,7 +657,9 @@ func TestAnyNote(t *testing.T) {
 	}{
 		{"kubernetes", func(*Config) {}, "secrets[0], secrets[2] asked for mountRequirement ANY: served as FILE (inject.anyMountAs)"},
 		{"env", func(c *Config) { c.AnyMountAs = securityctx.MountEnvVar }, "secrets[0], secrets[2] asked for mountRequirement ANY: served as ENV_VAR (inject.anyMountAs)"},
-		{"vault injector", func(c *Config) { c.Backend = BackendVault; c.AnyMountAs = securityctx.MountEnvVar },
+		{"vault injector", func(c *Config) {
+			c.Backend, c.AnyMountAs, c.Vault.Mounts = BackendVault, securityctx.MountEnvVar, []string{"a", "b", "c"}
+		},
 			"secrets[0], secrets[2] asked for mountRequirement ANY: served as FILE (the Vault Agent Injector writes files)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -659,6 +679,35 @@ func TestAnyNote(t *testing.T) {
 	}
 }
 
+// TestAWSSecretARNs: group:key is a Secrets Manager ARN in any partition,
+// with a region and a 12-digit account; anything else is refused.
+func TestAWSSecretARNs(t *testing.T) {
+	for _, tt := range []struct {
+		group string
+		ok    bool
+	}{
+		{"arn:aws:secretsmanager:us-east-1:123456789012:secret", true},
+		{"arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret", true},
+		{"arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret", true},
+		{"arn:aws-iso-b:secretsmanager:us-isob-east-1:123456789012:secret", true},
+		{"arn:gcp:secretsmanager:us-east-1:123456789012:secret", false},
+		{"arn:awsx:secretsmanager:us-east-1:123456789012:secret", false},
+		{"arn:aws-:secretsmanager:us-east-1:123456789012:secret", false},
+		{"arn:aws:secretsmanager:us-east-1:12345678901:secret", false},
+		{"arn:aws:secretsmanager:us-east-1:1234567890123:secret", false},
+		{"arn:aws:secretsmanager:us-east-1:12345678901x:secret", false},
+		{"arn:aws:secretsmanager::123456789012:secret", false},
+		{"arn:aws:secretsmanager:us-east:123456789012:secret", false},
+		{"arn:aws:ssm:us-east-1:123456789012:secret", false},
+		{"arn:aws:secretsmanager:us-east-1:123456789012:parameter", false},
+	} {
+		_, errs := locateAWS(&securityctx.Secret{Group: tt.group, Key: "db"}, "secrets[0]")
+		if got := len(errs) == 0; got != tt.ok {
+			t.Errorf("%s: valid = %v, want %v: %v", tt.group, got, tt.ok, errs)
+		}
+	}
+}
+
 // TestAWSSecretNames: the lengths Secrets Manager allows, checked apart
 // from the expression, at their bounds.
 func TestAWSSecretNames(t *testing.T) {
@@ -674,6 +723,8 @@ func TestAWSSecretNames(t *testing.T) {
 		{"db", strings.Repeat("s", 257), false},
 		{"db", "AWSCURRENT", true},
 		{"db:x", "", false},
+		{"db", "..", false},
+		{"db", ".", false},
 	} {
 		_, errs := locateAWS(&securityctx.Secret{Group: group, Key: tt.key, GroupVersion: tt.stage}, "secrets[0]")
 		if got := len(errs) == 0; got != tt.ok {

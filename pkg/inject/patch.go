@@ -17,17 +17,19 @@ import (
 // volume and imagePullSecrets lists, the service account, and label and
 // annotation keys. Every operation is an append or a keyed add, so fields
 // secctx does not know (newer API fields, native sidecars' restartPolicy)
-// are never touched. The one exception is the service-account token volume
-// that the ServiceAccount admission plugin added for the pod's old account,
-// when the new account does not mount one (switchAccount): it and its
-// mounts are removed by index, each remove guarded by a test of the name
-// at that index, so that the patch fails rather than removes anything else.
+// are never touched. The one exception is the account switch
+// (switchAccount), which removes what was added for the pod's old account:
+// the ServiceAccount plugin's token volume and its mounts, and the EKS
+// webhook's role (env entries, volume, mounts). Those are removed by index,
+// each remove guarded by tests of the item's key fields at that index (its
+// name, and a mount's path or an env var's value), so that the patch fails
+// rather than removes anything else.
 //
 // The operations are written straight into b, values included, instead of
 // being collected as []Op and encoded: the boxed values, path strings and
 // buffers of that detour were a fifth of the memory a request allocated,
 // and allocation is what makes the garbage collector run
-// (docs/performance.md).
+// (docs/performance-notes.md).
 func AppendPatch(b []byte, before, after *corev1.Pod) ([]byte, error) {
 	return appendPatch(b, before, after, nil)
 }
@@ -68,7 +70,7 @@ func appendPatch(b []byte, before, after *corev1.Pod, encoded func(*corev1.Conta
 	for i := range after.Spec.Containers {
 		w.diffContainer("/spec/containers/", i, &before.Spec.Containers[i], &after.Spec.Containers[i])
 	}
-	diffNamed(&w, "/spec/volumes", -1, "", before.Spec.Volumes, after.Spec.Volumes, volumeName)
+	diffNamed(&w, "/spec/volumes", -1, "", before.Spec.Volumes, after.Spec.Volumes, keptVolume, volumeKey)
 	diffList(&w, "/spec/imagePullSecrets", -1, "", before.Spec.ImagePullSecrets, after.Spec.ImagePullSecrets)
 	if after.Spec.ServiceAccountName != before.Spec.ServiceAccountName {
 		w.op("/spec/serviceAccountName", -1, "", "")
@@ -163,23 +165,52 @@ func (w *patchWriter) diffContainer(base string, i int, before, after *corev1.Co
 			w.value(after.Command[j])
 		}
 	}
-	diffList(w, base, i, "/env", before.Env, after.Env)
+	diffNamed(w, base, i, "/env", before.Env, after.Env, keptEnv, envKey)
 	diffList(w, base, i, "/envFrom", before.EnvFrom, after.EnvFrom)
-	diffNamed(w, base, i, "/volumeMounts", before.VolumeMounts, after.VolumeMounts, mountName)
+	diffNamed(w, base, i, "/volumeMounts", before.VolumeMounts, after.VolumeMounts, keptMount, mountKey)
 }
 
-func volumeName(v *corev1.Volume) string     { return v.Name }
-func mountName(m *corev1.VolumeMount) string { return m.Name }
+// The fields that tell one item of a list from another, as JSON pointer
+// suffix and value: what diffNamed tests before it removes an item. A
+// container may mount one volume at several paths, and set one env name
+// twice.
+func volumeKey(v *corev1.Volume) [][2]string { return [][2]string{{"/name", v.Name}} }
+func mountKey(m *corev1.VolumeMount) [][2]string {
+	return [][2]string{{"/name", m.Name}, {"/mountPath", m.MountPath}}
+}
+func envKey(e *corev1.EnvVar) [][2]string {
+	k := [][2]string{{"/name", e.Name}}
+	if e.Value != "" {
+		k = append(k, [2]string{"/value", e.Value})
+	}
+	return k
+}
+
+// Whether an item of after is the item of before it was copied from. Inject
+// never changes an item in place: it keeps it (copied by value, so its
+// pointers are the same), drops it, or appends a new one, such as a volume
+// made again under the same name (switchEKSRole). So the comparison is of
+// values and pointers, which costs nothing and tells a remade item from the
+// one it replaces.
+func keptVolume(a, b *corev1.Volume) bool {
+	return a.Name == b.Name && a.VolumeSource == b.VolumeSource
+}
+func keptEnv(a, b *corev1.EnvVar) bool { return *a == *b }
+func keptMount(a, b *corev1.VolumeMount) bool {
+	return a.Name == b.Name && a.MountPath == b.MountPath && a.ReadOnly == b.ReadOnly && a.SubPath == b.SubPath &&
+		a.SubPathExpr == b.SubPathExpr && a.MountPropagation == b.MountPropagation && a.RecursiveReadOnly == b.RecursiveReadOnly
+}
 
 // diffNamed is diffList for a list whose items Inject may also remove
 // (switchAccount): after is before with some items left out, then a tail
 // appended. The removed items go first, last index first so that the
-// indexes stay right, each after a test of its name.
-func diffNamed[T any](w *patchWriter, base string, index int, field string, before, after []T, name func(*T) string) {
+// indexes stay right, each after a test of its key's fields, so that the
+// patch fails rather than removes another item.
+func diffNamed[T any](w *patchWriter, base string, index int, field string, before, after []T, same func(a, b *T) bool, key func(*T) [][2]string) {
 	kept := 0
 	var removed []int
 	for i := range before {
-		if kept < len(after) && name(&before[i]) == name(&after[kept]) {
+		if kept < len(after) && same(&before[i], &after[kept]) {
 			kept++
 		} else {
 			removed = append(removed, i)
@@ -190,9 +221,12 @@ func diffNamed[T any](w *patchWriter, base string, index int, field string, befo
 		return
 	}
 	for _, i := range slices.Backward(removed) {
-		w.opAt("test", base, index, field, "/"+strconv.Itoa(i)+"/name")
-		w.value(name(&before[i]))
-		w.opAt("remove", base, index, field, "/"+strconv.Itoa(i))
+		at := "/" + strconv.Itoa(i)
+		for _, f := range key(&before[i]) {
+			w.opAt("test", base, index, field, at+f[0])
+			w.value(f[1])
+		}
+		w.opAt("remove", base, index, field, at)
 		w.b = w.b[:len(w.b)-len(`,"value":`)] // a remove has no value
 	}
 	for k := kept; k < len(after); k++ {

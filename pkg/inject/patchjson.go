@@ -14,7 +14,7 @@ import (
 // and simple (a secret env var, a read-only mount, a secret volume), so they
 // are written directly; anything else goes through encoding/json.
 // Reflection-based encoding of these values was a sixth of a whole
-// admission request (docs/performance.md); a test checks the two encodings
+// admission request (docs/performance-notes.md); a test checks the two encodings
 // agree. List items come as pointers, so that passing them as any does not
 // copy them to the heap.
 func appendValue(b []byte, v any) ([]byte, error) {

@@ -26,10 +26,16 @@ import (
 // their only source, and of a configMap, projected or downwardAPI source an empty one
 // of that kind: that is all Inject reads, and skipping the projected
 // service-account token volume every pod has saves decoding its sources.
-func (v *PodView) UnmarshalJSONFrom(d *jsontext.Decoder) error {
+func (v *PodView) UnmarshalJSONFrom(d *jsontext.Decoder) error { return v.decode(d, false) }
+
+// UnmarshalJSONFrom decodes a pod as PodView does, but for its init
+// containers and volumes, which it decodes whole (AgentView).
+func (v *AgentView) UnmarshalJSONFrom(d *jsontext.Decoder) error { return v.PodView.decode(d, true) }
+
+func (v *PodView) decode(d *jsontext.Decoder, whole bool) error {
 	s := stringsPool.Get().(*stringTable)
 	defer stringsPool.Put(s)
-	r := viewReader{d: d, strs: s}
+	r := viewReader{d: d, strs: s, whole: whole}
 	return DecodeObject(r.d, func() { *v = PodView{} }, func(name []byte) error {
 		switch string(name) {
 		case "metadata":
@@ -45,6 +51,8 @@ type viewReader struct {
 	d    *jsontext.Decoder
 	strs *stringTable
 	unq  []byte
+	// whole: init containers and volumes are decoded whole (AgentView).
+	whole bool
 }
 
 func (r *viewReader) metadata(m *podMeta) error {
@@ -90,6 +98,8 @@ func (r *viewReader) spec(s *podSpec) error {
 			err = jsonv2.UnmarshalDecode(r.d, &s.AutomountServiceAccountToken)
 		case "imagePullSecrets":
 			err = jsonv2.UnmarshalDecode(r.d, &s.ImagePullSecrets)
+		case "nodeSelector":
+			s.NodeSelector, err = r.stringMap(s.NodeSelector, 0, true)
 		case "securityContext":
 			err = jsonv2.UnmarshalDecode(r.d, &s.SecurityContext)
 		default:
@@ -105,7 +115,13 @@ func (r *viewReader) container(c *ContainerView) error { return r.containerArgs(
 // agent containers, which are init containers. A container's args are
 // skipped, since nothing reads them, and they are the longest lists of
 // strings in a task pod.
-func (r *viewReader) initContainer(c *ContainerView) error { return r.containerArgs(c, true) }
+func (r *viewReader) initContainer(c *ContainerView) error {
+	if !r.whole {
+		return r.containerArgs(c, true)
+	}
+	*c = ContainerView{Whole: &corev1.Container{}}
+	return jsonv2.UnmarshalDecode(r.d, c.Whole)
+}
 
 func (r *viewReader) containerArgs(c *ContainerView, args bool) error {
 	return DecodeObject(r.d, func() { *c = ContainerView{} }, func(name []byte) error {
@@ -183,6 +199,10 @@ func (r *viewReader) volumeMount(m *corev1.VolumeMount) error {
 }
 
 func (r *viewReader) volume(v *corev1.Volume) error {
+	if r.whole {
+		*v = corev1.Volume{}
+		return jsonv2.UnmarshalDecode(r.d, v)
+	}
 	var others uint64 // bit i: volumeSources[name] == i is set, not null
 	err := DecodeObject(r.d, func() { *v = corev1.Volume{}; others = 0 }, func(name []byte) error {
 		switch string(name) {

@@ -123,6 +123,7 @@ var podViewEdgeCases = []string{
 	`{"spec":{"automountServiceAccountToken":"no"}}`,
 	`{"spec":{"volumes":[{"name":"c","configMap":{"name":"x"}},{"name":"d","downwardAPI":{"items":[]}},{"name":"p","projected":null}]}}`,
 	`{"spec":{"serviceAccountName":true}}`,
+	`{"spec":{"nodeSelector":{"kubernetes.io/os":"windows","zone":null}}}`, `{"spec":{"nodeSelector":null}}`, `{"spec":{"nodeSelector":["x"]}}`,
 	`{"spec":{"containers":[{"name":"c"}]`, `{"spec":{"containers":[{"name":"c"},]}}`, `{"metadata":{"name":"\xff"}}`,
 	`{"metadata":{}} trailing`,
 	`{"metadata":{"labels":{"a":"1"},"labels":null,"name":"x"},"metadata":{"namespace":"n"}}`,

@@ -17,16 +17,18 @@ import (
 // what is wrong with them. The pods of one task, its retries and a map
 // task's instances carry the same annotations, so an Injector keeps the last
 // few hundred: parsing and planning were a fifth of the handler's time
-// (docs/performance.md). A prepared value is shared and never changed; Inject
+// (docs/performance-notes.md). A prepared value is shared and never changed; Inject
 // works on a clone of its plan.
 type prepared struct {
 	// unparsable, when set, is the whole refusal: the annotation is not a
 	// SecurityContext at all.
 	unparsable string
 	sc         *securityctx.SecurityContext
-	plan       *secretPlan
-	errs       securityctx.ErrorList // parse, Flyte and plan problems
-	tokenErrs  securityctx.ErrorList
+	// fields name where each of sc.Secrets came from (Result.SecretFields).
+	fields    []string
+	plan      *secretPlan
+	errs      securityctx.ErrorList // parse, Flyte and plan problems
+	tokenErrs securityctx.ErrorList
 	// tokens is the agent's plan (fetch, token sidecar, wrapper); nil
 	// without fetched secrets or tokens.
 	tokens *agentPlan
@@ -133,12 +135,13 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 		p.plan = &secretPlan{}
 		return p
 	}
+	p.fields = fields
 	p.anyNote = anyNote(in.cfg, p.sc.Secrets, fields)
 	secrets, fields := withClientSecret(p.sc, fields)
 	var planErrs securityctx.ErrorList
 	p.plan, planErrs = stores[in.cfg.backend()].plan(in.cfg, secrets, fields)
 	p.errs = append(errs, planErrs...)
-	p.tokenErrs = validateTokens(in.cfg, p.sc)
+	p.tokenErrs = validateTokens(in.cfg, p.sc, fields)
 	if p.plan != nil {
 		p.errs = append(p.errs, planClient(p.sc, p.plan)...)
 		// The role does not depend on the pod: checked here, once per

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -48,6 +49,9 @@ type podSpec struct {
 	DeprecatedServiceAccount     string                        `json:"serviceAccount"`
 	AutomountServiceAccountToken *bool                         `json:"automountServiceAccountToken"`
 	ImagePullSecrets             []corev1.LocalObjectReference `json:"imagePullSecrets"`
+	// NodeSelector tells a Windows pod, whose AWS token file is named the
+	// Windows way.
+	NodeSelector map[string]string `json:"nodeSelector"`
 	// SecurityContext keeps the users: who the fetched secrets' files are
 	// for.
 	SecurityContext *podUsers `json:"securityContext"`
@@ -67,9 +71,21 @@ type containerUsers struct {
 	RunAsGroup *int64 `json:"runAsGroup"`
 }
 
+// AgentView is a PodView whose init containers and volumes are whole,
+// for the pods where secctx compares them whole (ErrFullPodNeeded): its
+// own init containers and projected volumes on a reinvocation, and the
+// volumes an account switch removes. Decoding those alone costs far less
+// than the whole pod.
+type AgentView struct {
+	PodView
+}
+
 // ContainerView is the part of a container that Inject reads and changes.
 type ContainerView struct {
-	Name string `json:"name"`
+	// Whole, when set, is the whole container (an init container of an
+	// AgentView); the other fields are then unset.
+	Whole *corev1.Container `json:"-"`
+	Name  string            `json:"name"`
 	// Image, Command and Args are read to wrap a command and to recognise
 	// secctx's own containers on a reinvocation; Args of init containers
 	// only.
@@ -95,6 +111,7 @@ func (v *PodView) Pod() *corev1.Pod {
 	p.Spec.DeprecatedServiceAccount = v.Spec.DeprecatedServiceAccount
 	p.Spec.AutomountServiceAccountToken = v.Spec.AutomountServiceAccountToken
 	p.Spec.ImagePullSecrets = v.Spec.ImagePullSecrets
+	p.Spec.NodeSelector = v.Spec.NodeSelector
 	if u := v.Spec.SecurityContext; u != nil {
 		p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: u.RunAsUser, RunAsGroup: u.RunAsGroup, FSGroup: u.FSGroup}
 	}
@@ -107,6 +124,10 @@ func containers(views []ContainerView) []corev1.Container {
 	}
 	cs := make([]corev1.Container, len(views))
 	for i, v := range views {
+		if v.Whole != nil {
+			cs[i] = *v.Whole
+			continue
+		}
 		cs[i] = corev1.Container{Name: v.Name, Image: v.Image, Command: v.Command, Args: v.Args, Env: v.Env, EnvFrom: v.EnvFrom, VolumeMounts: v.VolumeMounts}
 		if u := v.SecurityContext; u != nil {
 			cs[i].SecurityContext = &corev1.SecurityContext{RunAsUser: u.RunAsUser, RunAsGroup: u.RunAsGroup}
@@ -117,12 +138,22 @@ func containers(views []ContainerView) []corev1.Container {
 
 // InjectJSON decodes a pod's JSON into a PodView, injects into it and returns
 // the patch. Field names are matched case-sensitively, as the API server does.
+// A pod whose view is not enough (ErrFullPodNeeded) is decoded again with
+// its init containers and volumes whole (AgentView).
 func (in *Injector) InjectJSON(ctx context.Context, namespace string, raw []byte) (*Outcome, error) {
 	var v PodView
 	if err := jsonv2.Unmarshal(raw, &v); err != nil {
 		return nil, fmt.Errorf("decode pod: %w", err)
 	}
-	return in.Patch(ctx, v.Pod(), namespace)
+	o, err := in.PatchView(ctx, nil, &v, namespace)
+	if !errors.Is(err, ErrFullPodNeeded) {
+		return o, err
+	}
+	var av AgentView
+	if err := jsonv2.Unmarshal(raw, &av); err != nil {
+		return nil, fmt.Errorf("decode pod: %w", err)
+	}
+	return in.PatchAgentView(ctx, nil, &av, namespace)
 }
 
 // Patch injects into a copy of pod, as Inject does, and returns the JSON
@@ -135,7 +166,24 @@ func (in *Injector) Patch(ctx context.Context, pod *corev1.Pod, namespace string
 // reuse one buffer for every request; Outcome.Patch then shares dst's array
 // and is only valid until the buffer is reused.
 func (in *Injector) PatchTo(ctx context.Context, dst []byte, pod *corev1.Pod, namespace string) (*Outcome, error) {
-	out, res, err := in.Inject(ctx, pod, namespace)
+	return in.patchTo(ctx, dst, pod, namespace, false)
+}
+
+// PatchView is PatchTo for a pod decoded into a PodView. It returns
+// ErrFullPodNeeded for a pod whose view lacks what secctx must compare; the
+// caller then decodes the whole pod and calls PatchTo.
+func (in *Injector) PatchView(ctx context.Context, dst []byte, v *PodView, namespace string) (*Outcome, error) {
+	return in.patchTo(ctx, dst, v.Pod(), namespace, true)
+}
+
+// PatchAgentView is PatchTo for a pod decoded into an AgentView: its init
+// containers and volumes are whole, which is all PatchView may ask for.
+func (in *Injector) PatchAgentView(ctx context.Context, dst []byte, v *AgentView, namespace string) (*Outcome, error) {
+	return in.patchTo(ctx, dst, v.Pod(), namespace, false)
+}
+
+func (in *Injector) patchTo(ctx context.Context, dst []byte, pod *corev1.Pod, namespace string, partial bool) (*Outcome, error) {
+	out, res, err := in.inject(ctx, pod, namespace, partial)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,11 @@ const secretDefaultMode int32 = 0o644
 type envItem struct {
 	env corev1.EnvVar
 	by  string
+	// yieldTo, when set, makes the item a preference rather than a
+	// request: a container that already sets any of these names keeps its
+	// own value and does not get the item (an AWS region, as the EKS
+	// webhook does it).
+	yieldTo []string
 }
 
 // describe says where the value comes from; our literal values are paths and
@@ -354,7 +359,7 @@ func nameVolumes(vols []*secretVolume) {
 // reservedVolume: a name secctx's other volumes have or may have.
 func reservedVolume(name string) bool {
 	switch name {
-	case tokenVolumeName, binVolumeName, iamVolumeName, fetchedVolumeName, fetchedEnvVolumeName, vaultTokenVolumeName:
+	case tokenVolumeName, binVolumeName, iamVolumeName, fetchedVolumeName, fetchedEnvVolumeName, vaultTokenVolumeName, noAPITokenVolumeName:
 		return true
 	}
 	return strings.HasPrefix(name, "secctx-client-")

@@ -5,16 +5,20 @@ import (
 	"fmt"
 	"hash/fnv"
 	"path"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/secctx/secctx/pkg/agentapi"
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
@@ -105,7 +109,7 @@ func tokenEnvName(name string) string {
 
 // validateTokens refuses what the configured cluster or backend cannot do
 // with tokens, and connections, which are not for pods.
-func validateTokens(cfg Config, sc *securityctx.SecurityContext) securityctx.ErrorList {
+func validateTokens(cfg Config, sc *securityctx.SecurityContext, fields []string) securityctx.ErrorList {
 	var errs securityctx.ErrorList
 	if sc.ConnectionRef != "" {
 		errs = append(errs, securityctx.Invalid("connectionRef", sc.ConnectionRef, "not supported: connections are for Flyte agents, not pods"))
@@ -123,6 +127,40 @@ func validateTokens(cfg Config, sc *securityctx.SecurityContext) securityctx.Err
 	if b := cfg.backend(); b != BackendKubernetes {
 		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "not supported with backend " + b + " yet: a token's client secret is read from a Kubernetes Secret, and this secctx reads secrets from " + b})
 	}
+	return append(errs, clientSecretsKept(sc, fields)...)
+}
+
+// clientSecretsKept refuses a secret that would give the task a token's
+// client secret, which only the sidecar may read: a secrets[] entry for the
+// same key of the same Kubernetes Secret, or for the whole Secret, and
+// runAs.oauth2Client's secret when it is the same one. fields name where each
+// secret was asked for.
+func clientSecretsKept(sc *securityctx.SecurityContext, fields []string) securityctx.ErrorList {
+	var errs securityctx.ErrorList
+	secretOf := func(s *securityctx.Secret) string {
+		if s.GroupVersion != "" {
+			return s.Group + "-" + s.GroupVersion
+		}
+		return s.Group
+	}
+	for i := range sc.Tokens {
+		c := sc.Tokens[i].Client
+		if c == nil || c.ClientSecret == nil || c.ClientSecret.Key == "" {
+			continue
+		}
+		cs := c.ClientSecret
+		what := fmt.Sprintf("tokens[%d].client.clientSecret (Secret %s key %s), which only the token sidecar may read", i, securityctx.Quote(secretOf(cs)), securityctx.Quote(cs.Key))
+		for j := range sc.Secrets {
+			if s := &sc.Secrets[j]; secretOf(s) == secretOf(cs) && (s.Key == cs.Key || s.Key == "") {
+				errs = append(errs, &securityctx.FieldError{Field: fieldName(fields, j), Detail: "would give the task " + what})
+			}
+		}
+		if id := sc.RunAs; id != nil && id.OAuth2Client != nil && id.OAuth2Client.ClientSecret != nil {
+			if s := id.OAuth2Client.ClientSecret; secretOf(s) == secretOf(cs) && s.Key == cs.Key {
+				errs = append(errs, &securityctx.FieldError{Field: clientField, Detail: "would give the task " + what})
+			}
+		}
+	}
 	return errs
 }
 
@@ -133,7 +171,7 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 		return nil, nil
 	}
 	var errs securityctx.ErrorList
-	tp := &agentPlan{wrapper: []string{WrapperPath, "exec"}}
+	tp := &agentPlan{wrapper: []string{WrapperPath, "exec"}, volumes: []corev1.Volume{noAPITokenVolume}}
 	if fp := p.fetch; fp != nil {
 		for _, w := range fp.wrapEnv {
 			tp.runtimeEnv = append(tp.runtimeEnv, [2]string{w[0], w[2]})
@@ -200,7 +238,7 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 // and in p the *_TOKEN_FILE env vars and the token volume.
 func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPlan) securityctx.ErrorList {
 	var errs securityctx.ErrorList
-	var agentTokens []securityctx.AgentToken
+	var agentTokens []agentapi.Token
 	sidecarMounts := []corev1.VolumeMount{{Name: tokenVolumeName, MountPath: cfg.Tokens.Dir}}
 	for i := range tokens {
 		t := &tokens[i]
@@ -229,10 +267,11 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 		tp.runtimeEnv = append(tp.runtimeEnv, [2]string{env + "_TOKEN", field + ".name"})
 		tp.wrapper = append(tp.wrapper, "--from-file="+env+"_TOKEN="+file)
 		tp.names = append(tp.names, t.Name)
-		agentTokens = append(agentTokens, securityctx.AgentToken{
+		agentTokens = append(agentTokens, agentapi.Token{
 			Name: t.Name, ClientID: t.Client.ClientID, ClientSecretFile: path.Join(clientsDir, vol, s.Key),
-			TokenEndpoint: t.TokenEndpoint, DiscoveryEndpoint: t.IdpDiscoveryEndpoint,
+			TokenEndpoint: t.TokenEndpoint, DiscoveryEndpoint: t.IdpDiscoveryEndpoint, AuthStyle: authStyle(cfg),
 		})
+		p.refs = append(p.refs, SecretRef{Field: field + ".client.clientSecret", Secret: name, Key: s.Key})
 	}
 	if len(errs) > 0 {
 		return errs
@@ -242,6 +281,9 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 		return securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
 	}
 	args := []string{"tokens", "--dir=" + cfg.Tokens.Dir}
+	if n := cfg.Tokens.MinRefreshSeconds; n > 0 {
+		args = append(args, "--min-refresh="+strconv.Itoa(int(n))+"s")
+	}
 	for _, h := range cfg.Tokens.HTTPHosts {
 		args = append(args, "--http-host="+h)
 	}
@@ -261,12 +303,24 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 	if cfg.Tokens.CABundle != "" {
 		tp.sidecar.Env = []corev1.EnvVar{{Name: EnvCABundle, Value: cfg.Tokens.CABundle}}
 	}
-	// The token files: in memory, never on the node's disk.
+	// The token files: in memory, never on the node's disk. Each token may
+	// be as large as the sidecar writes (agentapi.MaxTokenBytes), and is
+	// written through a temporary copy beside it; so is the status file.
+	size := resource.NewQuantity(int64(2*len(tokens)+2)*agentapi.MaxTokenBytes, resource.BinarySI)
 	p.volumes = append(p.volumes, &secretVolume{dir: cfg.Tokens.Dir, by: "tokens", desc: "the OAuth2 tokens", volume: corev1.Volume{
 		Name: tokenVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-			Medium: corev1.StorageMediumMemory, SizeLimit: ptr(resource.MustParse("1Mi"))}},
+			Medium: corev1.StorageMediumMemory, SizeLimit: size}},
 	}})
 	return nil
+}
+
+// authStyle is what the sidecar is told of inject.tokens.authStyle: empty
+// for the default, header.
+func authStyle(cfg Config) string {
+	if cfg.Tokens.AuthStyle == agentapi.AuthStyleBody {
+		return agentapi.AuthStyleBody
+	}
+	return ""
 }
 
 // checkAgentImage: a store read in the pod needs secctx's image.
@@ -277,9 +331,21 @@ func checkAgentImage(c Config, what string) error {
 	return nil
 }
 
+// noAPITokenVolume is an empty directory mounted, read-only, at the API
+// token's path in every agent container. The agent needs no access to the
+// Kubernetes API, so it gets no token; and the ServiceAccount admission
+// plugin, which the API server runs again after a webhook changed the pod,
+// mounts the pod's token only in containers that have nothing at that path:
+// without this mount it would add one to secctx's containers, and that
+// change would make the API server call secctx again for every such pod.
+var noAPITokenVolume = corev1.Volume{Name: noAPITokenVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+
+const noAPITokenVolumeName = "secctx-no-api-token"
+
 // agentContainer is a container of secctx's image, locked down: the agent
-// needs no privilege, no writable root and no capability.
+// needs no privilege, no writable root, no capability and no API token.
 func agentContainer(cfg Config, name string, args []string, mounts []corev1.VolumeMount) corev1.Container {
+	mounts = append(slices.Clip(mounts), corev1.VolumeMount{Name: noAPITokenVolumeName, MountPath: tokenMountPath, ReadOnly: true})
 	return corev1.Container{
 		Name:                     name,
 		Image:                    cfg.Agent.Image,
@@ -389,19 +455,20 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes
 	for _, want := range add {
 		i := slices.IndexFunc(out.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == want.Name })
 		if i < 0 {
-			if slices.ContainsFunc(out.Spec.Containers, func(c corev1.Container) bool { return c.Name == want.Name }) {
-				clashes = append(clashes, fmt.Sprintf("the pod already has a container named %s; secctx needs that name for its %s", want.Name, describeAgent(want.Name)))
-				continue
-			}
 			missing = append(missing, *want.DeepCopy()) // the plan is shared (prepare)
 			continue
 		}
-		have := &out.Spec.InitContainers[i]
-		if have.Image != want.Image || !slices.Equal(have.Command, want.Command) || !slices.Equal(have.Args, want.Args) {
-			clashes = append(clashes, fmt.Sprintf("the pod already has an init container named %s that is not the %s secctx would add; remove it or rename it",
-				want.Name, describeAgent(want.Name)))
+		// Only on a reinvocation (reservedNames refuses the name on a
+		// first pass), and from a whole pod (needsFullPod): the container
+		// must be exactly what secctx wrote, since it holds the client
+		// secrets, the store's login or the binary every wrapped container
+		// runs.
+		if diff := agentDiff(&out.Spec.InitContainers[i], &want); len(diff) > 0 {
+			clashes = append(clashes, fmt.Sprintf("the pod has an init container named %s that is not the %s secctx writes (%s differ); remove it or rename it",
+				want.Name, describeAgent(want.Name), strings.Join(diff, ", ")))
 		}
 	}
+	clashes = append(clashes, unplannedAgents(out, add)...)
 	if len(missing) > 0 {
 		out.Spec.InitContainers = slices.Concat(missing, out.Spec.InitContainers)
 	}
@@ -413,6 +480,59 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes
 		}
 	}
 	return notes, clashes
+}
+
+// unplannedAgents refuses an init container with the name of one of
+// secctx's that secctx does not add to this pod (add): on a reinvocation it
+// is not secctx's.
+func unplannedAgents(out *corev1.Pod, add []corev1.Container) []string {
+	var clashes []string
+	for i := range out.Spec.InitContainers {
+		n := out.Spec.InitContainers[i].Name
+		if isAgentContainer(n) && !slices.ContainsFunc(add, func(c corev1.Container) bool { return c.Name == n }) {
+			clashes = append(clashes, fmt.Sprintf("the pod has an init container named %s, a name secctx reserves for its %s, which this pod does not get; remove it or rename it",
+				n, describeAgent(n)))
+		}
+	}
+	return clashes
+}
+
+// agentDiff names the fields (as in the pod's JSON) in which have, an agent
+// container of the pod, differs from want, the one secctx writes. What the
+// API server's own admission may do to every container is not a
+// difference: the defaults it fills in, and the resources and pull policy
+// that LimitRanger and AlwaysPullImages set. (The ServiceAccount plugin
+// leaves secctx's containers alone: they have a mount at the API token's
+// path, noAPITokenVolume.) Everything else, the securityContext, the
+// mounts, the env, the command, the probes, must be what secctx wrote.
+func agentDiff(have, want *corev1.Container) []string {
+	h, w := asStored(*have), asStored(*want)
+	if equality.Semantic.DeepEqual(h, w) {
+		return nil
+	}
+	var diff []string
+	hv, wv := reflect.ValueOf(h), reflect.ValueOf(w)
+	for i := range hv.NumField() {
+		if !equality.Semantic.DeepEqual(hv.Field(i).Interface(), wv.Field(i).Interface()) {
+			name, _, _ := strings.Cut(hv.Type().Field(i).Tag.Get("json"), ",")
+			diff = append(diff, name)
+		}
+	}
+	return diff
+}
+
+// asStored is c with what admission may set on it filled in or left out:
+// a container's termination message, the resources and the pull policy.
+func asStored(c corev1.Container) corev1.Container {
+	if c.TerminationMessagePath == "" {
+		c.TerminationMessagePath = corev1.TerminationMessagePathDefault
+	}
+	if c.TerminationMessagePolicy == "" {
+		c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+	}
+	c.ImagePullPolicy = ""
+	c.Resources = corev1.ResourceRequirements{}
+	return c
 }
 
 func describeAgent(name string) string {
@@ -427,6 +547,8 @@ func describeAgent(name string) string {
 		return "values of ENV_VAR secrets"
 	case vaultTokenVolumeName:
 		return "Vault login token"
+	case noAPITokenVolumeName:
+		return "empty directory that keeps the API token from its containers"
 	}
 	return "client secret of a token"
 }

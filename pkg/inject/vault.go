@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -45,6 +46,17 @@ func (vaultStore) validate(c Config) error {
 	v := c.Vault
 	if v.Role == "" {
 		return errors.New("inject.vault.role: required with backend vault")
+	}
+	if v.Mounts != nil && len(v.Mounts) == 0 {
+		return errors.New("inject.vault.mounts: empty, so no secret could be read; list the secret engines' mounts, such as secret")
+	}
+	for _, m := range v.vaultMounts() {
+		if !validVaultPath(m) {
+			return fmt.Errorf("inject.vault.mounts %q: must be a Vault mount path such as secret or team-a/kv", m)
+		}
+		if first, _, _ := strings.Cut(m, "/"); slices.Contains(vaultSystemMounts, first) {
+			return fmt.Errorf("inject.vault.mounts %q: Vault's own %s/ is never a secret's mount: a task would read what secctx's login may read there", m, first)
+		}
 	}
 	if v.KVVersion != "1" && v.KVVersion != "2" {
 		return fmt.Errorf("inject.vault.kvVersion %q: must be 1 or 2", v.KVVersion)
@@ -138,6 +150,10 @@ func planVault(cfg Config, secrets []securityctx.Secret, fields []string) (*secr
 			errs = append(errs, nameErrs...)
 			continue
 		}
+		if e := checkVaultMount(cfg.Vault, s, field); e != nil {
+			errs = append(errs, e)
+			continue
+		}
 		file := path.Join(strings.ToLower(s.Group), strings.ToLower(s.GroupVersion), strings.ToLower(s.Key))
 		if prev, ok := files[file]; ok {
 			errs = append(errs, &securityctx.FieldError{Field: field, Detail: fmt.Sprintf(
@@ -170,6 +186,41 @@ func planVault(cfg Config, secrets []securityctx.Secret, fields []string) (*secr
 // action or call a function.
 func vaultTemplateFor(group, query, key string) string {
 	return "{{- with secret " + strconv.Quote(group) + " -}}{{ index " + query + " " + strconv.Quote(key) + " }}{{- end -}}"
+}
+
+// DefaultVaultMounts are inject.vault.mounts' default: the KV engine's
+// usual mounts (secret, as Vault's dev server and Flyte's docs have it, and
+// kv) and the database engine's (database).
+func DefaultVaultMounts() []string { return []string{"secret", "kv", "database"} }
+
+// vaultSystemMounts are Vault's own paths, never a secret's: auth/token
+// holds the reader's own token (auth/token/lookup-self), sys Vault's
+// configuration, cubbyhole the token's private storage, identity its
+// entities.
+var vaultSystemMounts = []string{"sys", "auth", "cubbyhole", "identity"}
+
+// vaultMounts is Mounts, or the default for a Config built in code.
+func (v VaultConfig) vaultMounts() []string {
+	if v.Mounts == nil {
+		return DefaultVaultMounts()
+	}
+	return v.Mounts
+}
+
+// checkVaultMount refuses a group outside the configured secret engines'
+// mounts, naming them.
+func checkVaultMount(v VaultConfig, s *securityctx.Secret, field string) *securityctx.FieldError {
+	mounts := v.vaultMounts()
+	for _, m := range mounts {
+		if s.Group == m || strings.HasPrefix(s.Group, m+"/") {
+			if first, _, _ := strings.Cut(s.Group, "/"); !slices.Contains(vaultSystemMounts, first) {
+				return nil
+			}
+		}
+	}
+	return securityctx.Invalid(field+".group", s.Group, fmt.Sprintf(
+		"with the vault backend, must be a path under one of the secret engines' mounts secctx may read (inject.vault.mounts: %s), never under Vault's own sys/, auth/, cubbyhole/ or identity/",
+		strings.Join(mounts, ", ")))
 }
 
 // maxVaultName bounds each of group, groupVersion and key; a file name

@@ -138,6 +138,7 @@ func TestVaultTemplates(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.Backend = BackendVault
+	cfg.Vault.Mounts = append(DefaultVaultMounts(), "arn:aws:secretsmanager:us-east-1:1:secret:x")
 	for _, tt := range tests {
 		t.Run(tt.group+"/"+tt.groupVersion+"/"+tt.key, func(t *testing.T) {
 			sc, _ := json.Marshal(map[string]any{"secrets": []map[string]string{

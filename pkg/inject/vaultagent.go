@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/secctx/secctx/pkg/agentapi"
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
@@ -48,11 +49,23 @@ func planVaultAgent(cfg Config, secrets []securityctx.Secret, fields []string) (
 	if v.CABundle != "" {
 		fp.env = append(fp.env, corev1.EnvVar{Name: EnvCABundle, Value: v.CABundle})
 	}
-	return planFetched(cfg, fp, secrets, fields, func(s *securityctx.Secret, field string) (securityctx.AgentSecret, securityctx.ErrorList) {
+	return planFetched(cfg, fp, secrets, fields, func(s *securityctx.Secret, field string) (agentapi.Secret, securityctx.ErrorList) {
 		if errs := vaultNames(s, field); len(errs) > 0 {
-			return securityctx.AgentSecret{}, errs
+			return agentapi.Secret{}, errs
 		}
-		return securityctx.AgentSecret{ID: s.Group, Key: s.Key, Engine: vaultEngine(s.GroupVersion, v.KVVersion)}, nil
+		if e := checkVaultMount(v, s, field); e != nil {
+			return agentapi.Secret{}, securityctx.ErrorList{e}
+		}
+		engine := vaultEngine(s.GroupVersion, v.KVVersion)
+		if engine == "db" {
+			// A database engine's credentials are a lease of the fetch's
+			// login token, which the fetch revokes once it has written the
+			// files: the task would start with credentials already dead.
+			return agentapi.Secret{}, securityctx.ErrorList{securityctx.Invalid(field+".groupVersion", s.GroupVersion,
+				"db (dynamic database credentials) is not supported in vault agent mode: their lease belongs to the fetch's login token, "+
+					"which the fetch revokes once the files are written, so read a KV secret instead")}
+		}
+		return agentapi.Secret{ID: s.Group, Key: s.Key, Engine: engine}, nil
 	})
 }
 

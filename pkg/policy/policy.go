@@ -26,6 +26,14 @@ func (d Denial) String() string { return d.Field + " " + securityctx.Quote(d.Val
 // policies allows, in the SecurityContext's order. Policies add up: a value
 // is allowed when any policy allows it. No policy at all allows nothing.
 func Check(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, backend string) []Denial {
+	return CheckFields(policies, sc, backend, nil)
+}
+
+// CheckFields is Check for a SecurityContext whose secrets came from several
+// places: secretFields[i] names where sc.Secrets[i] was asked for (Flyte's
+// flyte.secrets/s<N> annotations, merged by the injector); a missing entry
+// is secrets[i].
+func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, backend string, secretFields []string) []Denial {
 	var out []Denial
 	allowed := func(field, value string, list func(*v1alpha1.Allow) []string, match func(pattern, value string) bool) {
 		for _, p := range policies {
@@ -39,11 +47,17 @@ func Check(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityC
 	}
 	groups := func(a *v1alpha1.Allow) []string { return a.SecretGroups }
 	mounts := func(a *v1alpha1.Allow) []string { return a.MountTypes }
-	if backend != "" && (len(sc.Secrets) > 0 || len(sc.Tokens) > 0) {
+	// The backend serves every secret: those asked for, the tokens' client
+	// secrets and runAs.oauth2Client's.
+	hasClient := sc.RunAs != nil && sc.RunAs.OAuth2Client != nil && sc.RunAs.OAuth2Client.ClientSecret != nil
+	if backend != "" && (len(sc.Secrets) > 0 || len(sc.Tokens) > 0 || hasClient) {
 		allowed("backend", backend, func(a *v1alpha1.Allow) []string { return a.Backends }, exact)
 	}
 	for i, s := range sc.Secrets {
 		f := fmt.Sprintf("secrets[%d]", i)
+		if i < len(secretFields) && secretFields[i] != "" {
+			f = secretFields[i]
+		}
 		allowed(f+".group", s.Group, groups, Glob)
 		allowed(f+".mountRequirement", s.MountRequirement.String(), mounts, exact)
 	}
@@ -129,26 +143,54 @@ func glob[T byte | rune](pattern, value []T) bool {
 }
 
 // URLPrefix reports whether u is under prefix: the same scheme and host
-// (the host compared without case, the port as written), and a path that
-// equals prefix's or continues it after a /. A query or fragment in u is
+// (the host compared without case, the port as written), and a path whose
+// elements, percent-decoded, start with prefix's. A query or fragment in u is
 // never allowed, nor user info, so that https://idp.example.com@evil.com
-// does not pass for idp.example.com.
+// does not pass for idp.example.com; nor is a path with an empty, . or ..
+// element, however it is spelled (%2e%2e, .%2E), or an element that decodes
+// to one holding / \ % ; or a control character, since a server or a proxy
+// may resolve any of those to a path outside the prefix.
 func URLPrefix(prefix, u string) bool {
 	pp, err := url.Parse(prefix)
 	if err != nil || pp.Host == "" {
 		return false
 	}
 	pu, err := url.Parse(u)
-	if err != nil || pu.User != nil || pu.RawQuery != "" || pu.Fragment != "" || pu.Opaque != "" {
+	if err != nil || pu.User != nil || pu.RawQuery != "" || pu.ForceQuery || pu.Fragment != "" || pu.Opaque != "" {
 		return false
 	}
 	if !strings.EqualFold(pp.Scheme, pu.Scheme) || !strings.EqualFold(pp.Host, pu.Host) {
 		return false
 	}
-	want := strings.TrimSuffix(pp.EscapedPath(), "/")
-	got := pu.EscapedPath()
-	if slices.Contains(strings.Split(got, "/"), "..") {
+	want, ok := pathElements(pp.EscapedPath())
+	if !ok {
 		return false
 	}
-	return want == "" || got == want || strings.HasPrefix(got, want+"/")
+	got, ok := pathElements(pu.EscapedPath())
+	return ok && len(got) >= len(want) && slices.Equal(got[:len(want)], want)
+}
+
+// pathElements splits an escaped URL path into its decoded elements; a
+// trailing slash adds none. ok is false for a path no policy may match: an
+// element that does not decode, or that is empty, . or .., or holds / or \
+// once decoded.
+func pathElements(escaped string) ([]string, bool) {
+	rest := strings.TrimSuffix(strings.TrimPrefix(escaped, "/"), "/")
+	if rest == "" {
+		return nil, true
+	}
+	elems := strings.Split(rest, "/")
+	for i, e := range elems {
+		// Once decoded, no element may hold what a server could read as
+		// another path: a separator, a % (decoded again by some proxies),
+		// a ; (Java servers strip ;params, so ..; is ..) or a control
+		// character (..\x00).
+		d, err := url.PathUnescape(e)
+		if err != nil || d == "" || d == "." || d == ".." || strings.ContainsAny(d, "/\\%;") ||
+			strings.ContainsFunc(d, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			return nil, false
+		}
+		elems[i] = d
+	}
+	return elems, true
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -65,7 +66,24 @@ func TestURLPrefix(t *testing.T) {
 		{"https://idp.example.com", "https://evil.com/?https://idp.example.com", false},
 		{"https://idp.example.com", "https://idp.example.com/token?x=1", false},
 		{"idp.example.com", "https://idp.example.com/token", false},
-		{"https://idp.example.com", "https://idp.example.com/a%2F..%2Fb", true},
+		// Other spellings of a path (issue 22): each decoded element is
+		// compared, and one that is empty, . or .., or holds / or \ once
+		// decoded, never matches.
+		{"https://idp.example.com", "https://idp.example.com/a%2F..%2Fb", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/%2e%2e/admin/token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/.%2e/admin/token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/%2E%2E/admin/token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/%2e/token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/./token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2//token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/a%5c..%5cb", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/%zz", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/token?", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/..;/admin/token", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/%252e%252e/admin", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/..%00/admin", false},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth2/token/", true},
+		{"https://idp.example.com/oauth2", "https://idp.example.com/oauth%32/token", true}, // decodes to oauth2
 	}
 	for _, tt := range tests {
 		if got := URLPrefix(tt.prefix, tt.u); got != tt.want {
@@ -121,6 +139,18 @@ func TestCheck(t *testing.T) {
 	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA, shared}, sc, "aws"); len(got) != 1 || got[0].Field != "backend" {
 		t.Errorf("backend aws: %v, want backend denied", got)
 	}
+	// Issue 22: runAs.oauth2Client's secret is served by the backend too.
+	client := &securityctx.SecurityContext{RunAs: &securityctx.Identity{OAuth2Client: &securityctx.OAuth2Client{ClientID: "c",
+		ClientSecret: &securityctx.Secret{Group: "team-a-oauth", Key: "k"}}}}
+	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA}, client, "aws"); !slices.Contains(got, Denial{"backend", "aws"}) {
+		t.Errorf("runAs.oauth2Client from backend aws: %v, want the backend denied", got)
+	}
+	// Secrets merged from Flyte's annotations are named by them.
+	got := CheckFields(nil, &securityctx.SecurityContext{Secrets: []securityctx.Secret{{Group: "a"}, {Group: "b"}}}, "", []string{"secrets[0]", "flyte.secrets/s3"})
+	want := []Denial{{"secrets[0].group", "a"}, {"secrets[0].mountRequirement", "ANY"}, {"flyte.secrets/s3.group", "b"}, {"flyte.secrets/s3.mountRequirement", "ANY"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Flyte fields (-want +got):\n%s", diff)
+	}
 }
 
 // FuzzGlob holds Glob to path.Match's meaning where the two agree (a
@@ -146,12 +176,29 @@ func FuzzGlob(f *testing.F) {
 func FuzzURLPrefix(f *testing.F) {
 	f.Add("https://idp.example.com/oauth2", "https://idp.example.com/oauth2/token")
 	f.Add("https://idp.example.com", "https://idp.example.com@evil.com/")
+	f.Add("https://idp.example.com/oauth2", "https://idp.example.com/oauth2/%2e%2e/admin/token")
+	f.Add("https://idp.example.com/oauth2", "https://idp.example.com/oauth2/.%2E/admin")
+	f.Add("https://idp.example.com/oauth2", "https://idp.example.com/oauth2/a%2f..%2fb")
 	f.Fuzz(func(t *testing.T, prefix, u string) {
 		if !URLPrefix(prefix, u) {
 			return
 		}
 		if !strings.HasPrefix(strings.ToLower(u), strings.ToLower(strings.SplitN(prefix, "/", 4)[0])) {
 			t.Errorf("URLPrefix(%q, %q): allowed another scheme", prefix, u)
+		}
+		// No element of an allowed path is . or .. once decoded, however
+		// many times a server decodes it.
+		pu, _ := url.Parse(u)
+		for e := range strings.SplitSeq(pu.EscapedPath(), "/") {
+			for range 3 {
+				if d, err := url.PathUnescape(e); err == nil {
+					e = d
+				}
+				if e == "." || e == ".." {
+					t.Errorf("URLPrefix(%q, %q): allowed a path with a %q element", prefix, u, e)
+					break
+				}
+			}
 		}
 	})
 }

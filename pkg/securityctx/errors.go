@@ -27,15 +27,21 @@ func Quote(s string) string {
 
 // Shorten is Quote for text that is shown unquoted, such as a field path
 // that holds a name from the input.
-func Shorten(s string) string {
-	if len(s) <= MaxQuoted {
+func Shorten(s string) string { return ShortenTo(s, MaxQuoted) }
+
+// ShortenTo is Shorten with a bound of n bytes: a longer s is cut at a
+// character boundary and its length is said.
+func ShortenTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return cut(s) + "... (" + strconv.Itoa(len(s)) + " bytes)"
+	return cutTo(s, n) + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
-func cut(s string) string {
-	c := s[:MaxQuoted]
+func cut(s string) string { return cutTo(s, MaxQuoted) }
+
+func cutTo(s string, n int) string {
+	c := s[:n]
 	for len(c) > 0 && !utf8.ValidString(c) {
 		c = c[:len(c)-1]
 	}

@@ -125,9 +125,9 @@ func DecodeFlyteAnnotations(annotations map[string]string) ([]FlyteSecret, Error
 		if !strings.HasPrefix(k, FlyteAnnotationPrefix) {
 			continue
 		}
-		n, err := strconv.Atoi(strings.TrimPrefix(k, FlyteAnnotationPrefix))
-		if err != nil || n < 0 {
-			errs = append(errs, &FieldError{Field: k, Detail: "must be named " + FlyteAnnotationPrefix + "<N>, N a number"})
+		n, ok := flyteIndex(strings.TrimPrefix(k, FlyteAnnotationPrefix))
+		if !ok {
+			errs = append(errs, &FieldError{Field: Shorten(k), Detail: "must be named " + FlyteAnnotationPrefix + "<N>, N a number written as flytepropeller writes it (0, 1, ... 9999, no sign or leading zero)"})
 			continue
 		}
 		entries = append(entries, entry{n, k})
@@ -145,6 +145,24 @@ func DecodeFlyteAnnotations(annotations map[string]string) ([]FlyteSecret, Error
 	}
 	slices.SortStableFunc(errs, func(a, b *FieldError) int { return strings.Compare(a.Field, b.Field) })
 	return out, errs
+}
+
+// flyteIndex reads N of flyte.secrets/s<N> as flytepropeller writes it
+// (strconv.Itoa): digits without a sign or a leading zero, so that s0 and s00
+// are not two names for one index. 10,000 is far above the secrets a pod may
+// ask for.
+func flyteIndex(s string) (int, bool) {
+	if s == "" || len(s) > 4 || s[0] == '0' && len(s) > 1 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, true
 }
 
 // EncodeFlyteSecrets writes secrets as flytepropeller does, byte for byte:

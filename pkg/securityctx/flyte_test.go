@@ -109,6 +109,11 @@ func TestDecodeFlyteAnnotationsErrors(t *testing.T) {
 		{"no group", map[string]string{"flyte.secrets/s1": text(`key: "k"` + "\n")}, `flyte.secrets/s1.group: required`},
 		{"bad env var", map[string]string{"flyte.secrets/s0": text(`group: "g"` + "\nenv_var: \"a-b\"\n")}, `flyte.secrets/s0.envVar "a-b": must match`},
 		{"bad key name", map[string]string{"flyte.secrets/sx": good["flyte.secrets/s0"]}, `flyte.secrets/sx: must be named flyte.secrets/s<N>`},
+		// Issue 22: s00 was read as a second index 0.
+		{"leading zero", map[string]string{"flyte.secrets/s0": good["flyte.secrets/s0"], "flyte.secrets/s00": good["flyte.secrets/s0"]}, `flyte.secrets/s00: must be named flyte.secrets/s<N>`},
+		{"sign", map[string]string{"flyte.secrets/s+1": good["flyte.secrets/s0"]}, `flyte.secrets/s+1: must be named flyte.secrets/s<N>`},
+		{"no number", map[string]string{"flyte.secrets/s": good["flyte.secrets/s0"]}, `flyte.secrets/s: must be named flyte.secrets/s<N>`},
+		{"huge number", map[string]string{"flyte.secrets/s99999999999999999999": good["flyte.secrets/s0"]}, `flyte.secrets/s99999999999999999999: must be named flyte.secrets/s<N>`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,8 @@
 package securityctx
 
 import (
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -15,6 +17,8 @@ func FuzzDecode(f *testing.F) {
 		`{"tokens":[{"name":"t","type":0,"client":{"clientId":"c"},"tokenEndpoint":"https://x"}]}`,
 		`{"secrets":[{"group":"g","mount_requirement":2,"mountRequirement":1}]}`,
 		`{"secrets":[null,{"group":5}],"runAs":{"iamRole":"arn"}}`, `{"a":`, `{"connectionRef":"c"}`,
+		`{"tokens":[{"name":"t","client":{"clientId":"c","clientSecret":{"group":"g","key":"k"}},"tokenEndpoint":"https://idp/oauth2/%2e%2e/admin/token"}]}`,
+		`{"tokens":[{"name":"t","client":{"clientId":"c","clientSecret":{"group":"g","key":"k"}},"idpDiscoveryEndpoint":"https://u:p@idp/x?client_secret=s"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -37,7 +41,23 @@ func FuzzDecode(f *testing.F) {
 		if diff := cmp.Diff(sc, back, emptyAsNil()); diff != "" {
 			t.Fatalf("round trip (-first +second):\n%s", diff)
 		}
-		_ = sc.Validate()
+		// No message quotes an endpoint's user info or query: either may
+		// hold a credential.
+		msg := sc.Validate().Error()
+		for _, tok := range sc.Tokens {
+			for _, raw := range []string{tok.TokenEndpoint, tok.IdpDiscoveryEndpoint} {
+				u, err := url.Parse(raw)
+				if err != nil {
+					continue
+				}
+				if u.User != nil && u.User.String() != "" && strings.Contains(msg, u.User.String()+"@") {
+					t.Errorf("message shows the user info of %q: %s", raw, msg)
+				}
+				if u.RawQuery != "" && strings.Contains(msg, "?"+u.RawQuery) {
+					t.Errorf("message shows the query of %q: %s", raw, msg)
+				}
+			}
+		}
 	})
 }
 

@@ -157,20 +157,113 @@ func validTokenName(s string) bool {
 	return true
 }
 
-// validateEndpoint: an absolute https URL with a host, without user info or
-// fragment; plain http only for the hosts allowed.
+// MaxEndpointLength bounds a token or discovery endpoint: it goes into the
+// sidecar's arguments and the audit line.
+const MaxEndpointLength = 2048
+
+// validateEndpoint: an absolute https URL with a host, at most
+// MaxEndpointLength bytes, without user info, query or fragment (a client
+// secret in a query would be in every log line that shows the URL), and a
+// path of plain elements: no . or .. element, no empty one, and no
+// percent-encoded dot, slash or backslash, so that the path a policy allows
+// is the path the provider serves. Plain http only for the hosts allowed. The
+// value is quoted without its user info or query.
 func validateEndpoint(raw, path string, httpHosts []string) ErrorList {
 	if raw == "" {
 		return nil
 	}
+	shown := RedactURL(raw)
+	if len(raw) > MaxEndpointLength {
+		return ErrorList{Invalid(path, shown, "must be at most "+strconv.Itoa(MaxEndpointLength)+" bytes")}
+	}
 	u, err := url.Parse(raw)
 	switch {
-	case err != nil || u.Host == "" || u.Opaque != "" || u.User != nil || u.Fragment != "" || strings.ContainsAny(raw, " \t\r\n"):
-		return ErrorList{Invalid(path, raw, "must be an https:// URL with a host, and no user, fragment or spaces")}
+	case err != nil || u.Hostname() == "" || u.Opaque != "" || u.User != nil || u.Fragment != "" || u.RawQuery != "" || u.ForceQuery ||
+		strings.ContainsAny(raw, "@#") || strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '\\' }):
+		return ErrorList{Invalid(path, shown, "must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes")}
 	case u.Scheme == "https":
 	case u.Scheme == "http" && slices.Contains(httpHosts, u.Host):
 	default:
-		return ErrorList{Invalid(path, raw, "must be an https:// URL with a host")}
+		return ErrorList{Invalid(path, shown, "must be an https:// URL with a host")}
+	}
+	if msg := badURLPath(u.EscapedPath()); msg != "" {
+		return ErrorList{Invalid(path, shown, "the path "+msg)}
 	}
 	return nil
+}
+
+// badURLPath says what is wrong with a URL's escaped path, or "": an empty
+// element (other than a trailing slash), a . or .. element, or a
+// percent-encoded dot, slash or backslash, which a server may decode into
+// one of those.
+func badURLPath(p string) string {
+	lower := strings.ToLower(p)
+	for _, enc := range []string{"%2e", "%2f", "%5c", "%25"} {
+		if strings.Contains(lower, enc) {
+			return "must not percent-encode . / \\ or % (" + enc + ")"
+		}
+	}
+	// A control character, even encoded (..%00), and a ; (..;/, a matrix
+	// parameter that Java servers strip) can make an element a .. to the
+	// server that is not one here.
+	for i := 0; i+2 < len(p); i++ {
+		if p[i] == '%' && (p[i+1] == '0' || p[i+1] == '1' || p[i+1] == '7' && (p[i+2] == 'f' || p[i+2] == 'F')) {
+			return "must not percent-encode a control character (" + p[i:i+3] + ")"
+		}
+	}
+	if strings.Contains(p, ";") {
+		return "must not hold ;"
+	}
+	rest := strings.TrimPrefix(p, "/")
+	if rest == "" {
+		return ""
+	}
+	elems := strings.Split(strings.TrimSuffix(rest, "/"), "/")
+	for _, e := range elems {
+		if e == "" || e == "." || e == ".." {
+			return "must not have an empty, . or .. element"
+		}
+	}
+	return ""
+}
+
+// RedactURL is raw as a message may show it: everything from the first ?
+// or # replaced by a placeholder, and everything between the scheme and the
+// last @ too, since a query, a fragment or user info may hold a credential.
+// It works on text that does not parse as a URL, whatever its slashes
+// (https:/user:pw@host, //user:pw@host, a / or # inside the password).
+func RedactURL(raw string) string {
+	out := raw
+	if i := strings.IndexAny(out, "?#"); i >= 0 {
+		out = out[:i] + "?<query or fragment removed>"
+	}
+	if at := strings.LastIndexByte(raw, '@'); at >= 0 {
+		// The last @ of the whole text: a password may hold / ? or #.
+		start := 0
+		if i := strings.IndexByte(raw, ':'); i > 0 && isScheme(raw[:i]) {
+			start = i + 1
+		}
+		for start < len(raw) && (raw[start] == '/' || raw[start] == '\\') {
+			start++
+		}
+		if start <= at {
+			rest := raw[at:]
+			if i := strings.IndexAny(rest, "?#"); i >= 0 {
+				rest = rest[:i] + "?<query or fragment removed>"
+			}
+			out = raw[:start] + "<user info removed>" + rest
+		}
+	}
+	return out
+}
+
+// isScheme: a URL scheme, letters then letters, digits, + - or . (RFC 3986).
+func isScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -1,6 +1,7 @@
 package securityctx
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -35,7 +36,7 @@ func TestValidate(t *testing.T) {
 		}}, want: []string{
 			`tokens[0].tokenEndpoint "http://a.example.com/t": must be an https:// URL with a host`,
 			`tokens[1].name "a": must be unique; tokens[0] has it too`,
-			`tokens[1].idpDiscoveryEndpoint "https://": must be an https:// URL with a host, and no user, fragment or spaces`,
+			`tokens[1].idpDiscoveryEndpoint "https://": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
 			`tokens[2].name: required`,
 			`tokens[2].client.clientId: required`,
 			`tokens[2].client.clientSecret: required`,
@@ -54,13 +55,64 @@ func TestValidate(t *testing.T) {
 			{Name: "ok", Client: &OAuth2Client{ClientID: "c\n", ClientSecret: &Secret{Group: "s", Key: "k", EnvVar: "X"}}, TokenEndpoint: "https://a/t"},
 		}}, want: []string{
 			`tokens[0].name "9api": must be a DNS label that starts with a letter: at most 63 characters of a-z, 0-9 and '-', ending in a letter or digit (it names a file and, upper-cased, env vars)`,
-			`tokens[0].tokenEndpoint "https://a/t#frag": must be an https:// URL with a host, and no user, fragment or spaces`,
+			`tokens[0].tokenEndpoint "https://a/t?<query or fragment removed>": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
 			`tokens[1].name "api-": must be a DNS label that starts with a letter: at most 63 characters of a-z, 0-9 and '-', ending in a letter or digit (it names a file and, upper-cased, env vars)`,
-			`tokens[1].tokenEndpoint "https://u@a/t": must be an https:// URL with a host, and no user, fragment or spaces`,
+			`tokens[1].tokenEndpoint "https://<user info removed>@a/t": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
 			`tokens[2].name "$(HOME)": must be a DNS label that starts with a letter: at most 63 characters of a-z, 0-9 and '-', ending in a letter or digit (it names a file and, upper-cased, env vars)`,
 			`tokens[2].idpDiscoveryEndpoint "ftp://a/x": must be an https:// URL with a host`,
 			`tokens[3].client.clientId "c\n": must be at most 1024 bytes without control characters`,
 			`tokens[3].client.clientSecret.envVar "X": must be empty: secctx decides where a client secret goes, and never puts it in an env var`,
+		}},
+		// Issue 22: other spellings of a path, credentials in a URL, and
+		// sizes. A message never shows user info or a query.
+		{name: "endpoint paths, credentials and sizes", sc: SecurityContext{Tokens: []OAuth2TokenRequest{
+			{Name: "a", Client: client, TokenEndpoint: "https://idp/oauth2/%2e%2e/admin/token"},
+			{Name: "b", Client: client, TokenEndpoint: "https://idp/oauth2/.%2E/admin/token"},
+			{Name: "c", Client: client, IdpDiscoveryEndpoint: "https://idp/oauth2/a%2fb"},
+			{Name: "d", Client: client, TokenEndpoint: "https://idp/oauth2/../admin"},
+			{Name: "e", Client: client, TokenEndpoint: "https://idp/oauth2//token"},
+			{Name: "f", Client: client, TokenEndpoint: "https://idp/./token"},
+			{Name: "g", Client: client, TokenEndpoint: "https://alice:hunter2@idp/token"},
+			{Name: "h", Client: client, TokenEndpoint: "https://idp/token?client_secret=hunter2"},
+			{Name: "i", Client: client, TokenEndpoint: "https://idp/token?"},
+			{Name: "j", Client: client, TokenEndpoint: "https://idp/" + strings.Repeat("x", 1_500_000)},
+			{Name: "k", Client: client, TokenEndpoint: `https://idp/oauth2\..\admin`},
+			{Name: "l", Client: client, TokenEndpoint: "https://idp/oauth2/%5c..%5cadmin"},
+			{Name: "m", Client: client, TokenEndpoint: "https://idp/oauth2/token/"},
+			// Found in review: other spellings of user info, a credential in
+			// a fragment, and traversals that Java servers and proxies
+			// decode.
+			{Name: "n", Client: client, TokenEndpoint: "https:/alice:hunter2@idp.example.com/token"},
+			{Name: "o", Client: client, TokenEndpoint: "//alice:hunter2@idp/token"},
+			{Name: "p", Client: client, TokenEndpoint: "https://alice:hun/ter2@idp/token"},
+			{Name: "q", Client: client, TokenEndpoint: "https://alice:hun#ter2@idp/token"},
+			{Name: "r", Client: client, TokenEndpoint: "https://idp/token#client_secret=hunter2"},
+			{Name: "s", Client: client, TokenEndpoint: "https://idp/oauth2/..;/admin/token"},
+			{Name: "t", Client: client, TokenEndpoint: "https://idp/oauth2/%252e%252e/admin"},
+			{Name: "u", Client: client, TokenEndpoint: "https://idp/oauth2/..%00/admin"},
+			{Name: "v", Client: client, TokenEndpoint: "https://:443/token"},
+		}}, want: []string{
+			`tokens[0].tokenEndpoint "https://idp/oauth2/%2e%2e/admin/token": the path must not percent-encode . / \ or % (%2e)`,
+			`tokens[1].tokenEndpoint "https://idp/oauth2/.%2E/admin/token": the path must not percent-encode . / \ or % (%2e)`,
+			`tokens[2].idpDiscoveryEndpoint "https://idp/oauth2/a%2fb": the path must not percent-encode . / \ or % (%2f)`,
+			`tokens[3].tokenEndpoint "https://idp/oauth2/../admin": the path must not have an empty, . or .. element`,
+			`tokens[4].tokenEndpoint "https://idp/oauth2//token": the path must not have an empty, . or .. element`,
+			`tokens[5].tokenEndpoint "https://idp/./token": the path must not have an empty, . or .. element`,
+			`tokens[6].tokenEndpoint "https://<user info removed>@idp/token": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[7].tokenEndpoint "https://idp/token?<query or fragment removed>": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[8].tokenEndpoint "https://idp/token?<query or fragment removed>": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[9].tokenEndpoint "https://idp/` + strings.Repeat("x", 188) + `"... (1500012 bytes): must be at most 2048 bytes`,
+			`tokens[10].tokenEndpoint "https://idp/oauth2\\..\\admin": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[11].tokenEndpoint "https://idp/oauth2/%5c..%5cadmin": the path must not percent-encode . / \ or % (%5c)`,
+			`tokens[13].tokenEndpoint "https:/<user info removed>@idp.example.com/token": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[14].tokenEndpoint "//<user info removed>@idp/token": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[15].tokenEndpoint "https://<user info removed>@idp/token": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[16].tokenEndpoint "https://<user info removed>@idp/token": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[17].tokenEndpoint "https://idp/token?<query or fragment removed>": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
+			`tokens[18].tokenEndpoint "https://idp/oauth2/..;/admin/token": the path must not hold ;`,
+			`tokens[19].tokenEndpoint "https://idp/oauth2/%252e%252e/admin": the path must not percent-encode . / \ or % (%25)`,
+			`tokens[20].tokenEndpoint "https://idp/oauth2/..%00/admin": the path must not percent-encode a control character (%00)`,
+			`tokens[21].tokenEndpoint "https://:443/token": must be an https:// URL with a host, and no user info, query, fragment, spaces or backslashes`,
 		}},
 	}
 	for _, tt := range tests {

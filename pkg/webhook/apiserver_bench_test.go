@@ -23,7 +23,7 @@ import (
 // comparing and defaulting after, cost the same for any patch of the same
 // result.) It runs for secctx's patch of the 3-secret task pod and for
 // equivalent patches in other orders, to see whether the API server would do
-// less work with one of them (docs/performance.md).
+// less work with one of them (docs/performance-notes.md).
 func BenchmarkAPIServerPatch(b *testing.B) {
 	var pod corev1.Pod
 	if err := json.Unmarshal(taskPod(b, 3), &pod); err != nil {

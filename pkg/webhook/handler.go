@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/secctx/secctx/pkg/inject"
 	"github.com/secctx/secctx/pkg/securityctx"
@@ -68,7 +69,7 @@ var decisionReasons = [][2]string{
 // the pod in one pass and answers with the targeted JSON patch operations that
 // pkg/inject computes. controller-runtime's admission.Webhook would decode the
 // review through the API machinery's universal deserializer and then the pod
-// again, which the benchmarks in docs/performance.md show to cost more than
+// again, which the benchmarks in docs/performance-notes.md show to cost more than
 // all of secctx's own work; the server, TLS, certificate reloading and the
 // request metrics are still controller-runtime's.
 type PodMutator struct {
@@ -184,7 +185,7 @@ var reviewDecodeOptions = jsontext.AllowDuplicateNames(true)
 
 // bufPool holds request and response buffers, patchPool patch buffers:
 // allocation per request is what sets how often the garbage collector runs,
-// which was a fifth of secctx's CPU under load (docs/performance.md).
+// which was a fifth of secctx's CPU under load (docs/performance-notes.md).
 var (
 	bufPool   = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	patchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -253,7 +254,7 @@ func (m *PodMutator) answer(ctx context.Context, body []byte) ([]byte, int, stri
 	}
 	pb := patchPool.Get().(*[]byte)
 	defer patchPool.Put(pb)
-	out.Response = m.review(ctx, review.Request, (*pb)[:0])
+	out.Response = m.review(ctx, review.Request, (*pb)[:0], func() (*inject.AgentView, error) { return agentView(body) })
 	out.Response.UID = review.Request.UID
 	if p := out.Response.Patch; cap(p) > cap(*pb) {
 		*pb = p[:0] // the pool keeps the larger array
@@ -264,6 +265,24 @@ func (m *PodMutator) answer(ctx context.Context, body []byte) ([]byte, int, stri
 		return nil, http.StatusInternalServerError, "encode response"
 	}
 	return b, 0, ""
+}
+
+// agentView decodes the pod of the review in body again, its init
+// containers and volumes whole, for the few pods whose view is not enough
+// (inject.ErrFullPodNeeded).
+func agentView(body []byte) (*inject.AgentView, error) {
+	var review struct {
+		Request *struct {
+			Object *inject.AgentView `json:"object"`
+		} `json:"request"`
+	}
+	if err := jsonv2.Unmarshal(body, &review, reviewDecodeOptions); err != nil {
+		return nil, fmt.Errorf("decode pod: %s", securityctx.Shorten(err.Error()))
+	}
+	if review.Request == nil || review.Request.Object == nil {
+		return nil, errors.New("decode pod: no object in the request")
+	}
+	return review.Request.Object, nil
 }
 
 // appendJSON writes the review as encoding/json would write the same
@@ -323,15 +342,20 @@ func appendQuote(b []byte, s string, err error) ([]byte, error) {
 	return jsontext.AppendQuote(b, s)
 }
 
-// review answers one request; a patch is appended to patchBuf. Every
+// review answers one request; a patch is appended to patchBuf. full
+// decodes the pod again with its init containers and volumes whole, for the
+// few the view is not enough for. Every
 // answer is counted and gets one audit line (auditLine).
-func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte) (resp responseOut) {
+func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte, full func() (*inject.AgentView, error)) (resp responseOut) {
 	t0 := time.Now()
+	// What the logs say of the request is bounded: anyone who can reach
+	// the webhook can send a review, with a megabyte uid.
+	ns, uid := securityctx.Shorten(req.Namespace), securityctx.Shorten(string(req.UID))
 	rec := auditRecord{decision: DecisionError, reason: ReasonInternal}
 	defer func() {
 		if p := recover(); p != nil {
 			err := fmt.Errorf("panic: %v", p)
-			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+			m.log.Error(err, "pod not mutated", "namespace", ns, "uid", uid)
 			rec = auditRecord{decision: DecisionError, reason: ReasonInternal, message: err.Error()}
 			resp = internalError(err.Error())
 		}
@@ -343,37 +367,52 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		rec = auditRecord{decision: DecisionUnchanged, reason: ReasonNotAPod}
 		return responseOut{Allowed: true}
 	}
-	out, err := m.injector.PatchTo(ctx, patchBuf, req.Object.Pod(), req.Namespace)
+	// The API server always names a pod's namespace; one that is not a
+	// namespace name comes from elsewhere, and would reach every message
+	// and lookup below.
+	if msgs := validation.IsDNS1123Label(req.Namespace); len(msgs) > 0 {
+		rec = auditRecord{decision: DecisionError, reason: ReasonBadReview, message: "namespace " + securityctx.Quote(req.Namespace) + ": not a namespace name"}
+		m.log.Info("bad admission review", "namespace", ns, "uid", uid, "error", rec.message)
+		return responseOut{Status: &status{Status: metav1.StatusFailure, Reason: string(metav1.StatusReasonBadRequest),
+			Code: http.StatusBadRequest, Message: rec.message + ": " + strings.Join(msgs, "; ")}}
+	}
+	out, err := m.injector.PatchView(ctx, patchBuf, req.Object, req.Namespace)
+	if errors.Is(err, inject.ErrFullPodNeeded) {
+		var v *inject.AgentView
+		if v, err = full(); err == nil {
+			out, err = m.injector.PatchAgentView(ctx, patchBuf, v, req.Namespace)
+		}
+	}
 	switch {
 	case inject.IsDenied(err):
 		rec = auditRecord{decision: DecisionDenied, reason: ReasonInvalid, message: err.Error()}
-		m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", err.Error())
+		m.log.Info("pod denied", "namespace", ns, "uid", uid, "reason", logged(err.Error()))
 		return forbidden(err.Error())
 	case err != nil:
 		rec.message = err.Error()
-		m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+		m.log.Error(err, "pod not mutated", "namespace", ns, "uid", uid)
 		return internalError(err.Error())
 	}
 	rec.pod, rec.sc = podName(out.Pod), out.SecurityContext
 	var warnings []string
 	audited := false
 	if m.policies != nil && out.SecurityContext != nil {
-		msg, checked, err := m.checkPolicy(ctx, req.Namespace, out.SecurityContext)
+		msg, checked, err := m.checkPolicy(ctx, req.Namespace, &out.Result)
 		rec.policies = checked
 		switch {
 		case err != nil:
 			rec.message = err.Error()
-			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+			m.log.Error(err, "pod not mutated", "namespace", ns, "uid", uid)
 			return internalError(err.Error())
 		case msg != "" && m.policyMode == PolicyEnforce:
 			rec.decision, rec.reason, rec.message = DecisionDenied, ReasonPolicy, msg
 			m.countPolicyDenial(checked)
-			m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", msg)
-			return forbidden("pod " + req.Namespace + "/" + podName(out.Pod) + ": " + msg)
+			m.log.Info("pod denied", "namespace", ns, "uid", uid, "reason", logged(msg))
+			return forbidden("pod " + ns + "/" + securityctx.Shorten(podName(out.Pod)) + ": " + msg)
 		case msg != "":
 			audited, rec.message = true, msg
 			m.countPolicyDenial(checked)
-			m.log.Info("pod admitted that policy enforcement would deny", "namespace", req.Namespace, "uid", req.UID, "policyMode", m.policyMode, "reason", msg)
+			m.log.Info("pod admitted that policy enforcement would deny", "namespace", ns, "uid", uid, "policyMode", m.policyMode, "reason", logged(msg))
 			warnings = append(warnings, "policy audit: "+msg)
 		}
 	}
@@ -388,17 +427,17 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		switch {
 		case err != nil && m.refMode == RefChecksDeny:
 			rec.message = err.Error()
-			m.log.Error(err, "pod not mutated", "namespace", req.Namespace, "uid", req.UID)
+			m.log.Error(err, "pod not mutated", "namespace", ns, "uid", uid)
 			return internalError(err.Error() + " (referenceChecks: deny)")
 		case err != nil:
-			m.log.Error(err, "reference check skipped", "namespace", req.Namespace, "uid", req.UID)
+			m.log.Error(err, "reference check skipped", "namespace", ns, "uid", uid)
 			warnings = append(warnings, "reference check skipped: "+err.Error())
 		case len(problems) > 0 && m.refMode == RefChecksDeny:
 			msg := strings.Join(problems, "; ")
 			rec.decision, rec.reason, rec.message = DecisionDenied, ReasonMissingReference, joinMessage(rec.message, msg)
-			m.log.Info("pod denied", "namespace", req.Namespace, "uid", req.UID, "reason", msg)
-			return forbidden("pod " + req.Namespace + "/" + podName(out.Pod) + ": " +
-				securityctx.Shorten(msg) + ": the pod could not start (referenceChecks: deny)")
+			m.log.Info("pod denied", "namespace", ns, "uid", uid, "reason", logged(msg))
+			return forbidden("pod " + ns + "/" + securityctx.Shorten(podName(out.Pod)) + ": " +
+				logged(msg) + ": the pod could not start (referenceChecks: deny)")
 		case len(problems) > 0:
 			reason, rec.message = ReasonMissingReference, joinMessage(rec.message, strings.Join(problems, "; "))
 			for _, p := range problems {
@@ -422,10 +461,17 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		}
 	}
 	if v := m.log.V(1); v.Enabled() {
-		v.Info("pod mutated", "namespace", req.Namespace, "uid", req.UID, "patchBytes", len(out.Patch))
+		v.Info("pod mutated", "namespace", ns, "uid", uid, "patchBytes", len(out.Patch))
 	}
 	return responseOut{Allowed: true, Patch: out.Patch, PatchType: string(admissionv1.PatchTypeJSONPatch), Warnings: append(warnings, out.Notes...)}
 }
+
+// maxLogged bounds a reason in a log line or a denial that lists several
+// problems: each is bounded already, and the limits bound how many there
+// are; this bounds the sum.
+const maxLogged = 16 << 10
+
+func logged(s string) string { return securityctx.ShortenTo(s, maxLogged) }
 
 // forbidden refuses the pod with a message for its author.
 func forbidden(msg string) responseOut {
@@ -474,28 +520,32 @@ func (m *PodMutator) auditLine(req *requestIn, rec *auditRecord) {
 	if !m.audit.Enabled() {
 		return
 	}
-	kv := []any{"decision", rec.decision, "reason", rec.reason, "namespace", req.Namespace, "uid", req.UID}
+	// Every field is bounded (securityctx.Shorten), and endpoints lose
+	// their user info and query: a line is at most a few hundred bytes a
+	// field, whatever the request holds.
+	short := securityctx.Shorten
+	kv := []any{"decision", rec.decision, "reason", rec.reason, "namespace", short(req.Namespace), "uid", short(string(req.UID))}
 	if rec.pod != "" {
-		kv = append(kv, "pod", rec.pod)
+		kv = append(kv, "pod", short(rec.pod))
 	}
 	if sc := rec.sc; sc != nil {
 		if len(sc.Secrets) > 0 {
 			refs := make([]string, len(sc.Secrets))
 			for i, s := range sc.Secrets {
-				refs[i] = strings.Join(slices.DeleteFunc([]string{s.Group, s.GroupVersion, s.Key}, func(p string) bool { return p == "" }), "/") + ":" + s.MountRequirement.String()
+				refs[i] = short(strings.Join(slices.DeleteFunc([]string{s.Group, s.GroupVersion, s.Key}, func(p string) bool { return p == "" }), "/")) + ":" + s.MountRequirement.String()
 			}
 			kv = append(kv, "secrets", refs)
 		}
 		if id := sc.RunAs; id != nil {
-			kv = append(kv, "serviceAccount", id.K8sServiceAccount, "iamRole", id.IAMRole, "executionIdentity", id.ExecutionIdentity)
+			kv = append(kv, "serviceAccount", short(id.K8sServiceAccount), "iamRole", short(id.IAMRole), "executionIdentity", short(id.ExecutionIdentity))
 			if id.OAuth2Client != nil {
-				kv = append(kv, "oauth2Client", id.OAuth2Client.ClientID)
+				kv = append(kv, "oauth2Client", short(id.OAuth2Client.ClientID))
 			}
 		}
 		if len(sc.Tokens) > 0 {
 			toks := make([]string, len(sc.Tokens))
 			for i, t := range sc.Tokens {
-				toks[i] = t.Name + " " + t.TokenEndpoint + t.IdpDiscoveryEndpoint
+				toks[i] = short(t.Name) + " " + short(securityctx.RedactURL(t.TokenEndpoint+t.IdpDiscoveryEndpoint))
 			}
 			kv = append(kv, "tokens", toks)
 		}
@@ -504,7 +554,7 @@ func (m *PodMutator) auditLine(req *requestIn, rec *auditRecord) {
 		kv = append(kv, "policies", rec.policies)
 	}
 	if rec.message != "" {
-		kv = append(kv, "message", securityctx.Shorten(rec.message))
+		kv = append(kv, "message", short(rec.message))
 	}
 	m.audit.Info("admission", kv...)
 }

@@ -57,13 +57,19 @@ func newTestMutator(t testing.TB, tune ...func(*inject.Config)) *PodMutator {
 // reviewBytes wraps a raw pod in an AdmissionReview as the API server sends it.
 func reviewBytes(t testing.TB, pod []byte, op admissionv1.Operation) []byte {
 	t.Helper()
+	return reviewInNamespace(t, pod, op, "flytesnacks-development")
+}
+
+// reviewInNamespace is reviewBytes for a pod of namespace ns.
+func reviewInNamespace(t testing.TB, pod []byte, op admissionv1.Operation, ns string) []byte {
+	t.Helper()
 	ar := admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
 			UID:       types.UID("705ab4f5-6393-11e8-b7cc-42010a800002"),
 			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
 			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-			Namespace: "flytesnacks-development",
+			Namespace: ns,
 			Operation: op,
 		},
 	}
@@ -77,21 +83,28 @@ func reviewBytes(t testing.TB, pod []byte, op admissionv1.Operation) []byte {
 
 func post(t testing.TB, h http.Handler, body []byte) *admissionv1.AdmissionResponse {
 	t.Helper()
+	raw := postRaw(t, h, body)
+	var ar admissionv1.AdmissionReview
+	if err := json.Unmarshal(raw, &ar); err != nil {
+		t.Fatalf("decode response %s: %v", raw, err)
+	}
+	if ar.Response == nil || ar.Response.UID != "705ab4f5-6393-11e8-b7cc-42010a800002" {
+		t.Fatalf("response without the request's UID: %s", raw)
+	}
+	return ar.Response
+}
+
+// postRaw posts body to h and returns the answer's bytes.
+func postRaw(t testing.TB, h http.Handler, body []byte) []byte {
+	t.Helper()
 	req := httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusOK {
-		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+		t.Fatalf("HTTP %d: %.300s", rec.Code, rec.Body)
 	}
-	var ar admissionv1.AdmissionReview
-	if err := json.Unmarshal(rec.Body.Bytes(), &ar); err != nil {
-		t.Fatalf("decode response %s: %v", rec.Body, err)
-	}
-	if ar.Response == nil || ar.Response.UID != "705ab4f5-6393-11e8-b7cc-42010a800002" {
-		t.Fatalf("response without the request's UID: %s", rec.Body)
-	}
-	return ar.Response
+	return rec.Body.Bytes()
 }
 
 // TestHandlerKeepsUnknownFields sends a pod with fields this build does not

@@ -45,7 +45,7 @@ var reviewBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, 
 // does, with the same caching, without k8s.io/apiserver's delegating
 // authenticator and authorizer: that package brought CEL, gRPC and
 // OpenTelemetry into secctx, 20 MB of its 55 MB binary and 17 MiB of RSS at
-// every start, for two API calls (docs/performance.md).
+// every start, for two API calls (docs/performance-notes.md).
 func MetricsAuth(cfg *rest.Config, httpClient *http.Client) (metricsserver.Filter, error) {
 	authn, err := authnclient.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {

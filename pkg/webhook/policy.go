@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
+	"github.com/secctx/secctx/pkg/inject"
 	"github.com/secctx/secctx/pkg/policy"
 	"github.com/secctx/secctx/pkg/securityctx"
 )
@@ -51,14 +52,15 @@ func (m *PodMutator) WithPolicy(mode string, src PolicySource) *PodMutator {
 	return m
 }
 
-// checkPolicy says what of sc no policy selecting namespace allows, as a
-// sentence ("" when everything is allowed), and the policies checked.
-func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, sc *securityctx.SecurityContext) (string, []string, error) {
+// checkPolicy says what of the pod's request no policy selecting namespace
+// allows, as a sentence ("" when everything is allowed), and the policies
+// checked.
+func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, res *inject.Result) (string, []string, error) {
 	pols, err := m.policies.Select(ctx, namespace)
 	if err != nil {
 		return "", nil, fmt.Errorf("read SecurityContextPolicies for namespace %s: %w", namespace, err)
 	}
-	return PolicyMessage(pols, sc, m.injector.Backend(), namespace), policyNames(pols), nil
+	return PolicyMessage(pols, res.SecurityContext, res.SecretFields, m.injector.Backend(), namespace), policyNames(pols), nil
 }
 
 // policyNames are the policies' names, sorted.
@@ -73,15 +75,31 @@ func policyNames(pols []*v1alpha1.SecurityContextPolicy) []string {
 
 // PolicyMessage says what of sc (served from backend) none of pols, the
 // policies that select namespace, allows, as the denial's sentence; ""
-// when they allow all of it.
-func PolicyMessage(pols []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, backend, namespace string) string {
-	denials := policy.Check(pols, sc, backend)
+// when they allow all of it. secretFields name where each secret was asked
+// for (inject.Result.SecretFields), so that a secret from Flyte's
+// annotations is named by its annotation. Every field is listed, each value
+// quoted up to securityctx.MaxQuoted bytes; the limits on secrets and tokens
+// bound how many there can be.
+func PolicyMessage(pols []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, secretFields []string, backend, namespace string) string {
+	denials := policy.CheckFields(pols, sc, backend, secretFields)
 	if len(denials) == 0 {
 		return ""
 	}
 	parts := make([]string, len(denials))
 	for i, d := range denials {
 		parts[i] = d.String()
+	}
+	// The header names where the request came from: secctx's annotation,
+	// Flyte's, or both.
+	flyte := slices.ContainsFunc(secretFields, func(f string) bool { return strings.HasPrefix(f, securityctx.FlyteAnnotationPrefix) })
+	own := sc.RunAs != nil || len(sc.Tokens) > 0 || len(secretFields) < len(sc.Secrets) ||
+		slices.ContainsFunc(secretFields, func(f string) bool { return !strings.HasPrefix(f, securityctx.FlyteAnnotationPrefix) })
+	var where []string
+	if own {
+		where = append(where, securityctx.AnnotationSecurityContext)
+	}
+	if flyte {
+		where = append(where, securityctx.FlyteAnnotationPrefix+"<N>")
 	}
 	var checked string
 	if len(pols) == 0 {
@@ -90,7 +108,7 @@ func PolicyMessage(pols []*v1alpha1.SecurityContextPolicy, sc *securityctx.Secur
 		checked = "policies checked: " + strings.Join(policyNames(pols), ", ")
 	}
 	return fmt.Sprintf("%s: not allowed by any SecurityContextPolicy for namespace %s: %s (%s)",
-		securityctx.AnnotationSecurityContext, namespace, securityctx.Shorten(strings.Join(parts, "; ")), checked)
+		strings.Join(where, " and "), namespace, strings.Join(parts, "; "), checked)
 }
 
 // CachedPolicies selects policies from a cache (the manager's informers):

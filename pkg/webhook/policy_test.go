@@ -16,6 +16,7 @@ import (
 
 	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
 	"github.com/secctx/secctx/pkg/inject"
+	"github.com/secctx/secctx/pkg/securityctx"
 )
 
 // staticPolicies selects the same policies for every namespace.
@@ -85,12 +86,11 @@ func TestSelectPolicies(t *testing.T) {
 	}
 }
 
-// TestAuditLine drives each decision through the handler and reads its one
-// audit line: the decision, the reason, what was asked for, the policies
-// checked; and the metrics of decisions and policy denials.
-func TestAuditLine(t *testing.T) {
-	var logs syncBuffer
-	log, err := NewLogger("info", &logs)
+// loggedMutator is the handler as secctx serve runs it, logging JSON to
+// logs at info, with an agent image and native sidecars for tokens.
+func loggedMutator(t *testing.T, logs *syncBuffer) *PodMutator {
+	t.Helper()
+	log, err := NewLogger("info", logs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +100,19 @@ func TestAuditLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	m, err := NewPodMutator(injector, log, reg)
+	m, err := NewPodMutator(injector, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+// TestAuditLine drives each decision through the handler and reads its one
+// audit line: the decision, the reason, what was asked for, the policies
+// checked; and the metrics of decisions and policy denials.
+func TestAuditLine(t *testing.T) {
+	var logs syncBuffer
+	m := loggedMutator(t, &logs)
 	other := &v1alpha1.SecurityContextPolicy{ObjectMeta: metav1.ObjectMeta{Name: "other"}}
 	pod := func(sc string) []byte {
 		return reviewBytes(t, []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"secctx.dev/inject":"true"},"annotations":{"secctx.dev/security-context":`+
@@ -157,5 +165,35 @@ func TestAuditLine(t *testing.T) {
 		if got := testutil.ToFloat64(want.c); got != want.want {
 			t.Errorf("%v: %v, want %v", want.c, got, want.want)
 		}
+	}
+}
+
+// TestPolicyMessageNamesEveryField (issue 22): a denial lists every field no
+// policy allows, however many (it was cut at 200 bytes), and names a secret
+// from Flyte's annotations by its annotation, not by secctx's.
+func TestPolicyMessageNamesEveryField(t *testing.T) {
+	none := staticPolicies{&v1alpha1.SecurityContextPolicy{ObjectMeta: metav1.ObjectMeta{Name: "none"}}}
+	m := newTestMutator(t).WithPolicy(PolicyEnforce, none)
+	r := post(t, m, reviewBytes(t, taskPod(t, 20), admissionv1.Create))
+	if r.Allowed {
+		t.Fatal("allowed")
+	}
+	for i := range 20 {
+		if want := `secrets[` + strconv.Itoa(i) + `].group "group-` + strconv.Itoa(i/3) + `"`; !strings.Contains(r.Result.Message, want) {
+			t.Errorf("the denial lacks %s: %s", want, r.Result.Message)
+		}
+	}
+
+	flyte := newTestMutator(t, func(c *inject.Config) { c.Flyte.Enabled = true }).WithPolicy(PolicyEnforce, none)
+	enc, err := securityctx.EncodeFlyteSecrets([]securityctx.Secret{{Group: "payroll", Key: "k", MountRequirement: securityctx.MountFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"inject-flyte-secrets":"true"},"annotations":{"flyte.secrets/s0":` +
+		strconv.Quote(enc["flyte.secrets/s0"]) + `}},"spec":{"containers":[{"name":"c","image":"i"}]}}`
+	r = post(t, flyte, reviewBytes(t, []byte(pod), admissionv1.Create))
+	const want = `pod flytesnacks-development/p: flyte.secrets/s<N>: not allowed by any SecurityContextPolicy for namespace flytesnacks-development: backend "kubernetes"; flyte.secrets/s0.group "payroll"; flyte.secrets/s0.mountRequirement "FILE" (policies checked: none)`
+	if r.Allowed || r.Result.Message != want {
+		t.Errorf("got %q\nwant %q", r.Result.Message, want)
 	}
 }

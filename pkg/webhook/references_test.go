@@ -136,6 +136,13 @@ func TestReferenceChecksModes(t *testing.T) {
 		{name: "deny, already injected", mode: RefChecksDeny, keys: &secretKeys{},
 			body: reviewBytes(t, injected, admissionv1.Create), allowed: true, reason: ReasonNoChange},
 		{name: "deny, nothing asked", mode: RefChecksDeny, keys: &secretKeys{}, body: pod(`{}`, ""), allowed: true, reason: ReasonInjected},
+		// Issue 22: a token's client secret is a Secret the kubelet must
+		// mount for the sidecar; missing, the pod would wait in
+		// ContainerCreating.
+		{name: "deny, token client secret missing", mode: RefChecksDeny, keys: &secretKeys{secrets: map[string][]string{"db": {"password"}, "certs": {"ca.crt"}}},
+			body: pod(`{"tokens":[{"name":"api","client":{"clientId":"c","clientSecret":{"group":"oauth","key":"s"}},"tokenEndpoint":"https://idp.example.com/token"}]}`, ""),
+			code: 403, reason: ReasonMissingReference, reads: []string{"oauth"},
+			message: `pod flytesnacks-development/p: tokens[0].client.clientSecret: Secret "oauth" not found in namespace flytesnacks-development: the pod could not start (referenceChecks: deny)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

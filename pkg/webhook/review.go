@@ -14,7 +14,7 @@ import (
 
 // UnmarshalJSONFrom reads the review's apiVersion and request and skips the
 // rest. Like the pod's decoder it reads tokens by hand, for the same reason
-// (docs/performance.md), with the reflection decoder's semantics;
+// (docs/performance-notes.md), with the reflection decoder's semantics;
 // TestReviewMatchesReflection and FuzzReview hold the two to the same result.
 func (r *reviewIn) UnmarshalJSONFrom(d *jsontext.Decoder) error {
 	return inject.DecodeObject(d, func() { *r = reviewIn{} }, func(name []byte) error {

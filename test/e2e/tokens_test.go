@@ -94,6 +94,19 @@ func TestTokens(t *testing.T) {
 			t.Errorf("the token sidecar did not stop cleanly with the pod: %+v", s.State)
 		}
 	}
+	// secctx's containers have an empty directory at the API token's path,
+	// so the ServiceAccount plugin, run again after secctx, gave them no
+	// token (and so did not change the pod, which would call secctx again).
+	for _, c := range got.Spec.InitContainers {
+		if !strings.HasPrefix(c.Name, "secctx-") {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" && m.Name != "secctx-no-api-token" {
+				t.Errorf("%s mounts %s at the API token's path", c.Name, m.Name)
+			}
+		}
+	}
 	if strings.Contains(logs["secctx-tokens"], oidcSecret) || strings.Contains(logs["secctx-tokens"], "eyJ") {
 		t.Errorf("the sidecar's log holds the client secret or a token:\n%s", logs["secctx-tokens"])
 	}

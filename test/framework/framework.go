@@ -171,9 +171,13 @@ patches:
 	}
 	patched := strings.Replace(string(cm), `image: "ghcr.io/secctx/secctx:0.1.0"`, `image: "`+SecctxImage+`"`, 1)
 	patched = strings.Replace(patched, "        dir: /etc/flyte/tokens\n", "        dir: /etc/flyte/tokens\n        httpHosts: [\""+OIDCHost+"\"]\n", 1)
-	if patched == string(cm) || !strings.Contains(patched, OIDCHost) {
-		return nil, errors.New("config/flyte/configmap.yaml: cannot set the agent image and httpHosts for the test")
+	// The test provider's tokens live 10 s, less than the default floor
+	// between renewals (10 s), which real providers are far above.
+	floor := strings.Replace(patched, "        minRefreshSeconds: 10\n", "        minRefreshSeconds: 2\n", 1)
+	if patched == string(cm) || !strings.Contains(patched, OIDCHost) || floor == patched {
+		return nil, errors.New("config/flyte/configmap.yaml: cannot set the agent image, httpHosts and minRefreshSeconds for the test")
 	}
+	patched = floor
 	if err := os.WriteFile(filepath.Join(dir, "configmap.yaml"), []byte(patched), 0o600); err != nil {
 		return nil, err
 	}

@@ -208,7 +208,7 @@ func WithBackend(b, settings string, httpHosts ...string) func(string) string {
 			config = c
 			return ok
 		}
-		ok := b != "vault" || replace("  vault:\n    mode: injector\n    role: \"flyte\"\n    kvVersion: \"2\"\n", "")
+		ok := b != "vault" || replace("  vault:\n    mode: injector\n    role: \"flyte\"\n    kvVersion: \"2\"\n    mounts: [\"secret\",\"kv\",\"database\"]\n", "")
 		ok = ok && replace("  backend: kubernetes\n", "  backend: "+b+"\n"+indent(settings, "  "))
 		if len(httpHosts) > 0 {
 			ok = ok && replace(`httpHosts: ["`+OIDCHost+`"]`, `httpHosts: ["`+OIDCHost+`", "`+strings.Join(httpHosts, `", "`)+`"]`)
