@@ -326,7 +326,7 @@ func addVolume(pod *corev1.Pod, v corev1.Volume, reinvoked bool) (clash *corev1.
 // or an emptyDir volume, as the pod view keeps them, or a projected one
 // (a service-account token), which must be exactly secctx's once the API
 // server's defaults are applied. Inject sees a projected volume whole only
-// on a reinvocation (needsFullPod); on a first pass one of secctx's names
+// on a reinvocation (hasAgentParts); on a first pass one of secctx's names
 // is never secctx's.
 func sameVolume(a, b *corev1.Volume, reinvoked bool) bool {
 	if b.Projected != nil {

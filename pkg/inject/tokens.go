@@ -137,11 +137,11 @@ func validateTokens(cfg Config, sc *securityctx.SecurityContext, fields []string
 // secret was asked for.
 func clientSecretsKept(sc *securityctx.SecurityContext, fields []string) securityctx.ErrorList {
 	var errs securityctx.ErrorList
+	// The Secret the kubelet would mount; a name it refuses is refused
+	// elsewhere, naming the field.
 	secretOf := func(s *securityctx.Secret) string {
-		if s.GroupVersion != "" {
-			return s.Group + "-" + s.GroupVersion
-		}
-		return s.Group
+		name, _ := secretName(s, "")
+		return name
 	}
 	for i := range sc.Tokens {
 		c := sc.Tokens[i].Client
@@ -459,7 +459,7 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes
 			continue
 		}
 		// Only on a reinvocation (reservedNames refuses the name on a
-		// first pass), and from a whole pod (needsFullPod): the container
+		// first pass), and from a whole pod (hasAgentParts): the container
 		// must be exactly what secctx wrote, since it holds the client
 		// secrets, the store's login or the binary every wrapped container
 		// runs.

@@ -234,9 +234,6 @@ func badURLPath(p string) string {
 // (https:/user:pw@host, //user:pw@host, a / or # inside the password).
 func RedactURL(raw string) string {
 	out := raw
-	if i := strings.IndexAny(out, "?#"); i >= 0 {
-		out = out[:i] + "?<query or fragment removed>"
-	}
 	if at := strings.LastIndexByte(raw, '@'); at >= 0 {
 		// The last @ of the whole text: a password may hold / ? or #.
 		start := 0
@@ -247,12 +244,11 @@ func RedactURL(raw string) string {
 			start++
 		}
 		if start <= at {
-			rest := raw[at:]
-			if i := strings.IndexAny(rest, "?#"); i >= 0 {
-				rest = rest[:i] + "?<query or fragment removed>"
-			}
-			out = raw[:start] + "<user info removed>" + rest
+			out = raw[:start] + "<user info removed>" + raw[at:]
 		}
+	}
+	if i := strings.IndexAny(out, "?#"); i >= 0 {
+		out = out[:i] + "?<query or fragment removed>"
 	}
 	return out
 }
