@@ -96,6 +96,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzFetchArgs$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzTokensArgs$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/agent/ -run '^$$' -fuzz '^FuzzJWTExpiry$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/agent/gcp/ -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
 bench: tools ## Measure handler, HTTPS load vs peers, API-server throughput, RSS, ready time; writes docs/performance.md (root, 2 cores).
@@ -117,13 +118,14 @@ images: ## Build secctx's image and the test images as tarballs in bin/images (n
 	cd hack && $(GO) run ./images ../bin/images
 
 .PHONY: build
-build: ## Build bin/secctx and bin/secctx-agent (what `secctx agent` runs), static, with version info.
+build: ## Build bin/secctx, bin/secctx-agent (what `secctx agent` runs) and bin/secctx-fetch (the fetch init container's), static, with version info.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/webhook
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(dir $(BIN))secctx-agent ./cmd/agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(dir $(BIN))secctx-fetch ./cmd/fetch
 
 .PHONY: clean
-clean: ## Remove bin/secctx, bin/secctx-agent, image tarballs and test artifacts (keeps the cluster binaries).
-	rm -rf $(BIN) $(dir $(BIN))secctx-agent bin/images _artifacts
+clean: ## Remove bin/secctx, bin/secctx-agent, bin/secctx-fetch, image tarballs and test artifacts (keeps the cluster binaries).
+	rm -rf $(BIN) $(dir $(BIN))secctx-agent $(dir $(BIN))secctx-fetch bin/images _artifacts
 
 .PHONY: clean-tools
 clean-tools: ## Remove the cluster binaries too (the next `make tools` rebuilds them).

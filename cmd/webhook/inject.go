@@ -20,6 +20,7 @@ import (
 
 	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
 	"github.com/secctx/secctx/pkg/inject"
+	"github.com/secctx/secctx/pkg/securityctx"
 	"github.com/secctx/secctx/pkg/webhook"
 )
 
@@ -159,13 +160,23 @@ func injectAll(ctx context.Context, injector *inject.Injector, chk checks, in []
 			return err
 		}
 		if chk.policies != nil && out.SecurityContext != nil {
-			if msg := webhook.PolicyMessage(chk.policies, out.SecurityContext, out.SecretFields, injector.Backend(), ns); msg != "" {
+			if msg := webhook.PolicyMessage(chk.policies, out.SecurityContext, out.SecretFields, injector.StoreFor, ns); msg != "" {
 				fmt.Fprintf(stderr, "pod %s/%s: %s\n", ns, out.Pod.Name, msg)
 				return exitError{code: 1}
 			}
 		}
 		for _, n := range out.Notes {
 			fmt.Fprintf(stderr, "note: %s\n", n)
+		}
+		// Which store serves each secret, as inject.backends routed it.
+		if sc := out.SecurityContext; sc != nil {
+			for i := range sc.Secrets {
+				field := fmt.Sprintf("secrets[%d]", i)
+				if i < len(out.SecretFields) && out.SecretFields[i] != "" {
+					field = out.SecretFields[i]
+				}
+				fmt.Fprintf(stderr, "store: %s %s from %s\n", field, securityctx.Quote(sc.Secrets[i].Group), injector.StoreFor(sc.Secrets[i].Group))
+			}
 		}
 		if chk.keys != nil && out.Patch != nil && len(out.SecretRefs) > 0 {
 			problems, err := webhook.CheckReferences(ctx, chk.keys, ns, out.SecretRefs)

@@ -1,16 +1,20 @@
 // Command demo is `make demo`: it brings up a real single-node cluster,
-// installs secctx with its Helm chart, runs the reference examples 1–6 (examples/) as pods,
+// installs secctx with its Helm chart, runs the reference examples 1–9 (examples/) as pods,
 // prints what secctx added and what each task printed, shows a refused pod,
-// and tears everything down.
+// and tears everything down. Examples 6–9 read AWS, Google and Azure secrets
+// from servers run on this machine: kumo for AWS, and the protocol test
+// servers of test/cloud for Google Secret Manager and Azure Key Vault.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -23,6 +27,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/secctx/secctx/test/cloud/azure"
+	"github.com/secctx/secctx/test/cloud/gcp"
+	"github.com/secctx/secctx/test/cloud/trust"
 	"github.com/secctx/secctx/test/framework"
 	"github.com/secctx/secctx/test/framework/cluster"
 )
@@ -49,44 +56,193 @@ var examples = []example{
 	// built from its Go module, serves it and STS): the settings, then the
 	// secret through flytekit's lookup.
 	{"6-aws-secret.yaml", "6. example 5 with a secret from AWS Secrets Manager (backend aws)", []string{"-full", "env", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS"}},
+	// Examples 7 to 9 read Google's and Azure's protocol test servers
+	// (test/cloud) as data-processing-sa, and kumo for AWS.
+	{"7-gcp-secret.yaml", "7. a secret from Google Secret Manager (backend gcp)", []string{"file-from-env", "DB_PASSWORD_PATH"}},
+	// The exec wrapper sets a fetched ENV_VAR secret: the task needs a
+	// command of its own.
+	{"8-azure-secret.yaml", "8. a secret from Azure Key Vault (backend azure), by its URL", []string{"/task", "env", "STORAGE_KEY"}},
+	// The file from Google is printed by a second container (run).
+	{"9-mixed-stores.yaml", "9. one pod, four stores: a Kubernetes Secret, and AWS, Google and Azure secrets in one fetch", []string{
+		"/task", "env", "DB_PASSWORD", "AWS_DB_PASSWORD", "STORAGE_KEY"}},
 }
 
-const awsSecretValue = "aws-demo-value"
+const (
+	annotSC        = "secctx.dev/security-context"
+	awsSecretValue = "aws-demo-value"
+)
 
 // switchToAWS starts kumo, puts example 6's secret in it, and upgrades the
-// release to backend aws with kumo's endpoints. It returns the secret's
-// ARN and a function that stops kumo.
-func switchToAWS(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals map[string]any) (string, func(), error) {
+// release to backend aws with kumo's endpoints. It returns kumo, which the
+// caller stops, and the secret's ARN.
+func switchToAWS(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals map[string]any) (*framework.Server, string, error) {
 	kumo, err := framework.StartKumo(ctx, cluster.NodeIP)
 	if err != nil {
-		return "", nil, err
+		return nil, "", err
 	}
 	sm := secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
 		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
 	created, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db-password"), SecretString: aws.String(awsSecretValue)})
 	if err != nil {
 		kumo.Stop()
-		return "", nil, err
+		return nil, "", fmt.Errorf("create example 6's secret in kumo: %w", err)
 	}
 	vals["config"] = map[string]any{"inject": map[string]any{
 		"backend": "aws",
-		"aws":     map[string]any{"secretsManagerEndpoint": kumo.URL, "stsEndpoint": kumo.URL},
+		"aws":     awsValues(kumo),
 		"tokens":  map[string]any{"httpHosts": []any{framework.OIDCHost, kumo.Addr}},
 	}}
 	if err := h.Upgrade(ctx, vals); err != nil {
 		kumo.Stop()
-		return "", nil, err
+		return nil, "", err
 	}
 	if err := (&framework.Secctx{Namespace: h.Namespace}).WaitReady(ctx, c, 2); err != nil {
 		kumo.Stop()
-		return "", nil, err
+		return nil, "", err
 	}
-	return *created.ARN, kumo.Stop, nil
+	return kumo, *created.ARN, nil
+}
+
+func awsValues(kumo *framework.Server) map[string]any {
+	return map[string]any{"secretsManagerEndpoint": kumo.URL, "stsEndpoint": kumo.URL}
+}
+
+// withARN gives the pod's AWS secret (key db-password) the name kumo gave
+// it, with a suffix, as AWS does; it returns the secret as flytekit's
+// lookup names it, group/key.
+func withARN(pod *corev1.Pod, arn string) string {
+	group, key, _ := strings.Cut(arn, ":secret:")
+	pod.Annotations[annotSC] = strings.Replace(pod.Annotations[annotSC], `"key": "db-password"`, `"key": "`+key+`"`, 1)
+	return group + ":secret/" + key
+}
+
+// Google's and Azure's protocol test servers (test/cloud): the project,
+// workload identity pool and tenant they play, and the secrets of examples
+// 7 and 8. The account the examples run as must be granted in both.
+const (
+	gcpProject      = "secctx-demo"
+	gcpNumber       = "424242424242"
+	gcpPool         = "demo-pool"
+	gcpProvider     = "demo-cluster"
+	gcpSecret       = "projects/" + gcpProject + "/secrets/db-password"
+	gcpSecretValue  = "gcp-demo-db-password"
+	azTenant        = "3c9e6b1a-7f2d-4e8a-b5c4-0d1e2f3a4b5c"
+	azVault         = "kv-demo"
+	azSecret        = "storage-key"
+	azSecretValue   = "azure-demo-storage-key"
+	cloudAccount    = "data-processing-sa"
+	azClientIDAnnot = "azure.workload.identity/client-id"
+)
+
+// clouds are the running protocol test servers.
+type clouds struct {
+	gcp   *gcp.Server
+	azure *azure.Server
+}
+
+func (cl *clouds) Close() {
+	cl.gcp.Close()
+	cl.azure.Close()
+}
+
+// refused is err with what the servers refused, for an example that failed.
+func (cl *clouds) refused(err error) error {
+	var rs []string
+	for _, r := range append(cl.gcp.Refusals(), cl.azure.Refusals()...) {
+		rs = append(rs, r.String())
+	}
+	if len(rs) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w; the test servers refused: %s", err, strings.Join(rs, "; "))
+}
+
+// switchToStores starts Google's and Azure's protocol test servers on this
+// machine, puts the secrets of examples 7 and 8 in them for
+// data-processing-sa, and upgrades the release (once, for examples 7 to 9)
+// to send each secret to its store: Secrets Manager ARNs to aws (kumo, as
+// example 6), Key Vault URLs to azure, my-* to kubernetes, and the rest to
+// gcp. The caller closes the servers.
+func switchToStores(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals map[string]any, kumo *framework.Server) (*clouds, error) {
+	// The application the account names, as examples/cluster-objects.yaml
+	// annotates it.
+	sa, err := c.Client.CoreV1().ServiceAccounts(ns).Get(ctx, cloudAccount, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get service account %s/%s: %w", ns, cloudAccount, err)
+	}
+	clientID := sa.Annotations[azClientIDAnnot]
+	if clientID == "" {
+		return nil, fmt.Errorf("service account %s/%s has no annotation %s (examples/cluster-objects.yaml)", ns, cloudAccount, azClientIDAnnot)
+	}
+	// Both check a pod's token with a TokenReview, as the clouds check it
+	// with the cluster's OIDC issuer.
+	reviewer := trust.KubeReviewer{Client: c.Client}
+	audience := gcp.ProviderAudience(gcpNumber, gcpPool, gcpProvider)
+	g, err := gcp.Start(ctx, gcp.Options{IP: cluster.NodeIP, ProjectID: gcpProject, ProjectNumber: gcpNumber,
+		Providers: []gcp.Provider{{Audience: audience}}, Reviewer: reviewer, Pods: gcp.KubePods{Client: c.Client}})
+	if err != nil {
+		return nil, fmt.Errorf("start the gcp test server: %w", err)
+	}
+	// Key Vault on port 443 of this machine: the pods' hostAliases send
+	// kv-demo.vault.azure.net there.
+	az, err := azure.Start(ctx, azure.Options{IP: cluster.NodeIP, TenantID: azTenant, Reviewer: reviewer})
+	if err != nil {
+		g.Close()
+		return nil, fmt.Errorf("start the azure test server: %w", err)
+	}
+	cl := &clouds{gcp: g, azure: az}
+	fail := func(err error) (*clouds, error) {
+		cl.Close()
+		return nil, err
+	}
+	subject := trust.ServiceAccountPrefix + ns + ":" + cloudAccount
+	if _, err := g.AddSecretVersion(gcpSecret, []byte(gcpSecretValue)); err != nil {
+		return fail(fmt.Errorf("add example 7's secret: %w", err))
+	}
+	// The pool's principal for the account: Google names a federated
+	// subject so.
+	principal := fmt.Sprintf("principal://iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/subject/%s", gcpNumber, gcpPool, subject)
+	if err := g.Grant(principal, gcpSecret); err != nil {
+		return fail(fmt.Errorf("grant example 7's secret: %w", err))
+	}
+	az.SetSecret(azVault, azSecret, azSecretValue)
+	az.AddFederatedCredential(azTenant, clientID, subject)
+	az.Grant(clientID, azVault, azSecret)
+
+	vals["config"] = map[string]any{"inject": map[string]any{
+		"backend": "gcp",
+		"backends": []any{
+			map[string]any{"store": "aws"},
+			map[string]any{"store": "azure"},
+			map[string]any{"group": "my-*", "store": "kubernetes"},
+		},
+		"aws": awsValues(kumo),
+		"gcp": map[string]any{"project": gcpProject, "endpoint": g.SecretManagerAddr(), "caBundle": g.CAPEM(),
+			"federation": map[string]any{"audience": audience, "tokenURL": g.STSURL()}},
+		"azure":  map[string]any{"tenantID": azTenant, "authorityHost": az.AuthorityHost(), "caBundle": az.CAPEM()},
+		"tokens": map[string]any{"httpHosts": []any{framework.OIDCHost, kumo.Addr}},
+	}}
+	if err := h.Upgrade(ctx, vals); err != nil {
+		return fail(err)
+	}
+	// Until every answer is the new config's: backend aws refuses a
+	// Google secret.
+	probe := `{"secrets": [{"group": "projects/` + gcpProject + `/secrets/probe", "mountRequirement": "FILE"}]}`
+	if err := (&framework.Secctx{Namespace: h.Namespace}).WaitAdmits(ctx, c, 2, probe, 20); err != nil {
+		return fail(err)
+	}
+	return cl, nil
+}
+
+// vaultHost sends the demo vault's name to this machine, as DNS would on
+// AKS.
+func vaultHost(pod *corev1.Pod) {
+	pod.Spec.HostAliases = append(pod.Spec.HostAliases, corev1.HostAlias{IP: cluster.NodeIP, Hostnames: []string{azVault + azure.VaultDomain}})
 }
 
 // runExample runs one reference example as a pod and prints what secctx
-// added and what the task printed.
-func runExample(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals map[string]any, root string, ex example, say func(string, ...any)) error {
+// added and what the task printed. edit, when set, changes the pod first.
+func runExample(ctx context.Context, c *cluster.Cluster, root string, ex example, edit func(*corev1.Pod)) error {
 	b, err := os.ReadFile(filepath.Join(root, "examples", ex.file))
 	if err != nil {
 		return err
@@ -96,31 +252,19 @@ func runExample(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals
 		return fmt.Errorf("%s: %w", ex.file, err)
 	}
 	pod.Namespace = ns
-	if ex.file == "6-aws-secret.yaml" {
-		say("starting kumo (AWS Secrets Manager and STS) on this machine, and switching secctx to backend aws (helm upgrade)")
-		arn, stop, err := switchToAWS(ctx, c, h, vals)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		// kumo names the secret with a suffix, as AWS does.
-		group, key, _ := strings.Cut(arn, ":secret:")
-		sc := pod.Annotations["secctx.dev/security-context"]
-		pod.Annotations["secctx.dev/security-context"] = strings.Replace(sc, `"key": "db-password"`, `"key": "`+key+`"`, 1)
-		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "secret", Image: framework.TaskImage, ImagePullPolicy: corev1.PullNever,
-			Args: []string{"flytekit", group + ":secret/" + key}})
+	if edit != nil {
+		edit(&pod)
 	}
 	task := &pod.Spec.Containers[0]
 	task.Image, task.ImagePullPolicy, task.Command, task.Args = framework.TaskImage, corev1.PullNever, nil, ex.args
 	if ex.args[0] == "/task" {
-		// A command of its own, as example 4 has, so the exec wrapper
-		// sets the token's env var.
+		// A command of its own, so that the exec wrapper sets the env
+		// vars it reads: example 4's token, the fetched ENV_VAR secrets.
 		task.Command, task.Args = ex.args, nil
-		sc := pod.Annotations["secctx.dev/security-context"]
-		pod.Annotations["secctx.dev/security-context"] = strings.Replace(sc, "https://auth.example.com/oauth2/token", framework.OIDCIssuer+"/oauth/token", 1)
+		pod.Annotations[annotSC] = strings.Replace(pod.Annotations[annotSC], "https://auth.example.com/oauth2/token", framework.OIDCIssuer+"/oauth/token", 1)
 	}
 	fmt.Printf("\n%s== %s (examples/%s)%s\n", bold, ex.title, ex.file, off)
-	fmt.Printf("   asks for: %s\n", strings.Join(strings.Fields(pod.Annotations["secctx.dev/security-context"]), " "))
+	fmt.Printf("   asks for: %s\n", strings.Join(strings.Fields(pod.Annotations[annotSC]), " "))
 	started := time.Now()
 	got, logs, err := framework.RunPod(ctx, c, &pod, 2*time.Minute)
 	if err != nil {
@@ -130,9 +274,9 @@ func runExample(ctx context.Context, c *cluster.Cluster, h *framework.Helm, vals
 		fmt.Printf("   secctx added: %s\n", line)
 	}
 	fmt.Printf("   pod %s in %.1fs; the task printed:\n", got.Status.Phase, time.Since(started).Seconds())
-	for _, name := range []string{"task", "secret"} {
-		if out, ok := logs[name]; ok {
-			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	for _, ctr := range pod.Spec.Containers {
+		if out := strings.TrimSpace(logs[ctr.Name]); out != "" {
+			for _, line := range strings.Split(out, "\n") {
 				fmt.Printf("     %s\n", line)
 			}
 		}
@@ -206,10 +350,10 @@ func run(ctx context.Context) (err error) {
 	}
 	say("namespace %q has the examples' Secrets (my-credentials, my-certs, oauth-secrets) and service account (data-processing-sa)", ns)
 
-	// Example 6 switches secctx to backend aws: it runs last, after the
-	// refusals, which are worded for the Kubernetes backend.
-	for _, ex := range examples[:len(examples)-1] {
-		if err := runExample(ctx, c, h, vals, root, ex, say); err != nil {
+	// Examples 6 to 9 switch secctx to other stores: they run last, after
+	// the refusals, which are worded for the Kubernetes backend.
+	for _, ex := range examples[:5] {
+		if err := runExample(ctx, c, root, ex, nil); err != nil {
 			return err
 		}
 	}
@@ -241,8 +385,52 @@ func run(ctx context.Context) (err error) {
 	} else {
 		fmt.Printf("   refused: %s\n", err)
 	}
-	if err := runExample(ctx, c, h, vals, root, examples[len(examples)-1], say); err != nil {
+
+	say("starting kumo (AWS Secrets Manager and STS) on this machine, and switching secctx to backend aws (helm upgrade)")
+	kumo, arn, err := switchToAWS(ctx, c, h, vals)
+	if err != nil {
 		return err
+	}
+	defer kumo.Stop()
+	err = runExample(ctx, c, root, examples[5], func(pod *corev1.Pod) {
+		ref := withARN(pod, arn)
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "secret", Image: framework.TaskImage, ImagePullPolicy: corev1.PullNever,
+			Args: []string{"flytekit", ref}})
+	})
+	if err != nil {
+		return err
+	}
+
+	say("starting protocol test servers for Google Secret Manager and STS, and for Entra ID and Azure Key Vault, on this machine; "+
+		"switching secctx to send ARNs to aws (kumo), Key Vault URLs to azure, my-* to kubernetes, the rest to gcp (project %s) (helm upgrade)", gcpProject)
+	cl, err := switchToStores(ctx, c, h, vals, kumo)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	say("Google Secret Manager and STS here are a protocol test server run on this machine (test/cloud/gcp), not Google: " +
+		"secctx-fetch's official Google SDK talks to it over the network, and it checks the pod's token with the cluster's TokenReview")
+	if err := runExample(ctx, c, root, examples[6], nil); err != nil {
+		return cl.refused(err)
+	}
+	say("Entra ID and Azure Key Vault here are a protocol test server run on this machine (test/cloud/azure), not Microsoft: "+
+		"secctx-fetch's official Azure SDK talks to it over the network (the pod's hostAliases send %s%s here), "+
+		"and it checks the pod's token with the cluster's TokenReview", azVault, azure.VaultDomain)
+	if err := runExample(ctx, c, root, examples[7], vaultHost); err != nil {
+		return cl.refused(err)
+	}
+	say("GCP and Azure here are the same protocol test servers run on this machine, not Google or Microsoft: " +
+		"the official SDKs talk to them over the network, and trust is checked with the cluster's TokenReview; AWS is kumo, as in example 6")
+	err = runExample(ctx, c, root, examples[8], func(pod *corev1.Pod) {
+		withARN(pod, arn)
+		vaultHost(pod)
+		// The file from Google, printed by a second container: the task
+		// program prints env vars or files, not both.
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "files", Image: framework.TaskImage, ImagePullPolicy: corev1.PullNever,
+			Command: []string{"/task", "file-from-env", "GCP_DB_PASSWORD_PATH"}})
+	})
+	if err != nil {
+		return cl.refused(err)
 	}
 	fmt.Println()
 	say("all examples ran")
@@ -276,17 +464,63 @@ func added(p *corev1.Pod) []string {
 		case "secctx-bin":
 			out = append(out, "init container secctx-bin: installs the exec wrapper")
 		case "secctx-fetch":
-			out = append(out, "init container secctx-fetch: assumes the IAM role with the projected token, reads the secret, writes it to an in-memory file")
+			out = append(out, "init container secctx-fetch: "+fetchDoes(c))
 		}
 	}
+	// The wrapper's own arguments end with --, the task's command follows.
 	if cmd := p.Spec.Containers[0].Command; len(cmd) > 0 && strings.HasSuffix(cmd[0], "secctx-agent") {
-		out = append(out, "command wrapped: "+strings.Join(cmd[:len(cmd)-len(examples[3].args)], " ")+" ...")
+		if i := slices.Index(cmd, "--"); i >= 0 {
+			cmd = cmd[:i+1]
+		}
+		out = append(out, "command wrapped: "+strings.Join(cmd, " ")+" ...")
 	}
 	if p.Spec.ServiceAccountName != "" && p.Spec.ServiceAccountName != "default" {
 		out = append(out, "serviceAccountName: "+p.Spec.ServiceAccountName)
 	}
 	sort.Strings(out)
 	return out
+}
+
+// fetchDoes says what the fetch init container does, from the stores of
+// the secrets it is given (its --secrets argument).
+func fetchDoes(c corev1.Container) string {
+	var secrets []struct {
+		Store string `json:"store"`
+	}
+	how := map[string]string{
+		"aws":   "assumes the IAM role with the projected token and reads AWS Secrets Manager",
+		"gcp":   "asks the GKE metadata server for the pod's Google token and reads Google Secret Manager",
+		"azure": "signs in to Entra ID as the application the account names, with a projected token (Azure Workload Identity), and reads Azure Key Vault",
+		"vault": "logs in to Vault with the pod's account and reads it",
+	}
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--secrets="); ok {
+			if err := json.Unmarshal([]byte(v), &secrets); err != nil {
+				return "reads the secrets (its --secrets argument: " + err.Error() + ")"
+			}
+		}
+		if strings.HasPrefix(a, "--gcp-audience=") {
+			how["gcp"] = "exchanges a projected token of the pod's account at Google STS (Workload Identity Federation) and reads Google Secret Manager"
+		}
+	}
+	var does []string
+	n := map[string]int{}
+	for _, s := range secrets {
+		if n[s.Store]++; n[s.Store] == 1 {
+			does = append(does, or(how[s.Store], "reads "+s.Store))
+		}
+	}
+	if len(secrets) > 1 {
+		return strings.Join(does, "; ") + "; writes the secrets to in-memory files"
+	}
+	return strings.Join(does, "; ") + "; writes the secret to an in-memory file"
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 type indent struct{}

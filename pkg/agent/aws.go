@@ -18,7 +18,7 @@ import (
 	"github.com/secctx/secctx/pkg/agentapi"
 )
 
-func init() { stores["aws"] = openAWS }
+func init() { RegisterStore(agentapi.StoreAWS, openAWS) }
 
 // awsStore reads AWS Secrets Manager with the SDK's default credential
 // chain: in a pod with runAs.iamRole that is the web identity (IRSA) the
@@ -28,7 +28,7 @@ type awsStore struct {
 	clients map[string]*secretsmanager.Client // by region
 }
 
-func openAWS(ctx context.Context, cfg FetchConfig) (store, error) {
+func openAWS(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) (Store, error) {
 	opts := []func(*config.LoadOptions) error{
 		// The SDK's default session name is all digits, which some STS
 		// implementations read as a number; and a named session says in
@@ -40,13 +40,13 @@ func openAWS(ctx context.Context, cfg FetchConfig) (store, error) {
 		}),
 	}
 	// The STS endpoint is regional (AWS_STS_REGIONAL_ENDPOINTS): without
-	// AWS_REGION, the first secret's region is the one asked.
-	if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" && len(cfg.Secrets) > 0 {
-		opts = append(opts, config.WithRegion(arnRegion(cfg.Secrets[0].ID)))
+	// AWS_REGION, the first aws secret's region is the one asked.
+	if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" && len(secrets) > 0 {
+		opts = append(opts, config.WithRegion(arnRegion(secrets[0].ID)))
 	}
 	c, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, permanent(fmt.Errorf("aws configuration: %w", err))
+		return nil, Permanent(fmt.Errorf("aws configuration: %w", err))
 	}
 	return &awsStore{cfg: c, clients: map[string]*secretsmanager.Client{}}, nil
 }
@@ -70,7 +70,7 @@ func arnRegion(arn string) string {
 	return parts[3]
 }
 
-func (a *awsStore) read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
+func (a *awsStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
 	region := arnRegion(s.ID)
 	if region == "" {
 		region = a.cfg.Region
@@ -102,10 +102,10 @@ func awsError(err error) error {
 		msg := api.ErrorCode() + ": " + api.ErrorMessage()
 		switch api.ErrorCode() {
 		case "ResourceNotFoundException":
-			return permanent(fmt.Errorf("not found in AWS Secrets Manager (%s)", msg))
+			return Permanent(fmt.Errorf("not found in AWS Secrets Manager (%s)", msg))
 		case "AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidSignatureException",
 			"InvalidIdentityToken", "InvalidIdentityTokenException", "ExpiredTokenException":
-			return permanent(fmt.Errorf("access denied (%s)", msg))
+			return Permanent(fmt.Errorf("access denied (%s)", msg))
 		case "ThrottlingException", "Throttling", "InternalServiceError", "InternalFailure", "ServiceUnavailable",
 			"IDPCommunicationError", "IDPCommunicationErrorException":
 			return errors.New(msg)
@@ -115,7 +115,7 @@ func awsError(err error) error {
 	if errors.As(err, &re) {
 		code := re.HTTPStatusCode()
 		if code >= 400 && code < 500 && code != http.StatusTooManyRequests && code != http.StatusRequestTimeout {
-			return permanent(fmt.Errorf("refused (HTTP %d): %w", code, err))
+			return Permanent(fmt.Errorf("refused (HTTP %d): %w", code, err))
 		}
 	}
 	return err

@@ -3,29 +3,33 @@ package agent
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 
+	"github.com/secctx/secctx/pkg/agent/internal/storekit"
 	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 // FetchConfig is the fetch init container's configuration.
 type FetchConfig struct {
-	// Store names the secret store: aws or vault.
-	Store string
-	// Secrets are the secrets to read, each with its file.
+	// Secrets are the secrets to read, each with its store and its file.
 	Secrets []agentapi.Secret
+	// MountPoints are directories to make beside the files: where the
+	// kubelet mounts Kubernetes Secrets inside the fetched volume, which the
+	// task mounts read-only, so that the runtime need not make them there.
+	MountPoints []string
 	// Mode is each file's permissions: 0400 when the webhook knows the
 	// task's user (the fetch then runs as that user), 0440 when it knows
 	// only the pod's fsGroup, 0444 otherwise. Directories get the same
@@ -36,10 +40,11 @@ type FetchConfig struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts after a
 	// transient error, which doubles from one to the other.
 	MinBackoff, MaxBackoff time.Duration
-	// Vault is the vault store's settings.
+	// Vault, GCP and Azure are the settings of those stores; aws takes
+	// its own from the SDK's environment (IRSA).
 	Vault VaultConfig
-	// CABundle is PEM certificates to trust besides the system's (vault).
-	CABundle string
+	GCP   GCPConfig
+	Azure AzureConfig
 }
 
 // VaultConfig is how the fetch reaches Vault and logs in.
@@ -52,37 +57,97 @@ type VaultConfig struct {
 	Role string
 	// TokenFile is the pod's projected service-account token.
 	TokenFile string
+	// CABundle is PEM certificates to trust for Vault besides the
+	// system's (SECCTX_VAULT_CA_BUNDLE).
+	CABundle string
 }
+
+// GCPConfig is how the fetch reaches Google Secret Manager and which
+// identity it reads as: the GKE metadata server's (Workload Identity), or
+// with Audience set, the pod's service-account token exchanged at STS
+// (workload identity federation). The store that reads it is
+// pkg/agent/gcp, in the secctx-fetch binary alone: its gRPC client would
+// weigh on every process of secctx-agent, token sidecars included.
+type GCPConfig struct {
+	// Endpoint is Secret Manager's host:port.
+	Endpoint string
+	// Audience is the workload identity provider
+	// (//iam.googleapis.com/projects/<n>/locations/global/workloadIdentityPools/<pool>/providers/<p>);
+	// empty, the metadata server gives the token.
+	Audience string
+	// TokenURL is the STS token endpoint (federation).
+	TokenURL string
+	// TokenFile is the pod's projected service-account token (federation).
+	TokenFile string
+	// ServiceAccount, when set, is the Google service account whose token
+	// the federated identity asks for (federation).
+	ServiceAccount string
+	// IAMEndpoint is the IAM credentials API's base URL (impersonation).
+	IAMEndpoint string
+	// CABundle is PEM certificates to trust besides the system's, for
+	// Secret Manager and the STS and IAM calls (SECCTX_GCP_CA_BUNDLE).
+	CABundle string
+}
+
+// The defaults of GCPConfig, Google's own endpoints.
+const (
+	gcpDefaultEndpoint    = "secretmanager.googleapis.com:443"
+	gcpDefaultTokenURL    = "https://sts.googleapis.com/v1/token"
+	gcpDefaultIAMEndpoint = "https://iamcredentials.googleapis.com"
+)
 
 // terminationLog is the container's default terminationMessagePath.
 var terminationLog = "/dev/termination-log"
 
-// maxSecretSize bounds one value: Secrets Manager's own limit is 64 KiB,
-// and the files live in memory.
-const maxSecretSize = 1 << 20
+// maxSecretSize bounds one value.
+const maxSecretSize = storekit.MaxSecretSize
 
 // DefaultFetchConfig returns the fetch's defaults.
 func DefaultFetchConfig() FetchConfig {
 	return FetchConfig{Mode: 0o444, Timeout: 2 * time.Minute, MinBackoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second,
-		Vault: VaultConfig{AuthPath: "kubernetes"}}
+		Vault: VaultConfig{AuthPath: "kubernetes"},
+		GCP:   GCPConfig{Endpoint: gcpDefaultEndpoint, TokenURL: gcpDefaultTokenURL, IAMEndpoint: gcpDefaultIAMEndpoint}}
 }
 
-// store reads secrets from one secret store. An error it returns is
-// transient (worth retrying) unless it is a permanentError.
-type store interface {
-	read(ctx context.Context, s agentapi.Secret) ([]byte, error)
+// Store reads secrets from one secret store, opened for a fetch by its
+// Opener. An error it returns is transient (worth retrying) unless
+// Permanent made it.
+type Store interface {
+	Read(ctx context.Context, s agentapi.Secret) ([]byte, error)
 }
 
-// closer is a store that holds something to give back when the reads are
-// done (Vault's login token). A failure to close is logged: the secrets
-// are written by then.
-type closer interface {
-	close(ctx context.Context, log logr.Logger)
+// Closer is a Store that holds something to give back when the reads are
+// done (Vault's login token, a connection). A failure to close is the
+// store's to log: the secrets are written by then.
+type Closer interface {
+	Close(ctx context.Context, log logr.Logger)
 }
 
-// stores opens a store by name. Each store's file adds itself, so that a
-// new store adds a file and grows no switch.
-var stores = map[string]func(ctx context.Context, cfg FetchConfig) (store, error){}
+// Opener opens a store for secrets, the ones of the fetch that name it: a
+// check that looks at the secrets (vault's engines, aws's region) sees
+// only its own. It reads its settings from cfg (its field of FetchConfig)
+// and nothing of the environment.
+type Opener func(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) (Store, error)
+
+// stores opens a store by name (agentapi.Secret.Store). Each store's file
+// adds itself, so that a new store adds a file and grows no switch.
+var stores = map[string]Opener{}
+
+// RegisterStore makes the store name (agentapi.Secret.Store) one that
+// Fetch reads, with open. A store registers itself from an init function:
+// those of pkg/agent (aws, vault, azure) are in every binary that links
+// it, and one in a package of its own (pkg/agent/gcp) only in a binary
+// that imports that package (secctx-fetch). It panics if name is empty or
+// already registered.
+func RegisterStore(name string, open Opener) {
+	if name == "" || open == nil {
+		panic("agent: RegisterStore without a name or an opener")
+	}
+	if _, ok := stores[name]; ok {
+		panic("agent: store " + name + " registered twice")
+	}
+	stores[name] = open
+}
 
 // permanentError is a failure that retrying cannot mend: a missing secret,
 // a denied read, a bad request.
@@ -91,9 +156,13 @@ type permanentError struct{ err error }
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
-func permanent(err error) error { return &permanentError{err} }
+// Permanent marks err, of a Store or an Opener, as one that retrying
+// cannot mend: Fetch gives up at once.
+func Permanent(err error) error { return &permanentError{err} }
 
-func isPermanent(err error) bool {
+// IsPermanent says whether err, or an error it wraps, was made by
+// Permanent.
+func IsPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
 }
@@ -104,7 +173,16 @@ func runFetch(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "secctx-agent fetch:", err)
 		return 2
 	}
-	cfg.CABundle = os.Getenv("SECCTX_CA_BUNDLE") // set by the webhook from the store's caBundle
+	// Set by the webhook from each store's caBundle, and from the pod's
+	// Azure Workload Identity; read here so that the stores' constructors
+	// see nothing of the environment that the config does not say.
+	cfg.Vault.CABundle = os.Getenv("SECCTX_VAULT_CA_BUNDLE")
+	cfg.GCP.CABundle = os.Getenv("SECCTX_GCP_CA_BUNDLE")
+	cfg.Azure.CABundle = os.Getenv("SECCTX_AZURE_CA_BUNDLE")
+	cfg.Azure.ClientID = os.Getenv("AZURE_CLIENT_ID")
+	cfg.Azure.TenantID = os.Getenv("AZURE_TENANT_ID")
+	cfg.Azure.TokenFile = os.Getenv("AZURE_FEDERATED_TOKEN_FILE")
+	cfg.Azure.AuthorityHost = os.Getenv("AZURE_AUTHORITY_HOST")
 	log := newLogger(stderr)
 	if err := Fetch(ctx, cfg, log); err != nil {
 		// The last line is what the kubelet shows as the init container's
@@ -128,9 +206,9 @@ func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	cfg := DefaultFetchConfig()
 	fs := flag.NewFlagSet("fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var spec, mode string
-	fs.StringVar(&cfg.Store, "store", "", "the secret store: aws or vault")
+	var spec, mode, mountPoints string
 	fs.StringVar(&spec, "secrets", "", "the secrets, as JSON (written by the webhook)")
+	fs.StringVar(&mountPoints, "mount-points", "", "directories to make for the kubelet's mounts, as a JSON list")
 	fs.StringVar(&mode, "mode", "0444", "the files' permissions: 0400, 0440 or 0444")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "how long to keep trying, in all")
 	fs.StringVar(&cfg.Vault.Address, "vault-address", "", "Vault's address")
@@ -138,6 +216,12 @@ func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	fs.StringVar(&cfg.Vault.AuthPath, "vault-auth-path", cfg.Vault.AuthPath, "the Kubernetes auth method's mount")
 	fs.StringVar(&cfg.Vault.Role, "vault-role", "", "the Kubernetes auth role")
 	fs.StringVar(&cfg.Vault.TokenFile, "vault-token-file", "", "the pod's service-account token")
+	fs.StringVar(&cfg.GCP.Endpoint, "gcp-endpoint", cfg.GCP.Endpoint, "Secret Manager's endpoint, host:port (gRPC over TLS)")
+	fs.StringVar(&cfg.GCP.Audience, "gcp-audience", "", "the workload identity provider, for federation (empty: the GKE metadata server)")
+	fs.StringVar(&cfg.GCP.TokenURL, "gcp-token-url", cfg.GCP.TokenURL, "the STS token endpoint (federation)")
+	fs.StringVar(&cfg.GCP.TokenFile, "gcp-token-file", "", "the pod's service-account token (federation)")
+	fs.StringVar(&cfg.GCP.ServiceAccount, "gcp-service-account", "", "the Google service account to impersonate (federation)")
+	fs.StringVar(&cfg.GCP.IAMEndpoint, "gcp-iam-endpoint", cfg.GCP.IAMEndpoint, "the IAM credentials API's base URL (impersonation)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -155,47 +239,74 @@ func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	if err := json.Unmarshal([]byte(spec), &cfg.Secrets); err != nil {
 		return cfg, fmt.Errorf("--secrets: %w", err)
 	}
+	if mountPoints != "" {
+		if err := json.Unmarshal([]byte(mountPoints), &cfg.MountPoints); err != nil {
+			return cfg, fmt.Errorf("--mount-points: %w", err)
+		}
+	}
 	return cfg, nil
 }
 
-// Fetch reads every secret and writes it to its file. It stops at the
+// Fetch reads every secret from its store (Secret.Store) and writes it to
+// its file. Each store the secrets name is opened once, as the pod's own
+// identity for that store, before any secret is read. It stops at the
 // first secret that cannot be had: the task must not start without it. A
 // transient error is retried with backoff until cfg.Timeout; a missing
 // secret or a denied read is not. No error names a value.
 func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 	t0 := time.Now()
-	open, ok := stores[cfg.Store]
-	if !ok {
-		return fmt.Errorf("store %q: unknown", cfg.Store)
-	}
+	// The stores in order of first use, each with its secrets.
+	var names []string
+	bySt := map[string][]agentapi.Secret{}
 	for _, s := range cfg.Secrets {
 		if f := s.File; !filepath.IsAbs(f) || filepath.Clean(f) != f || f == "/" {
 			return fmt.Errorf("%s: file %q: must be a clean absolute path", s.Field, f)
 		}
+		if _, ok := stores[s.Store]; !ok {
+			return fmt.Errorf("%s: store %q: unknown; one of %s", s.Field, s.Store, strings.Join(slices.Sorted(maps.Keys(stores)), ", "))
+		}
+		if _, ok := bySt[s.Store]; !ok {
+			names = append(names, s.Store)
+		}
+		bySt[s.Store] = append(bySt[s.Store], s)
+	}
+	for _, d := range cfg.MountPoints {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
+			return fmt.Errorf("mount point %q: must be a clean absolute path", d)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	var st store
-	err := retry(ctx, cfg, log, "open "+cfg.Store, func() (err error) {
-		st, err = open(ctx, cfg)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if c, ok := st.(closer); ok {
-		// On failure too: the token is of no use once the fetch ends. The
-		// fetch's own deadline may have passed, so the close gets its own.
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			c.close(ctx, log)
-		}()
+	opened := map[string]Store{}
+	// On failure too: a login token is of no use once the fetch ends. The
+	// fetch's own deadline may have passed, so the closes get their own.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		for _, name := range slices.Backward(names) {
+			if c, ok := opened[name].(Closer); ok {
+				c.Close(ctx, log.WithValues("store", name))
+			}
+		}
+	}()
+	// Every store is opened before any secret is read, so that a store
+	// that refuses the pod fails it with nothing written.
+	for _, name := range names {
+		var st Store
+		err := retry(ctx, cfg, log.WithValues("store", name), "open "+name, func() (err error) {
+			st, err = stores[name](ctx, cfg, bySt[name])
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("open store %s: %w", name, err)
+		}
+		opened[name] = st
+		log.Info("store opened", "store", name, "secrets", len(bySt[name]))
 	}
 	for _, s := range cfg.Secrets {
 		var v []byte
-		err := retry(ctx, cfg, log, s.Field, func() (err error) {
-			v, err = st.read(ctx, s)
+		err := retry(ctx, cfg, log.WithValues("store", s.Store), s.Field, func() (err error) {
+			v, err = opened[s.Store].Read(ctx, s)
 			return err
 		})
 		if err != nil {
@@ -207,9 +318,14 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 		if err := writeSecret(s.File, v, cfg.Mode); err != nil {
 			return fmt.Errorf("%s: write %s: %w", s.Field, s.File, err)
 		}
-		log.Info("secret written", "field", s.Field, "secret", describeSecret(s), "file", s.File)
+		log.Info("secret written", "field", s.Field, "store", s.Store, "secret", describeSecret(s), "file", s.File)
 	}
-	log.Info("all secrets written", "count", len(cfg.Secrets), "seconds", time.Since(t0).Seconds())
+	for _, d := range cfg.MountPoints {
+		if err := os.MkdirAll(d, dirMode(cfg.Mode)); err != nil {
+			return fmt.Errorf("make mount point %s: %w", d, err)
+		}
+	}
+	log.Info("all secrets written", "count", len(cfg.Secrets), "stores", names, "seconds", time.Since(t0).Seconds())
 	return nil
 }
 
@@ -234,7 +350,7 @@ func checkSize(s agentapi.Secret, v []byte) error {
 
 // describeSecret names a secret for a message: where it is, never what.
 func describeSecret(s agentapi.Secret) string {
-	d := s.ID
+	d := s.Store + " " + s.ID
 	if s.Key != "" {
 		d += " key " + strconv.Quote(s.Key)
 	}
@@ -249,7 +365,7 @@ func retry(ctx context.Context, cfg FetchConfig, log logr.Logger, what string, f
 	wait := cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
 		err := f()
-		if err == nil || isPermanent(err) {
+		if err == nil || IsPermanent(err) {
 			return err
 		}
 		if ctx.Err() != nil {
@@ -265,33 +381,15 @@ func retry(ctx context.Context, cfg FetchConfig, log logr.Logger, what string, f
 	}
 }
 
+// dirMode is a directory's mode for files of mode: the owner's rwx; r-x
+// where the files are readable.
+func dirMode(mode os.FileMode) os.FileMode { return 0o700 | mode&0o044 | (mode&0o044)>>2 }
+
 // writeSecret writes v to path with mode, making the directories on the
 // way with the same read bits plus search.
 func writeSecret(path string, v []byte, mode os.FileMode) error {
-	dirMode := 0o700 | mode&0o044 | (mode&0o044)>>2 // the owner's rwx; r-x where the files are readable
-	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), dirMode(mode)); err != nil {
 		return err
 	}
 	return writeAtomic(path, v, mode)
-}
-
-// tokenSubject is the subject of a service-account token, for messages:
-// system:serviceaccount:<namespace>:<name>. The token is not verified here;
-// the store does that.
-func tokenSubject(jwt string) string {
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return ""
-	}
-	var claims struct {
-		Sub string `json:"sub"`
-	}
-	if json.Unmarshal(b, &claims) != nil {
-		return ""
-	}
-	return claims.Sub
 }

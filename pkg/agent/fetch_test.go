@@ -119,9 +119,16 @@ func kumo(t testing.TB) (endpoint string, sm *secretsmanager.Client) {
 	return endpoint, sm
 }
 
+// fastConfig is a config with short waits for secrets, each of store
+// unless it names its own.
 func fastConfig(store string, secrets ...agentapi.Secret) FetchConfig {
 	cfg := DefaultFetchConfig()
-	cfg.Store, cfg.Secrets = store, secrets
+	for i := range secrets {
+		if secrets[i].Store == "" {
+			secrets[i].Store = store
+		}
+	}
+	cfg.Secrets = secrets
 	cfg.Timeout, cfg.MinBackoff, cfg.MaxBackoff = 20*time.Second, 50*time.Millisecond, 200*time.Millisecond
 	return cfg
 }
@@ -191,7 +198,7 @@ func TestFetchAWSMissing(t *testing.T) {
 	cfg := fastConfig("aws", agentapi.Secret{Field: "secrets[3]", ID: "arn:aws:secretsmanager:us-east-1:000000000000:secret:nope", File: filepath.Join(t.TempDir(), "x")})
 	t0 := time.Now()
 	err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
-	if err == nil || !strings.Contains(err.Error(), "secrets[3] (arn:aws:secretsmanager:us-east-1:000000000000:secret:nope)") ||
+	if err == nil || !strings.Contains(err.Error(), "secrets[3] (aws arn:aws:secretsmanager:us-east-1:000000000000:secret:nope)") ||
 		!strings.Contains(err.Error(), "not found") {
 		t.Fatalf("err = %v; want one naming secrets[3], its ARN and not found", err)
 	}
@@ -330,13 +337,13 @@ func TestFetchVaultRefused(t *testing.T) {
 			[]string{`vault login at auth/jwt as role "task" with the pod's service account system:serviceaccount:team-b:other`, "HTTP 400", "denied"}},
 		"path the policy does not allow": {"system:serviceaccount:team-a:task",
 			agentapi.Secret{Field: "secrets[0]", ID: "private/x", Key: "k", Engine: "kv1", File: file},
-			[]string{"secrets[0] (private/x key \"k\")", "HTTP 403", "permission denied"}},
+			[]string{"secrets[0] (vault private/x key \"k\")", "HTTP 403", "permission denied"}},
 		"missing secret": {"system:serviceaccount:team-a:task",
 			agentapi.Secret{Field: "secrets[1]", ID: "secret/nope", Key: "k", Engine: "kv2", File: file},
-			[]string{"secrets[1] (secret/nope key \"k\")", "vault read secret/data/nope: not found"}},
+			[]string{"secrets[1] (vault secret/nope key \"k\")", "vault read secret/data/nope: not found"}},
 		"dynamic database credentials": {"system:serviceaccount:team-a:task",
 			agentapi.Secret{Field: "secrets[2]", ID: "database/creds/app", Key: "username", Engine: "db", File: file},
-			[]string{`secrets[2] (database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode`}},
+			[]string{`secrets[2] (vault database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode`}},
 		"missing key": {"system:serviceaccount:team-a:task",
 			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "user", Engine: "kv2", File: file},
 			[]string{`the secret has no key "user"`}},
@@ -373,11 +380,12 @@ func TestFetchRefusesBadFile(t *testing.T) {
 // an error, and never panics; a config it returns has a valid mode and a
 // positive timeout.
 func FuzzFetchArgs(f *testing.F) {
-	f.Add("--store=aws", "--mode=0400", `--secrets=[{"field":"secrets[0]","id":"arn:aws:secretsmanager:us-east-1:1:secret:x","file":"/etc/flyte/secrets/x"}]`)
+	f.Add("--gcp-audience=//iam.googleapis.com/x", "--mode=0400", `--secrets=[{"field":"secrets[0]","store":"aws","id":"arn:aws:secretsmanager:us-east-1:1:secret:x","file":"/etc/flyte/secrets/x"}]`)
 	f.Add("--store=vault", "--timeout=0s", `--secrets=null`)
 	f.Add("--mode=0777", "--vault-role=r", `--secrets=[{"file":1}]`)
 	f.Add("extra", "--", "--secrets=[]")
-	f.Add("--store=vault", "--mode=0440", `--secrets=[{"field":"secrets[1]","id":"secret/a","key":"k","engine":"kv2","file":"/var/run/secctx/env/1","envVar":true}]`)
+	f.Add("--vault-role=r", "--mode=0440", `--secrets=[{"field":"secrets[1]","store":"vault","id":"secret/a","key":"k","engine":"kv2","file":"/var/run/secctx/env/1","envVar":true}]`)
+	f.Add("--gcp-endpoint=127.0.0.1:1", "--timeout=1s", `--secrets=[{"field":"secrets[0]","store":"gcp","id":"projects/p/secrets/s","version":"3","key":"k","file":"/a"},{"field":"secrets[1]","store":"azure","id":"https://v.vault.azure.net/secrets/n","file":"/b"}]`)
 	f.Fuzz(func(t *testing.T, a, b, c string) {
 		cfg, err := parseFetchArgs([]string{a, b, c}, io.Discard)
 		if err != nil {
@@ -425,12 +433,12 @@ func BenchmarkFetchProcess(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			secrets = append(secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), ID: *out.ARN, File: filepath.Join(dir, "files", fmt.Sprint(i))})
+			secrets = append(secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), Store: agentapi.StoreAWS, ID: *out.ARN, File: filepath.Join(dir, "files", fmt.Sprint(i))})
 		}
 		spec, _ := json.Marshal(secrets)
 		run(b, []string{"AWS_ENDPOINT_URL_SECRETS_MANAGER=" + endpoint, "AWS_ENDPOINT_URL_STS=" + endpoint,
 			"AWS_ROLE_ARN=arn:aws:iam::123456789012:role/r", "AWS_WEB_IDENTITY_TOKEN_FILE=" + tokenFile, "AWS_STS_REGIONAL_ENDPOINTS=regional",
-			"AWS_EC2_METADATA_DISABLED=true", "HOME=" + dir}, "--store=aws", "--secrets="+string(spec))
+			"AWS_EC2_METADATA_DISABLED=true", "HOME=" + dir}, "--secrets="+string(spec))
 	})
 	b.Run("vault,secrets=3", func(b *testing.B) {
 		key, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -438,11 +446,11 @@ func BenchmarkFetchProcess(b *testing.B) {
 		dir := b.TempDir()
 		var secrets []agentapi.Secret
 		for i, k := range []string{"db_password", "port", "db_password"} {
-			secrets = append(secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), ID: "secret/my-app", Key: k, Engine: "kv2", File: filepath.Join(dir, "files", fmt.Sprint(i))})
+			secrets = append(secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), Store: agentapi.StoreVault, ID: "secret/my-app", Key: k, Engine: "kv2", File: filepath.Join(dir, "files", fmt.Sprint(i))})
 		}
 		cfg := vaultFetchConfig(b, addr, key, "system:serviceaccount:team-a:task")
 		spec, _ := json.Marshal(secrets)
-		run(b, []string{"HOME=" + dir}, "--store=vault", "--vault-address="+addr, "--vault-auth-path=jwt", "--vault-role=task",
+		run(b, []string{"HOME=" + dir}, "--vault-address="+addr, "--vault-auth-path=jwt", "--vault-role=task",
 			"--vault-token-file="+cfg.Vault.TokenFile, "--secrets="+string(spec))
 	})
 }
@@ -451,16 +459,16 @@ func BenchmarkFetchProcess(b *testing.B) {
 // else: a wider one would let other users of the pod read the secrets.
 func TestParseFetchArgsMode(t *testing.T) {
 	for mode, want := range map[string]os.FileMode{"0400": 0o400, "0440": 0o440, "0444": 0o444, "400": 0o400} {
-		cfg, err := parseFetchArgs([]string{"--store=aws", "--mode=" + mode, "--secrets=[]"}, io.Discard)
+		cfg, err := parseFetchArgs([]string{"--mode=" + mode, "--secrets=[]"}, io.Discard)
 		if err != nil || cfg.Mode != want {
 			t.Errorf("--mode=%s: %v, %v; want %v", mode, cfg.Mode, err, want)
 		}
 	}
-	if cfg, err := parseFetchArgs([]string{"--store=aws", "--secrets=[]"}, io.Discard); err != nil || cfg.Mode != 0o444 {
+	if cfg, err := parseFetchArgs([]string{"--secrets=[]"}, io.Discard); err != nil || cfg.Mode != 0o444 {
 		t.Errorf("no --mode: %v, %v; want 0444", cfg.Mode, err)
 	}
 	for _, mode := range []string{"0644", "0666", "0777", "0404", "0044", "0", "0o400", "0x100", "256", "-0400", "04000", "0400 ", ""} {
-		if _, err := parseFetchArgs([]string{"--store=aws", "--mode=" + mode, "--secrets=[]"}, io.Discard); err == nil || !strings.Contains(err.Error(), "must be 0400, 0440 or 0444") {
+		if _, err := parseFetchArgs([]string{"--mode=" + mode, "--secrets=[]"}, io.Discard); err == nil || !strings.Contains(err.Error(), "must be 0400, 0440 or 0444") {
 			t.Errorf("--mode=%q: %v; want it refused", mode, err)
 		}
 	}
@@ -522,10 +530,10 @@ func TestFetchVaultEnvBounds(t *testing.T) {
 		envVar bool
 		want   string
 	}{
-		{"huge", true, fmt.Sprintf(`secrets[4] (secret/big key "huge"): %d bytes, more than the 130814 an env var's value may have`, len(hugeJSON))},
-		{"over", true, `secrets[4] (secret/big key "over"): 130815 bytes, more than the 130814`},
-		{"nul", true, `secrets[4] (secret/big key "nul"): a NUL byte at offset 6, which an env var cannot hold`},
-		{"huge", false, fmt.Sprintf(`secrets[4] (secret/big key "huge"): %d bytes, more than the 1048576 this agent writes`, len(hugeJSON))},
+		{"huge", true, fmt.Sprintf(`secrets[4] (vault secret/big key "huge"): %d bytes, more than the 130814 an env var's value may have`, len(hugeJSON))},
+		{"over", true, `secrets[4] (vault secret/big key "over"): 130815 bytes, more than the 130814`},
+		{"nul", true, `secrets[4] (vault secret/big key "nul"): a NUL byte at offset 6, which an env var cannot hold`},
+		{"huge", false, fmt.Sprintf(`secrets[4] (vault secret/big key "huge"): %d bytes, more than the 1048576 this agent writes`, len(hugeJSON))},
 		{"fits", true, ""},
 		{"over", false, ""},
 		{"nul", false, ""},
@@ -619,8 +627,8 @@ func TestFetchVaultRefusesDB(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte("a.b.c"), 0o600)
 	for engine, want := range map[string]string{
-		"db":  `secrets[1] (database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode, as their lease would die with the fetch's Vault token`,
-		"kv3": `secrets[1] (database/creds/app key "username"): vault engine "kv3": unknown`,
+		"db":  `secrets[1] (vault database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode, as their lease would die with the fetch's Vault token`,
+		"kv3": `secrets[1] (vault database/creds/app key "username"): vault engine "kv3": unknown`,
 	} {
 		cfg := fastConfig("vault",
 			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "k", Engine: "kv2", File: filepath.Join(t.TempDir(), "a")},

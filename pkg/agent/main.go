@@ -18,7 +18,8 @@ const usage = `usage: secctx-agent <command> [flags]
 
 Runs inside task pods, added by the secctx webhook:
   tokens    the token sidecar: obtains and refreshes OAuth2 tokens into files
-  fetch     the init container: reads secrets from a secret store into files
+  fetch     the init container: reads secrets from their stores into files
+            (Google Secret Manager's only in secctx-fetch, which pods run)
   exec      the exec wrapper: sets env vars from files, then execs the task
   install   copies this binary into a directory, for the exec wrapper
 `

@@ -12,10 +12,11 @@ import (
 	"github.com/go-logr/logr"
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/secctx/secctx/pkg/agent/internal/storekit"
 	"github.com/secctx/secctx/pkg/agentapi"
 )
 
-func init() { stores["vault"] = openVault }
+func init() { RegisterStore(agentapi.StoreVault, openVault) }
 
 // vaultStore reads Vault after a login with the Kubernetes auth method, as
 // the pod's own service account: Vault checks the token with a
@@ -24,29 +25,29 @@ type vaultStore struct {
 	client *vault.Client
 }
 
-func openVault(ctx context.Context, cfg FetchConfig) (store, error) {
+func openVault(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) (Store, error) {
 	v := cfg.Vault
 	if v.Address == "" || v.Role == "" || v.TokenFile == "" {
-		return nil, permanent(errors.New("vault: --vault-address, --vault-role and --vault-token-file are required"))
+		return nil, Permanent(errors.New("vault: --vault-address, --vault-role and --vault-token-file are required"))
 	}
 	// Before the login: a secret that cannot be read fails the pod at
 	// once, with nothing written and no token made.
-	for _, s := range cfg.Secrets {
+	for _, s := range secrets {
 		if err := vaultEngineOK(s.Engine); err != nil {
-			return nil, permanent(fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err))
+			return nil, Permanent(fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err))
 		}
 	}
 	// Built from the arguments alone: VAULT_* variables a task image may
 	// carry do not apply to the agent.
 	vc := &vault.Config{Address: v.Address, HttpClient: cleanHTTPClient(), MaxRetries: 0, Timeout: 30e9}
-	if cfg.CABundle != "" {
-		if err := vc.ConfigureTLS(&vault.TLSConfig{CACertBytes: []byte(cfg.CABundle)}); err != nil {
-			return nil, permanent(fmt.Errorf("vault: CA bundle: %w", err))
+	if v.CABundle != "" {
+		if err := vc.ConfigureTLS(&vault.TLSConfig{CACertBytes: []byte(v.CABundle)}); err != nil {
+			return nil, Permanent(fmt.Errorf("vault: SECCTX_VAULT_CA_BUNDLE: %w", err))
 		}
 	}
 	client, err := vault.NewClient(vc)
 	if err != nil {
-		return nil, permanent(fmt.Errorf("vault: %w", err))
+		return nil, Permanent(fmt.Errorf("vault: %w", err))
 	}
 	client.ClearToken() // never VAULT_TOKEN from the environment
 	if v.Namespace != "" {
@@ -54,9 +55,9 @@ func openVault(ctx context.Context, cfg FetchConfig) (store, error) {
 	}
 	jwt, err := os.ReadFile(v.TokenFile)
 	if err != nil {
-		return nil, permanent(fmt.Errorf("vault: read the pod's service-account token: %w", err))
+		return nil, Permanent(fmt.Errorf("vault: read the pod's service-account token: %w", err))
 	}
-	who := tokenSubject(string(jwt))
+	who := storekit.TokenSubject(string(jwt))
 	login := fmt.Sprintf("vault login at auth/%s as role %q with the pod's service account %s", v.AuthPath, v.Role, who)
 	secret, err := client.Logical().WriteWithContext(ctx, "auth/"+v.AuthPath+"/login", map[string]any{
 		"role": v.Role, "jwt": strings.TrimSpace(string(jwt)),
@@ -65,7 +66,7 @@ func openVault(ctx context.Context, cfg FetchConfig) (store, error) {
 		return nil, vaultError(login, err)
 	}
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return nil, permanent(fmt.Errorf("%s: no token in Vault's answer", login))
+		return nil, Permanent(fmt.Errorf("%s: no token in Vault's answer", login))
 	}
 	client.SetToken(secret.Auth.ClientToken)
 	return &vaultStore{client: client}, nil
@@ -86,9 +87,9 @@ func vaultEngineOK(engine string) error {
 	return fmt.Errorf("vault engine %q: unknown; kv1 or kv2", engine)
 }
 
-// close revokes the login token: the fetch is its only user, and a token
+// Close revokes the login token: the fetch is its only user, and a token
 // left to its TTL is one more credential alive in Vault for every pod.
-func (vs *vaultStore) close(ctx context.Context, log logr.Logger) {
+func (vs *vaultStore) Close(ctx context.Context, log logr.Logger) {
 	if err := vs.client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
 		log.Error(vaultError("vault revoke the login token (auth/token/revoke-self)", err), "vault login token not revoked: it lives until its TTL ends")
 		return
@@ -100,7 +101,7 @@ func cleanHTTPClient() *http.Client {
 	return &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 }
 
-func (vs *vaultStore) read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
+func (vs *vaultStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
 	path := s.ID
 	if s.Engine == "kv2" {
 		path = vs.kv2Path(ctx, path)
@@ -110,19 +111,19 @@ func (vs *vaultStore) read(ctx context.Context, s agentapi.Secret) ([]byte, erro
 		return nil, vaultError("vault read "+path, err)
 	}
 	if resp == nil {
-		return nil, permanent(fmt.Errorf("vault read %s: not found", path))
+		return nil, Permanent(fmt.Errorf("vault read %s: not found", path))
 	}
 	data := resp.Data
 	if s.Engine == "kv2" {
 		d, ok := resp.Data["data"].(map[string]any)
 		if !ok {
-			return nil, permanent(fmt.Errorf("vault read %s: no data: not a KV version 2 secret, or its current version is deleted", path))
+			return nil, Permanent(fmt.Errorf("vault read %s: no data: not a KV version 2 secret, or its current version is deleted", path))
 		}
 		data = d
 	}
 	v, ok := data[s.Key]
 	if !ok {
-		return nil, permanent(fmt.Errorf("vault read %s: the secret has no key %q", path, s.Key))
+		return nil, Permanent(fmt.Errorf("vault read %s: the secret has no key %q", path, s.Key))
 	}
 	if str, ok := v.(string); ok {
 		return []byte(str), nil
@@ -163,7 +164,7 @@ func vaultError(what string, err error) error {
 			if re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusBadRequest {
 				msg += " (denied: check the Vault role's bound service accounts and policies)"
 			}
-			return permanent(errors.New(msg))
+			return Permanent(errors.New(msg))
 		}
 		return errors.New(msg)
 	}

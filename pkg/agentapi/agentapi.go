@@ -53,6 +53,14 @@ const (
 	MaxEnvValueBytes = MaxEnvBytes - 256 - 2
 )
 
+// The stores the fetch reads (Secret.Store).
+const (
+	StoreAWS   = "aws"
+	StoreVault = "vault"
+	StoreGCP   = "gcp"
+	StoreAzure = "azure"
+)
+
 // Secret is what the fetch init container (secctx-agent fetch) is told about
 // one secret: where it is in its store and which file to write. Like Token it
 // holds no secret.
@@ -60,12 +68,20 @@ type Secret struct {
 	// Field names the request in the SecurityContext (secrets[0]), so
 	// that a failure says which one it was.
 	Field string `json:"field"`
-	// ID names the secret in its store: a Secrets Manager ARN, or a Vault
-	// path.
+	// Store is the store the secret is read from: StoreAWS, StoreVault,
+	// StoreGCP or StoreAzure. One fetch reads the secrets of several
+	// stores, each as the pod's own identity for that store.
+	Store string `json:"store"`
+	// ID names the secret in its store: a Secrets Manager ARN, a Vault
+	// path, a Secret Manager secret (projects/<p>/secrets/<s>) or a Key
+	// Vault secret's URL (https://<vault host>/secrets/<name>).
 	ID string `json:"id"`
-	// Version selects a version: a Secrets Manager staging label.
+	// Version selects a version: a Secrets Manager staging label, a Secret
+	// Manager version (a number or latest; empty is latest), a Key Vault
+	// version (empty is the current one).
 	Version string `json:"version,omitempty"`
-	// Key is the key inside the secret's data (Vault).
+	// Key is the key inside the secret's data (Vault), or the field of a
+	// JSON object the secret holds (gcp); empty is the whole value.
 	Key string `json:"key,omitempty"`
 	// Engine is how to read the data (Vault): kv1 or kv2.
 	Engine string `json:"engine,omitempty"`

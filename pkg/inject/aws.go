@@ -26,6 +26,13 @@ func init() { stores[BackendAWS] = awsStore{} }
 // its staging label (AWSCURRENT, AWSPREVIOUS or one of yours).
 type awsStore struct{}
 
+func (awsStore) fetched(Config) bool { return true }
+
+// owns: a Secrets Manager ARN, as Flyte's group:key makes it.
+func (awsStore) owns(_ Config, group string) bool {
+	return strings.HasPrefix(group, "arn:") && strings.Contains(group, ":secretsmanager:")
+}
+
 func (awsStore) validate(c Config) error {
 	for _, e := range []struct{ field, url string }{
 		{"inject.aws.secretsManagerEndpoint", c.AWS.SecretsManagerEndpoint},

@@ -31,10 +31,17 @@ type Config struct {
 	// Injector's annotations, or secctx's own fetch) or aws (AWS Secrets
 	// Manager). docs/backends.md.
 	Backend string `json:"backend"`
+	// Backends routes secrets to stores by their group, first match wins;
+	// Backend serves the secrets no rule matches (docs/backends.md).
+	Backends []BackendRule `json:"backends,omitempty"`
 	// Vault configures the vault backend.
 	Vault VaultConfig `json:"vault"`
 	// AWS configures the aws backend.
 	AWS AWSConfig `json:"aws"`
+	// GCP configures the gcp backend (Google Secret Manager).
+	GCP GCPConfig `json:"gcp"`
+	// Azure configures the azure backend (Azure Key Vault).
+	Azure AzureConfig `json:"azure"`
 	// Flyte turns on Flyte mode: pods labelled inject-flyte-secrets: "true"
 	// have their flyte.secrets/s<N> annotations honoured. Off, those
 	// annotations are not secctx's and are left alone.
@@ -98,7 +105,8 @@ type TokensConfig struct {
 
 // AgentConfig is the agent containers'.
 type AgentConfig struct {
-	// Image is secctx's own image; the agent is /secctx-agent in it.
+	// Image is secctx's own image; the agent is /secctx-agent in it, and
+	// the fetch /secctx-fetch.
 	Image string `json:"image"`
 	// ImagePullPolicy is the containers' pull policy.
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy"`
@@ -335,14 +343,10 @@ func (c Config) Validate() error {
 	if c.Agent.FetchTimeoutSeconds < 0 || c.Agent.FetchTimeoutSeconds > 3600 {
 		return fmt.Errorf("inject.agent.fetchTimeoutSeconds %d: must be between 1 and 3600 (0: the default)", c.Agent.FetchTimeoutSeconds)
 	}
-	st, ok := stores[c.backend()]
-	if !ok {
+	if _, ok := stores[c.backend()]; !ok {
 		return fmt.Errorf("inject.backend %q: must be %s", c.Backend, storeNames())
 	}
-	if err := st.validate(c); err != nil {
-		return err
-	}
-	return nil
+	return c.validateRules()
 }
 
 // checkPEM: one or more PEM certificates and nothing else, so that the

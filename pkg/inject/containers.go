@@ -174,7 +174,7 @@ func applyToContainer(c *corev1.Container, p *secretPlan, volumes []corev1.Volum
 		}
 	}
 	for _, v := range p.volumes {
-		clashes = append(clashes, mountInto(c, v, volumes)...)
+		clashes = append(clashes, mountInto(c, v, volumes, p.volumes)...)
 	}
 	return clashes
 }
@@ -183,7 +183,7 @@ func applyToContainer(c *corev1.Container, p *secretPlan, volumes []corev1.Volum
 // already; a mount of c at, inside or around that directory that would
 // stop it is a clash. volumes are the pod's, to tell which of c's mounts are
 // read-only.
-func mountInto(c *corev1.Container, v *secretVolume, volumes []corev1.Volume) []string {
+func mountInto(c *corev1.Container, v *secretVolume, volumes []corev1.Volume, own []*secretVolume) []string {
 	var clashes []string
 	q := securityctx.Quote
 	present := false
@@ -200,11 +200,11 @@ func mountInto(c *corev1.Container, v *secretVolume, volumes []corev1.Volume) []
 			}
 			clashes = append(clashes, fmt.Sprintf("container %s already mounts volume %s at %s; %s would mount %s there",
 				q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what()))
-		case within(at, v.dir):
+		case within(at, v.dir) && !(v.volume.Name == fetchedVolumeName && ownSecretVolume(have, own)):
 			clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s at %s, inside %s where %s mounts %s read-only: "+
 				"the mount point cannot be made there, and it would hide the files; mount it elsewhere",
 				q(c.Name), q(have.Name), q(have.MountPath), v.dir, v.by, v.what()))
-		case within(v.dir, at) && mountReadOnly(have, volumes):
+		case within(v.dir, at) && mountReadOnly(have, volumes) && !(have.Name == fetchedVolumeName && v.volume.Secret != nil):
 			clashes = append(clashes, fmt.Sprintf("container %s mounts volume %s read-only at %s, and %s would mount %s at %s inside it: "+
 				"the mount point cannot be made in a read-only volume, so the container would not start; mount it elsewhere or writable",
 				q(c.Name), q(have.Name), q(have.MountPath), v.by, v.what(), v.dir))
@@ -214,6 +214,17 @@ func mountInto(c *corev1.Container, v *secretVolume, volumes []corev1.Volume) []
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v.volume.Name, MountPath: v.dir, ReadOnly: true})
 	}
 	return clashes
+}
+
+// ownSecretVolume: m is a Secret volume of the plan, mounted where secctx mounts it, in the secrets
+// directory. Those may be inside the fetched volume (a pod that mixes
+// Kubernetes Secrets with a fetched store): the planner checked that
+// neither hides the other's files, and the fetch makes their mount points,
+// which the runtime could not make in the read-only volume (checkNested).
+func ownSecretVolume(m corev1.VolumeMount, own []*secretVolume) bool {
+	return slices.ContainsFunc(own, func(v *secretVolume) bool {
+		return v.volume.Secret != nil && v.volume.Name == m.Name && v.dir == cleanMountPath(m.MountPath)
+	})
 }
 
 // equalProjected compares two volume sources as the API server stores them.

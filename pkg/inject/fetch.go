@@ -29,6 +29,11 @@ const (
 	EnvDir = "/var/run/secctx/env"
 	// defaultFetchTimeout is inject.agent.fetchTimeoutSeconds' default.
 	defaultFetchTimeout = 120
+	// FetchBinary is what the fetch container runs, in secctx's image:
+	// secctx-agent's fetch with every store, Google Secret Manager's gRPC
+	// client included, which secctx-agent (AgentPath) leaves out so that
+	// token sidecars stay small.
+	FetchBinary = "/secctx-fetch"
 )
 
 // fetchPlan is what the fetch init container is told, worked out without
@@ -44,6 +49,13 @@ type fetchPlan struct {
 	env     []corev1.EnvVar
 	volumes []corev1.Volume
 	mounts  []corev1.VolumeMount
+	// keyOptional: a secret without a key is the store's whole value (gcp,
+	// azure); else each file holds one key.
+	keyOptional bool
+	// names, when set, gives the group, groupVersion and key the file and
+	// the env var are named after, when they are not the request's own
+	// (azure: a Key Vault URL is named after the secret in it).
+	names func(s *securityctx.Secret) securityctx.Secret
 	// iam: the fetch authenticates as the pod's runAs.iamRole, and gets
 	// its web-identity settings.
 	iam bool
@@ -52,6 +64,11 @@ type fetchPlan struct {
 	// wrapEnv are the env vars the exec wrapper sets from files: name,
 	// file, field.
 	wrapEnv [][3]string
+	// nEnv numbers the files of ENV_VAR values when stores merge.
+	nEnv int
+	// mountPoints are directories the fetch makes in the fetched volume,
+	// where the kubelet mounts Kubernetes Secrets (checkNested).
+	mountPoints []string
 }
 
 // locator maps one secret to its place in a store, checking the names
@@ -83,7 +100,7 @@ func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields
 		if s.Group == "" || !s.MountRequirement.Valid() {
 			continue // reported by validation
 		}
-		if s.Key == "" {
+		if s.Key == "" && !fp.keyOptional {
 			errs = append(errs, &securityctx.FieldError{Field: field + ".key",
 				Detail: "required with backend " + fp.store + ": each file or env var holds one value of " + fp.desc})
 			continue
@@ -93,7 +110,13 @@ func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields
 			errs = append(errs, locErrs...)
 			continue
 		}
-		as.Field = field
+		as.Field, as.Store = field, fp.store
+		asked := s
+		if fp.names != nil {
+			named := fp.names(s)
+			named.MountRequirement, named.EnvVar = s.MountRequirement, s.EnvVar
+			s = &named
+		}
 		mount := s.MountRequirement
 		if mount == securityctx.MountAny {
 			mount = cfg.AnyMountAs
@@ -145,7 +168,7 @@ func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields
 			}
 		}
 		fp.secrets = append(fp.secrets, as)
-		p.record = append(p.record, fp.store+":"+recordSecret(s, mount))
+		p.record = append(p.record, fp.store+":"+recordSecret(asked, mount))
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -215,8 +238,15 @@ func buildFetch(cfg Config, fp *fetchPlan, p *secretPlan) (corev1.Container, []c
 	if timeout == 0 {
 		timeout = defaultFetchTimeout
 	}
-	args := slices.Concat([]string{"fetch", "--store=" + fp.store, "--timeout=" + strconv.Itoa(int(timeout)) + "s"}, fp.args,
-		[]string{"--secrets=" + string(spec)})
+	args := slices.Concat([]string{"fetch", "--timeout=" + strconv.Itoa(int(timeout)) + "s"}, fp.args)
+	if len(fp.mountPoints) > 0 {
+		dirs, err := jsonv2.Marshal(fp.mountPoints)
+		if err != nil {
+			return corev1.Container{}, nil, err
+		}
+		args = append(args, "--mount-points="+string(dirs))
+	}
+	args = append(args, "--secrets="+string(spec))
 	var mounts []corev1.VolumeMount
 	var volumes []corev1.Volume
 	if fp.files {
@@ -243,6 +273,7 @@ func buildFetch(cfg Config, fp *fetchPlan, p *secretPlan) (corev1.Container, []c
 		}
 	}
 	c := agentContainer(cfg, FetchContainer, args, mounts)
+	c.Command = []string{FetchBinary}
 	if len(env) > 0 {
 		c.Env = env
 	}
@@ -254,6 +285,9 @@ func buildFetch(cfg Config, fp *fetchPlan, p *secretPlan) (corev1.Container, []c
 type fetchKey struct {
 	uid, gid int64
 	mode     string
+	// azureClient is AZURE_CLIENT_ID, the application the pod's account
+	// names (azure).
+	azureClient string
 }
 
 // fetchVariant is the fetch container for one fetchKey, and its JSON as
@@ -274,11 +308,11 @@ const maxFetchVariants = 8
 // else they are 0444. The volumes are mounted in the fetch container and
 // the targets alone, so no other container of the pod sees them. The plan
 // keeps each variant with its JSON, as it keeps the sidecar's.
-func (tp *agentPlan) fetchFor(pod *corev1.Pod, tgts []*corev1.Container) *fetchVariant {
+func (tp *agentPlan) fetchFor(pod *corev1.Pod, tgts []*corev1.Container, azureClient string) *fetchVariant {
 	psc := pod.Spec.SecurityContext
-	key := fetchKey{mode: "0444"}
+	key := fetchKey{mode: "0444", azureClient: azureClient}
 	if uid, gid, known := commonUser(psc, tgts); known {
-		key = fetchKey{uid: uid, gid: gid, mode: "0400"}
+		key = fetchKey{uid: uid, gid: gid, mode: "0400", azureClient: azureClient}
 	} else if psc != nil && psc.FSGroup != nil {
 		key.mode = "0440"
 	}
@@ -291,6 +325,9 @@ func (tp *agentPlan) fetchFor(pod *corev1.Pod, tgts []*corev1.Container) *fetchV
 		c.SecurityContext.RunAsGroup = ptr(key.gid)
 	}
 	c.Args = slices.Concat(c.Args[:1], []string{"--mode=" + key.mode}, c.Args[1:])
+	if i := findEnv(c.Env, EnvAzureClientID); i >= 0 && tp.azure {
+		c.Env[i].Value = key.azureClient
+	}
 	v := &fetchVariant{c: c}
 	v.json, _ = json.Marshal(&v.c) // on error nil: the patch writer encodes it
 	if tp.nVariants.Add(1) <= maxFetchVariants {
@@ -304,6 +341,9 @@ func (tp *agentPlan) fetchJSON(c *corev1.Container) []byte {
 	key := fetchKey{mode: "0444"}
 	if len(c.Args) > 1 {
 		key.mode = strings.TrimPrefix(c.Args[1], "--mode=")
+	}
+	if i := findEnv(c.Env, EnvAzureClientID); i >= 0 && tp.azure {
+		key.azureClient = c.Env[i].Value
 	}
 	if sc := c.SecurityContext; key.mode == "0400" && sc != nil && sc.RunAsUser != nil && sc.RunAsGroup != nil {
 		key.uid, key.gid = *sc.RunAsUser, *sc.RunAsGroup

@@ -22,6 +22,11 @@ type ServiceAccounts interface {
 	ServiceAccount(ctx context.Context, namespace, name string) (*corev1.ServiceAccount, error)
 }
 
+// AccountAnnotations are the service-account annotations injection reads:
+// the EKS Pod Identity Webhook's role and token settings, and Azure
+// Workload Identity's client id. A cache of accounts must keep them.
+var AccountAnnotations = []string{eksRoleAnnotation, eksAudienceAnnotation, eksExpirationAnnotation, AzureClientIDAnnotation}
+
 // defaultServiceAccount is what the ServiceAccount admission plugin sets on
 // every pod before webhooks run, so it cannot tell us what the author meant.
 const defaultServiceAccount = "default"

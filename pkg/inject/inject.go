@@ -192,6 +192,18 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		}
 	}
 
+	azureClient := ""
+	if pr.tokens != nil && pr.tokens.azure {
+		id, msg, err := in.azureClientID(ctx, out, namespace, sa)
+		switch {
+		case err != nil:
+			return nil, Result{}, err
+		case msg != "":
+			return nil, Result{}, deny(msg)
+		}
+		azureClient = id
+	}
+
 	var clashes []string
 	for _, c := range tgts {
 		clashes = append(clashes, applyToContainer(c, plan, out.Spec.Volumes)...)
@@ -200,7 +212,7 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	clashes = append(clashes, addAnnotations(out, plan)...)
 	if pr.tokens != nil {
 		res.tokens = pr.tokens
-		notes, tokenClashes := applyAgent(out, tgts, pr.tokens)
+		notes, tokenClashes := applyAgent(out, tgts, pr.tokens, azureClient)
 		res.Notes = append(res.Notes, notes...)
 		clashes = append(clashes, tokenClashes...)
 	} else {
@@ -261,7 +273,7 @@ func hasAgentParts(pod *corev1.Pod) bool {
 		}
 	}
 	for i := range pod.Spec.Volumes {
-		if v := &pod.Spec.Volumes[i]; v.Projected != nil && (v.Name == iamVolumeName || v.Name == vaultTokenVolumeName) {
+		if v := &pod.Spec.Volumes[i]; v.Projected != nil && (v.Name == iamVolumeName || isStoreTokenVolume(v.Name)) {
 			return true
 		}
 	}
@@ -283,8 +295,15 @@ func agentNames(tp *agentPlan) []string {
 	return names
 }
 
-// Backend is the configured secret backend.
+// Backend is the configured secret backend: the store of the secrets no
+// inject.backends rule matches.
 func (in *Injector) Backend() string { return in.cfg.backend() }
+
+// StoreFor is the store that serves a secret of this group.
+func (in *Injector) StoreFor(group string) string { return in.cfg.StoreFor(group) }
+
+// Stores lists the stores a secret may come from.
+func (in *Injector) Stores() []string { return in.cfg.Stores() }
 
 // optIn says whether the pod opted in, and whether it carries Flyte's
 // annotations in Flyte mode. The webhook's registration selects

@@ -139,7 +139,7 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 	p.anyNote = anyNote(in.cfg, p.sc.Secrets, fields)
 	secrets, fields := withClientSecret(p.sc, fields)
 	var planErrs securityctx.ErrorList
-	p.plan, planErrs = stores[in.cfg.backend()].plan(in.cfg, secrets, fields)
+	p.plan, planErrs = planRouted(in.cfg, secrets, fields)
 	p.errs = append(errs, planErrs...)
 	p.tokenErrs = validateTokens(in.cfg, p.sc, fields)
 	if p.plan != nil {
@@ -234,18 +234,22 @@ func (p *secretPlan) clone() *secretPlan {
 // so that an author is not surprised by a file where an env var was
 // possible (kubectl shows it as a warning).
 func anyNote(cfg Config, secrets []securityctx.Secret, fields []string) string {
-	var any []string
+	var any, injected []string
 	for i := range secrets {
 		if secrets[i].MountRequirement == securityctx.MountAny && secrets[i].Group != "" {
-			any = append(any, fieldName(fields, i))
+			if cfg.StoreFor(secrets[i].Group) == BackendVault && cfg.Vault.Mode != VaultModeAgent {
+				injected = append(injected, fieldName(fields, i))
+			} else {
+				any = append(any, fieldName(fields, i))
+			}
 		}
 	}
-	if len(any) == 0 {
-		return ""
+	var notes []string
+	if len(any) > 0 {
+		notes = append(notes, fmt.Sprintf("%s asked for mountRequirement ANY: served as %s (inject.anyMountAs)", securityctx.Shorten(strings.Join(any, ", ")), cfg.AnyMountAs))
 	}
-	served, why := cfg.AnyMountAs, "inject.anyMountAs"
-	if cfg.backend() == BackendVault && cfg.Vault.Mode != VaultModeAgent {
-		served, why = securityctx.MountFile, "the Vault Agent Injector writes files"
+	if len(injected) > 0 {
+		notes = append(notes, fmt.Sprintf("%s asked for mountRequirement ANY: served as FILE (the Vault Agent Injector writes files)", securityctx.Shorten(strings.Join(injected, ", "))))
 	}
-	return fmt.Sprintf("%s asked for mountRequirement ANY: served as %s (%s)", securityctx.Shorten(strings.Join(any, ", ")), served, why)
+	return strings.Join(notes, "; ")
 }

@@ -359,7 +359,7 @@ func nameVolumes(vols []*secretVolume) {
 // reservedVolume: a name secctx's other volumes have or may have.
 func reservedVolume(name string) bool {
 	switch name {
-	case tokenVolumeName, binVolumeName, iamVolumeName, fetchedVolumeName, fetchedEnvVolumeName, vaultTokenVolumeName, noAPITokenVolumeName:
+	case tokenVolumeName, binVolumeName, iamVolumeName, fetchedVolumeName, fetchedEnvVolumeName, vaultTokenVolumeName, gcpTokenVolumeName, azureTokenVolumeName, noAPITokenVolumeName:
 		return true
 	}
 	return strings.HasPrefix(name, "secctx-client-")

@@ -82,6 +82,9 @@ type agentPlan struct {
 	// fetchKey; nVariants counts them.
 	variants  sync.Map
 	nVariants atomic.Int32
+	// azure: the fetch reads Key Vault, as the application the pod's
+	// account names (azureClientID).
+	azure bool
 }
 
 // encoded returns the JSON of an agent container the plan added, or nil.
@@ -124,8 +127,15 @@ func validateTokens(cfg Config, sc *securityctx.SecurityContext, fields []string
 	case cfg.Agent.Image == "":
 		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "secctx is not configured for tokens: inject.agent.image, secctx's own image, is not set"})
 	}
-	if b := cfg.backend(); b != BackendKubernetes {
-		errs = append(errs, &securityctx.FieldError{Field: "tokens", Detail: "not supported with backend " + b + " yet: a token's client secret is read from a Kubernetes Secret, and this secctx reads secrets from " + b})
+	for i := range sc.Tokens {
+		c := sc.Tokens[i].Client
+		if c == nil || c.ClientSecret == nil {
+			continue
+		}
+		if b := cfg.StoreFor(c.ClientSecret.Group); b != BackendKubernetes {
+			errs = append(errs, &securityctx.FieldError{Field: fmt.Sprintf("tokens[%d].client.clientSecret.group", i),
+				Detail: "served by store " + b + ", but a token's client secret must be a Kubernetes Secret, which the token sidecar mounts: give it a group that inject.backends sends to kubernetes"})
+		}
 	}
 	return append(errs, clientSecretsKept(sc, fields)...)
 }
@@ -183,6 +193,7 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 			return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "secrets", Detail: "encode: " + err.Error()}}
 		}
 		tp.fetch = &c
+		tp.azure = slices.ContainsFunc(fp.secrets, func(s agentapi.Secret) bool { return s.Store == BackendAzure })
 		tp.volumes = append(tp.volumes, vols...)
 		if tp.required {
 			i := slices.IndexFunc(vols, func(v corev1.Volume) bool { return v.Name == fetchedEnvVolumeName })
@@ -394,7 +405,7 @@ func isAgentContainer(name string) bool {
 // with tokens alone it gets the token files only, and a note says so; when
 // the wrapper sets secrets, the pod is refused. On a reinvocation the agent
 // containers must be secctx's, as it added them.
-func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes, clashes []string) {
+func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureClient string) (notes, clashes []string) {
 	q := securityctx.Quote
 	var bare []string
 	wrapped := false
@@ -422,9 +433,9 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes
 			c.Command = slices.Concat(tp.wrapper, c.Command)
 		}
 		wrapped = true
-		clashes = append(clashes, mountInto(c, &tp.bin, out.Spec.Volumes)...)
+		clashes = append(clashes, mountInto(c, &tp.bin, out.Spec.Volumes, nil)...)
 		if tp.required {
-			clashes = append(clashes, mountInto(c, &tp.envDir, out.Spec.Volumes)...)
+			clashes = append(clashes, mountInto(c, &tp.envDir, out.Spec.Volumes, nil)...)
 		}
 	}
 	names := securityctx.Shorten(strings.Join(bare, ", "))
@@ -446,7 +457,7 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan) (notes
 		add = append(add, tp.install)
 	}
 	if tp.fetch != nil {
-		add = append(add, tp.fetchFor(out, tgts).c)
+		add = append(add, tp.fetchFor(out, tgts, azureClient).c)
 	}
 	if tp.names != nil {
 		add = append(add, tp.sidecar)
@@ -547,6 +558,10 @@ func describeAgent(name string) string {
 		return "values of ENV_VAR secrets"
 	case vaultTokenVolumeName:
 		return "Vault login token"
+	case gcpTokenVolumeName:
+		return "token the fetch exchanges at Google STS"
+	case azureTokenVolumeName:
+		return "token the fetch presents to Entra"
 	case noAPITokenVolumeName:
 		return "empty directory that keeps the API token from its containers"
 	}

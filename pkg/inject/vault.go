@@ -42,6 +42,10 @@ func (vaultStore) plan(cfg Config, secrets []securityctx.Secret, fields []string
 	return planVault(cfg, secrets, fields)
 }
 
+// fetched: in agent mode the fetch reads Vault; in injector mode the Vault
+// Agent Injector does.
+func (vaultStore) fetched(c Config) bool { return c.Vault.Mode == VaultModeAgent }
+
 func (vaultStore) validate(c Config) error {
 	v := c.Vault
 	if v.Role == "" {

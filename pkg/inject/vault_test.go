@@ -85,7 +85,7 @@ func TestConfigValidateBackend(t *testing.T) {
 		{"aws endpoint not a URL", aws(func(c *Config) { c.AWS.SecretsManagerEndpoint = "vpce-123" }), `inject.aws.secretsManagerEndpoint "vpce-123": must be an https URL with a host, and no user, query or fragment`},
 		{"fetch timeout", aws(func(c *Config) { c.Agent.FetchTimeoutSeconds = 7200 }), "inject.agent.fetchTimeoutSeconds 7200: must be between 1 and 3600 (0: the default)"},
 		{"vault", vault(func(*Config) {}), ""},
-		{"unknown backend", func() Config { c := DefaultConfig(); c.Backend = "gcp"; return c }(), `inject.backend "gcp": must be aws, kubernetes or vault`},
+		{"unknown backend", func() Config { c := DefaultConfig(); c.Backend = "gcs"; return c }(), `inject.backend "gcs": must be aws, azure, gcp, kubernetes or vault`},
 		{"no role", vault(func(c *Config) { c.Vault.Role = "" }), "inject.vault.role: required with backend vault"},
 		{"bad kv version", vault(func(c *Config) { c.Vault.KVVersion = "3" }), `inject.vault.kvVersion "3": must be 1 or 2`},
 		{"foreign annotation", vault(func(c *Config) { c.Vault.Annotations = map[string]string{"x/y": "1"} }), `inject.vault.annotations "x/y": must start with vault.hashicorp.com/`},

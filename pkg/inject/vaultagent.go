@@ -21,6 +21,8 @@ const (
 	// vaultTokenSeconds is the login token's lifetime: the API server's
 	// least, since the fetch logs in once, at once.
 	vaultTokenSeconds int64 = 600
+	// EnvVaultCABundle carries inject.vault.caBundle to the fetch.
+	EnvVaultCABundle = "SECCTX_VAULT_CA_BUNDLE"
 )
 
 func planVaultAgent(cfg Config, secrets []securityctx.Secret, fields []string) (*secretPlan, securityctx.ErrorList) {
@@ -47,7 +49,7 @@ func planVaultAgent(cfg Config, secrets []securityctx.Secret, fields []string) (
 		fp.args = append(fp.args, "--vault-namespace="+v.Namespace)
 	}
 	if v.CABundle != "" {
-		fp.env = append(fp.env, corev1.EnvVar{Name: EnvCABundle, Value: v.CABundle})
+		fp.env = append(fp.env, corev1.EnvVar{Name: EnvVaultCABundle, Value: v.CABundle})
 	}
 	return planFetched(cfg, fp, secrets, fields, func(s *securityctx.Secret, field string) (agentapi.Secret, securityctx.ErrorList) {
 		if errs := vaultNames(s, field); len(errs) > 0 {

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	v1alpha1 "github.com/secctx/secctx/pkg/apis/v1alpha1"
 	"github.com/secctx/secctx/pkg/securityctx"
@@ -22,18 +21,19 @@ type Denial struct {
 
 func (d Denial) String() string { return d.Field + " " + securityctx.Quote(d.Value) }
 
-// Check returns what sc asks for (served from backend) that none of the
-// policies allows, in the SecurityContext's order. Policies add up: a value
-// is allowed when any policy allows it. No policy at all allows nothing.
-func Check(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, backend string) []Denial {
-	return CheckFields(policies, sc, backend, nil)
+// Check returns what sc asks for that none of the policies allows, in the
+// SecurityContext's order; storeOf names the store that serves a secret of
+// a group (nil: stores are not checked). Policies add up: a value is
+// allowed when any policy allows it. No policy at all allows nothing.
+func Check(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, storeOf func(group string) string) []Denial {
+	return CheckFields(policies, sc, storeOf, nil)
 }
 
 // CheckFields is Check for a SecurityContext whose secrets came from several
 // places: secretFields[i] names where sc.Secrets[i] was asked for (Flyte's
 // flyte.secrets/s<N> annotations, merged by the injector); a missing entry
 // is secrets[i].
-func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, backend string, secretFields []string) []Denial {
+func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, storeOf func(group string) string, secretFields []string) []Denial {
 	var out []Denial
 	allowed := func(field, value string, list func(*v1alpha1.Allow) []string, match func(pattern, value string) bool) {
 		for _, p := range policies {
@@ -47,11 +47,13 @@ func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.Sec
 	}
 	groups := func(a *v1alpha1.Allow) []string { return a.SecretGroups }
 	mounts := func(a *v1alpha1.Allow) []string { return a.MountTypes }
-	// The backend serves every secret: those asked for, the tokens' client
-	// secrets and runAs.oauth2Client's.
-	hasClient := sc.RunAs != nil && sc.RunAs.OAuth2Client != nil && sc.RunAs.OAuth2Client.ClientSecret != nil
-	if backend != "" && (len(sc.Secrets) > 0 || len(sc.Tokens) > 0 || hasClient) {
-		allowed("backend", backend, func(a *v1alpha1.Allow) []string { return a.Backends }, exact)
+	// Each secret's store is checked with it: those asked for, the tokens'
+	// client secrets and runAs.oauth2Client's (field.backend).
+	backends := func(a *v1alpha1.Allow) []string { return a.Backends }
+	store := func(field, group string) {
+		if storeOf != nil {
+			allowed(field+".backend", storeOf(group), backends, exact)
+		}
 	}
 	for i, s := range sc.Secrets {
 		f := fmt.Sprintf("secrets[%d]", i)
@@ -59,6 +61,7 @@ func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.Sec
 			f = secretFields[i]
 		}
 		allowed(f+".group", s.Group, groups, Glob)
+		store(f, s.Group)
 		allowed(f+".mountRequirement", s.MountRequirement.String(), mounts, exact)
 	}
 	if id := sc.RunAs; id != nil {
@@ -73,6 +76,7 @@ func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.Sec
 		}
 		if c := id.OAuth2Client; c != nil && c.ClientSecret != nil {
 			allowed("runAs.oauth2Client.clientSecret.group", c.ClientSecret.Group, groups, Glob)
+			store("runAs.oauth2Client.clientSecret", c.ClientSecret.Group)
 		}
 	}
 	for i, t := range sc.Tokens {
@@ -85,6 +89,7 @@ func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.Sec
 		}
 		if t.Client != nil && t.Client.ClientSecret != nil {
 			allowed(f+".client.clientSecret.group", t.Client.ClientSecret.Group, groups, Glob)
+			store(f+".client.clientSecret", t.Client.ClientSecret.Group)
 		}
 	}
 	return out
@@ -93,54 +98,9 @@ func CheckFields(policies []*v1alpha1.SecurityContextPolicy, sc *securityctx.Sec
 func exact(pattern, value string) bool { return pattern == value }
 
 // Glob reports whether value matches pattern, where * matches any run of
-// characters (/ and : included) and ? any one character; every other
-// character matches itself. It runs in time linear in
-// len(pattern)×len(value) at worst, whatever the pattern: no backtracking
-// blow-up on patterns such as a*a*a*a*b.
-func Glob(pattern, value string) bool {
-	if isASCII(pattern) && isASCII(value) || !utf8.ValidString(pattern) || !utf8.ValidString(value) {
-		return glob([]byte(pattern), []byte(value)) // invalid UTF-8: bytes, so that no two bytes are equal as U+FFFD
-	}
-	// ? is one character, not one byte.
-	return glob([]rune(pattern), []rune(value))
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-// glob is the classic two-pointer match with one remembered star: a later
-// star makes every earlier one's choice irrelevant, so only the last is
-// ever backtracked to.
-func glob[T byte | rune](pattern, value []T) bool {
-	p, v := 0, 0
-	star, mark := -1, 0
-	for v < len(value) {
-		switch {
-		case p < len(pattern) && pattern[p] != '*' && (pattern[p] == '?' || pattern[p] == value[v]):
-			p++
-			v++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, v
-			p++
-		case star >= 0:
-			p = star + 1
-			mark++
-			v = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
-}
+// characters (/ and : included) and ? any one character
+// (securityctx.Glob, which inject.backends rules use too).
+func Glob(pattern, value string) bool { return securityctx.Glob(pattern, value) }
 
 // URLPrefix reports whether u is under prefix: the same scheme and host
 // (the host compared without case, the port as written), and a path whose

@@ -122,31 +122,45 @@ func TestCheck(t *testing.T) {
 		{"one policy", []*v1alpha1.SecurityContextPolicy{teamA}, []Denial{
 			{"secrets[1].group", "shared-certs"}, {"runAs.executionIdentity", "alice@example.com"}}},
 		{"no policy allows nothing", nil, []Denial{
-			{"backend", "kubernetes"},
-			{"secrets[0].group", "team-a-db"}, {"secrets[0].mountRequirement", "ENV_VAR"},
-			{"secrets[1].group", "shared-certs"}, {"secrets[1].mountRequirement", "FILE"},
+			{"secrets[0].group", "team-a-db"}, {"secrets[0].backend", "kubernetes"}, {"secrets[0].mountRequirement", "ENV_VAR"},
+			{"secrets[1].group", "shared-certs"}, {"secrets[1].backend", "kubernetes"}, {"secrets[1].mountRequirement", "FILE"},
 			{"runAs.k8sServiceAccount", "etl"}, {"runAs.iamRole", "arn:aws:iam::123456789012:role/flyte-etl"},
 			{"runAs.executionIdentity", "alice@example.com"},
-			{"tokens[0].tokenEndpoint", "https://idp.example.com/oauth2/token"}, {"tokens[0].client.clientSecret.group", "team-a-oauth"}}},
+			{"tokens[0].tokenEndpoint", "https://idp.example.com/oauth2/token"}, {"tokens[0].client.clientSecret.group", "team-a-oauth"},
+			{"tokens[0].client.clientSecret.backend", "kubernetes"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, Check(tt.policies, sc, "kubernetes")); diff != "" {
+			if diff := cmp.Diff(tt.want, Check(tt.policies, sc, storeIs("kubernetes"))); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
 	}
-	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA, shared}, sc, "aws"); len(got) != 1 || got[0].Field != "backend" {
-		t.Errorf("backend aws: %v, want backend denied", got)
+	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA, shared}, sc, storeIs("aws")); len(got) == 0 || !strings.HasSuffix(got[0].Field, ".backend") {
+		t.Errorf("backend aws: %v, want each secret's backend denied", got)
+	}
+	// Issue 23: the store is checked per secret: a pod that mixes stores
+	// is denied the one store no policy allows, naming that secret.
+	mixed := &securityctx.SecurityContext{Secrets: []securityctx.Secret{{Group: "team-a-db", MountRequirement: securityctx.MountFile},
+		{Group: "arn:aws:secretsmanager:us-east-1:123456789012:secret", Key: "k", MountRequirement: securityctx.MountFile}}}
+	byShape := func(g string) string {
+		if strings.HasPrefix(g, "arn:") {
+			return "aws"
+		}
+		return "kubernetes"
+	}
+	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA}, mixed, byShape); !slices.Contains(got, Denial{"secrets[1].backend", "aws"}) ||
+		slices.Contains(got, Denial{"secrets[0].backend", "kubernetes"}) {
+		t.Errorf("mixed stores: %v, want secrets[1].backend aws denied and secrets[0]'s kubernetes allowed", got)
 	}
 	// Issue 22: runAs.oauth2Client's secret is served by the backend too.
 	client := &securityctx.SecurityContext{RunAs: &securityctx.Identity{OAuth2Client: &securityctx.OAuth2Client{ClientID: "c",
 		ClientSecret: &securityctx.Secret{Group: "team-a-oauth", Key: "k"}}}}
-	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA}, client, "aws"); !slices.Contains(got, Denial{"backend", "aws"}) {
+	if got := Check([]*v1alpha1.SecurityContextPolicy{teamA}, client, storeIs("aws")); !slices.Contains(got, Denial{"runAs.oauth2Client.clientSecret.backend", "aws"}) {
 		t.Errorf("runAs.oauth2Client from backend aws: %v, want the backend denied", got)
 	}
 	// Secrets merged from Flyte's annotations are named by them.
-	got := CheckFields(nil, &securityctx.SecurityContext{Secrets: []securityctx.Secret{{Group: "a"}, {Group: "b"}}}, "", []string{"secrets[0]", "flyte.secrets/s3"})
+	got := CheckFields(nil, &securityctx.SecurityContext{Secrets: []securityctx.Secret{{Group: "a"}, {Group: "b"}}}, nil, []string{"secrets[0]", "flyte.secrets/s3"})
 	want := []Denial{{"secrets[0].group", "a"}, {"secrets[0].mountRequirement", "ANY"}, {"flyte.secrets/s3.group", "b"}, {"flyte.secrets/s3.mountRequirement", "ANY"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Flyte fields (-want +got):\n%s", diff)
@@ -219,7 +233,7 @@ func FuzzCheck(f *testing.F) {
 			return
 		}
 		p := &v1alpha1.SecurityContextPolicy{Spec: v1alpha1.SecurityContextPolicySpec{Allow: a}}
-		for _, d := range Check([]*v1alpha1.SecurityContextPolicy{p}, &s, "kubernetes") {
+		for _, d := range Check([]*v1alpha1.SecurityContextPolicy{p}, &s, storeIs("kubernetes")) {
 			if strings.HasSuffix(d.Field, ".group") && slices.Contains(a.SecretGroups, d.Value) {
 				t.Errorf("%s %q denied, but the policy lists it", d.Field, d.Value)
 			}
@@ -246,8 +260,11 @@ func BenchmarkCheck(b *testing.B) {
 	}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if d := Check(pols, sc, "kubernetes"); len(d) != 0 {
+		if d := Check(pols, sc, storeIs("kubernetes")); len(d) != 0 {
 			b.Fatal(d)
 		}
 	}
 }
+
+// storeIs serves every secret from one store.
+func storeIs(store string) func(string) string { return func(string) string { return store } }

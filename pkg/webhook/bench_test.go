@@ -71,6 +71,15 @@ func BenchmarkServeHTTP(b *testing.B) {
 			c.Backend, c.Vault.Mode, c.Vault.Address = inject.BackendVault, inject.VaultModeAgent, "https://vault.example.com:8200"
 		}, reviewBytes(b, []byte(vaultPod), admissionv1.Create))
 	})
+	// Four stores in one pod (issue 23): a Kubernetes Secret and, in one
+	// fetch, AWS, Google and Azure; 6 secrets, 3 of them ENV_VAR.
+	b.Run("stores=4,secrets=6", func(b *testing.B) {
+		serveLoopWith(b, func(c *inject.Config) {
+			c.Backends = []inject.BackendRule{{Store: inject.BackendAWS}, {Store: inject.BackendGCP}, {Store: inject.BackendAzure}}
+			c.GCP.Project = "my-project"
+			c.Azure = inject.AzureConfig{TenantID: "11111111-2222-3333-4444-555555555555", ClientID: "00000000-0000-0000-0000-0000000000c1"}
+		}, reviewBytes(b, []byte(mixedPod), admissionv1.Create))
+	})
 	// Enforce mode with 10 policies selecting the namespace, the last one
 	// allowing the pod: every glob of the others is tried first.
 	b.Run("secrets=3,policies=10", func(b *testing.B) {
@@ -123,6 +132,16 @@ const (
 		`{\"group\":\"arn:aws:secretsmanager:us-east-1:123456789012:secret\",\"key\":\"db\",\"mountRequirement\":\"ENV_VAR\",\"envVar\":\"DB\"},` +
 		`{\"group\":\"arn:aws:secretsmanager:us-east-1:123456789012:secret\",\"key\":\"api\",\"mountRequirement\":\"ENV_VAR\"},` +
 		`{\"group\":\"arn:aws:secretsmanager:us-east-1:123456789012:secret\",\"key\":\"cert\",\"mountRequirement\":\"FILE\"}]}"}},` +
+		`"spec":{"securityContext":{"runAsUser":1000},"containers":[{"name":"task","image":"cr.flyte.org/task:1","command":["pyflyte-execute"],"args":["--inputs","s3://x/inputs.pb","--output-prefix","s3://x/out"],` +
+		`"env":[{"name":"FLYTE_INTERNAL_EXECUTION_ID","value":"f1"}],"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
+	mixedPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"t","namespace":"team-a","labels":{"secctx.dev/inject":"true"},` +
+		`"annotations":{"secctx.dev/security-context":"{\"runAs\":{\"iamRole\":\"arn:aws:iam::123456789012:role/r\"},\"secrets\":[` +
+		`{\"group\":\"db\",\"key\":\"password\",\"mountRequirement\":\"FILE\"},` +
+		`{\"group\":\"db\",\"key\":\"user\",\"mountRequirement\":\"ENV_VAR\"},` +
+		`{\"group\":\"arn:aws:secretsmanager:us-east-1:123456789012:secret\",\"key\":\"api\",\"mountRequirement\":\"ENV_VAR\"},` +
+		`{\"group\":\"projects/my-project/secrets/signing-key\",\"mountRequirement\":\"FILE\"},` +
+		`{\"group\":\"projects/my-project/secrets/db-creds\",\"key\":\"user\",\"mountRequirement\":\"ENV_VAR\",\"envVar\":\"DB_USER\"},` +
+		`{\"group\":\"https://kv-prod.vault.azure.net/secrets/storage-key\",\"mountRequirement\":\"FILE\"}]}"}},` +
 		`"spec":{"securityContext":{"runAsUser":1000},"containers":[{"name":"task","image":"cr.flyte.org/task:1","command":["pyflyte-execute"],"args":["--inputs","s3://x/inputs.pb","--output-prefix","s3://x/out"],` +
 		`"env":[{"name":"FLYTE_INTERNAL_EXECUTION_ID","value":"f1"}],"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
 	vaultPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"t","namespace":"team-a","labels":{"secctx.dev/inject":"true"},` +

@@ -80,10 +80,10 @@ type PodMutator struct {
 	// counted holds decisions' counters, looked up once: WithLabelValues
 	// hashes the label values and takes a lock on every call.
 	counted map[[2]string]prometheus.Counter
-	// secrets counts the injected secrets by mount type (the backend is
-	// one per process), policyDenials the pods no policy allowed by
+	// secrets counts the injected secrets by store and mount type,
+	// policyDenials the pods no policy allowed by
 	// policy, duration the time to answer.
-	secrets       map[securityctx.MountType]prometheus.Counter
+	secrets       map[storeMount]prometheus.Counter
 	policyDenials *prometheus.CounterVec
 	duration      prometheus.Histogram
 	// policies, when not nil, are checked in policyMode (WithPolicy).
@@ -128,9 +128,11 @@ func NewPodMutator(injector *inject.Injector, log logr.Logger, reg prometheus.Re
 	for _, dr := range decisionReasons {
 		m.counted[dr] = m.decisions.WithLabelValues(dr[0], dr[1])
 	}
-	m.secrets = map[securityctx.MountType]prometheus.Counter{}
-	for _, mt := range []securityctx.MountType{securityctx.MountAny, securityctx.MountEnvVar, securityctx.MountFile} {
-		m.secrets[mt] = secrets.WithLabelValues(injector.Backend(), mt.String())
+	m.secrets = map[storeMount]prometheus.Counter{}
+	for _, st := range injector.Stores() {
+		for _, mt := range []securityctx.MountType{securityctx.MountAny, securityctx.MountEnvVar, securityctx.MountFile} {
+			m.secrets[storeMount{st, mt}] = secrets.WithLabelValues(st, mt.String())
+		}
 	}
 	return m, nil
 }
@@ -455,7 +457,7 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 	rec.decision, rec.reason = DecisionMutated, reason
 	if sc := out.SecurityContext; sc != nil {
 		for i := range sc.Secrets {
-			if c := m.secrets[sc.Secrets[i].MountRequirement]; c != nil {
+			if c := m.secrets[storeMount{m.injector.StoreFor(sc.Secrets[i].Group), sc.Secrets[i].MountRequirement}]; c != nil {
 				c.Inc()
 			}
 		}
@@ -505,6 +507,13 @@ func (m *PodMutator) countPolicyDenial(checked []string) {
 }
 
 // auditRecord is what the audit line says of one decision.
+// storeMount keys secctx_secrets_injected_total: a secret's store and its
+// requested mount type.
+type storeMount struct {
+	store string
+	mount securityctx.MountType
+}
+
 type auditRecord struct {
 	decision, reason, message, pod string
 	sc                             *securityctx.SecurityContext
@@ -532,7 +541,7 @@ func (m *PodMutator) auditLine(req *requestIn, rec *auditRecord) {
 		if len(sc.Secrets) > 0 {
 			refs := make([]string, len(sc.Secrets))
 			for i, s := range sc.Secrets {
-				refs[i] = short(strings.Join(slices.DeleteFunc([]string{s.Group, s.GroupVersion, s.Key}, func(p string) bool { return p == "" }), "/")) + ":" + s.MountRequirement.String()
+				refs[i] = m.injector.StoreFor(s.Group) + ":" + short(strings.Join(slices.DeleteFunc([]string{s.Group, s.GroupVersion, s.Key}, func(p string) bool { return p == "" }), "/")) + ":" + s.MountRequirement.String()
 			}
 			kv = append(kv, "secrets", refs)
 		}

@@ -60,7 +60,7 @@ func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, res *inj
 	if err != nil {
 		return "", nil, fmt.Errorf("read SecurityContextPolicies for namespace %s: %w", namespace, err)
 	}
-	return PolicyMessage(pols, res.SecurityContext, res.SecretFields, m.injector.Backend(), namespace), policyNames(pols), nil
+	return PolicyMessage(pols, res.SecurityContext, res.SecretFields, m.injector.StoreFor, namespace), policyNames(pols), nil
 }
 
 // policyNames are the policies' names, sorted.
@@ -73,15 +73,15 @@ func policyNames(pols []*v1alpha1.SecurityContextPolicy) []string {
 	return names
 }
 
-// PolicyMessage says what of sc (served from backend) none of pols, the
+// PolicyMessage says what of sc (each secret served by storeOf's store) none of pols, the
 // policies that select namespace, allows, as the denial's sentence; ""
 // when they allow all of it. secretFields name where each secret was asked
 // for (inject.Result.SecretFields), so that a secret from Flyte's
 // annotations is named by its annotation. Every field is listed, each value
 // quoted up to securityctx.MaxQuoted bytes; the limits on secrets and tokens
 // bound how many there can be.
-func PolicyMessage(pols []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, secretFields []string, backend, namespace string) string {
-	denials := policy.CheckFields(pols, sc, backend, secretFields)
+func PolicyMessage(pols []*v1alpha1.SecurityContextPolicy, sc *securityctx.SecurityContext, secretFields []string, storeOf func(group string) string, namespace string) string {
+	denials := policy.CheckFields(pols, sc, storeOf, secretFields)
 	if len(denials) == 0 {
 		return ""
 	}

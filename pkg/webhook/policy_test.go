@@ -125,7 +125,7 @@ func TestAuditLine(t *testing.T) {
 		want map[string]any
 	}{
 		{PolicyOff, `{"secrets":[{"group":"db","key":"password","mountRequirement":"ENV_VAR"}]}`,
-			map[string]any{"decision": "mutated", "reason": "injected", "secrets": []any{"db/password:ENV_VAR"}}},
+			map[string]any{"decision": "mutated", "reason": "injected", "secrets": []any{"kubernetes:db/password:ENV_VAR"}}},
 		{PolicyOff, `{"secrets":[{"group":"BAD"}]}`, map[string]any{"decision": "denied", "reason": "invalid"}},
 		{PolicyEnforce, good, map[string]any{"decision": "denied", "reason": "policy", "policies": []any{"other"}, "serviceAccount": "etl",
 			"tokens": []any{"api https://idp.example.com/token"}}},
@@ -192,7 +192,7 @@ func TestPolicyMessageNamesEveryField(t *testing.T) {
 	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"inject-flyte-secrets":"true"},"annotations":{"flyte.secrets/s0":` +
 		strconv.Quote(enc["flyte.secrets/s0"]) + `}},"spec":{"containers":[{"name":"c","image":"i"}]}}`
 	r = post(t, flyte, reviewBytes(t, []byte(pod), admissionv1.Create))
-	const want = `pod flytesnacks-development/p: flyte.secrets/s<N>: not allowed by any SecurityContextPolicy for namespace flytesnacks-development: backend "kubernetes"; flyte.secrets/s0.group "payroll"; flyte.secrets/s0.mountRequirement "FILE" (policies checked: none)`
+	const want = `pod flytesnacks-development/p: flyte.secrets/s<N>: not allowed by any SecurityContextPolicy for namespace flytesnacks-development: flyte.secrets/s0.group "payroll"; flyte.secrets/s0.backend "kubernetes"; flyte.secrets/s0.mountRequirement "FILE" (policies checked: none)`
 	if r.Allowed || r.Result.Message != want {
 		t.Errorf("got %q\nwant %q", r.Result.Message, want)
 	}

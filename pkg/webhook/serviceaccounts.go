@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/secctx/secctx/pkg/inject"
 )
 
 // ServiceAccountLookup answers from a cache of service accounts and, when
@@ -45,5 +47,15 @@ func trimServiceAccount(obj any) (any, error) {
 		ImagePullSecrets:             sa.ImagePullSecrets,
 	}
 	out.Name, out.Namespace, out.ResourceVersion, out.UID = sa.Name, sa.Namespace, sa.ResourceVersion, sa.UID
+	// The annotations that name the account's cloud identity: without
+	// them a cached account would have no EKS role or Azure client id.
+	for _, k := range inject.AccountAnnotations {
+		if v, ok := sa.Annotations[k]; ok {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
 	return out, nil
 }

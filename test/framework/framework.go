@@ -103,12 +103,17 @@ func BuildImages(ctx context.Context, root, out string) ([]string, error) {
 		{filepath.Join(root, "test"), "./images/task", "-s -w", image.Spec{Ref: TaskImage, Path: "task", User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
 		{filepath.Join(root, "test"), "./images/oidc", "-s -w", image.Spec{Ref: OIDCImage, Path: "oidc", User: fmt.Sprintf("%d:%d", image.NonRoot, image.NonRoot)}},
 	}
-	// secctx's image holds the agent too, as the Dockerfile builds it.
+	// secctx's image holds the agent and the fetch too, at /secctx-agent
+	// and /secctx-fetch, as the Dockerfile builds them.
 	agent := filepath.Join(binDir, "secctx-agent")
 	if err := image.GoBuild(ctx, root, "./cmd/agent", agent, "-s -w"); err != nil {
 		return nil, err
 	}
-	specs[0].spec.More = map[string]string{"secctx-agent": agent}
+	fetch := filepath.Join(binDir, "secctx-fetch")
+	if err := image.GoBuild(ctx, root, "./cmd/fetch", fetch, "-s -w"); err != nil {
+		return nil, err
+	}
+	specs[0].spec.More = map[string]string{"secctx-agent": agent, "secctx-fetch": fetch}
 	var tars []string
 	for _, s := range specs {
 		bin := filepath.Join(binDir, s.spec.Path)

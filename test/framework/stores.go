@@ -220,6 +220,26 @@ func WithBackend(b, settings string, httpHosts ...string) func(string) string {
 	}
 }
 
+// WithStores is an edit for Configure: inject.backend stays kubernetes,
+// the default vault block (injector mode) goes, and settings (YAML at the
+// level of inject's fields: backends, and each store's block) are added,
+// with the extra hosts that may be reached over plain http.
+func WithStores(settings string, httpHosts ...string) func(string) string {
+	return func(config string) string {
+		orig := config
+		c := strings.Replace(config, "  vault:\n    mode: injector\n    role: \"flyte\"\n    kvVersion: \"2\"\n    mounts: [\"secret\",\"kv\",\"database\"]\n", "", 1)
+		c2 := strings.Replace(c, "  backend: kubernetes\n", "  backend: kubernetes\n"+indent(settings, "  "), 1)
+		if c == config || c2 == c {
+			return orig
+		}
+		config = c2
+		if len(httpHosts) > 0 {
+			config = strings.Replace(config, `httpHosts: ["`+OIDCHost+`"]`, `httpHosts: ["`+OIDCHost+`", "`+strings.Join(httpHosts, `", "`)+`"]`, 1)
+		}
+		return config
+	}
+}
+
 func indent(s, prefix string) string {
 	var b strings.Builder
 	for _, l := range strings.SplitAfter(s, "\n") {

@@ -1,0 +1,243 @@
+package inject
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/secctx/secctx/pkg/securityctx"
+)
+
+// BackendRule sends the secrets whose group matches to a store
+// (inject.backends). The rules are tried in order, the first match wins, and
+// inject.backend serves a secret no rule matches.
+type BackendRule struct {
+	// Group is a pattern on a secret's group: * matches any run of
+	// characters (/ and : included), ? any one character, as in a
+	// SecurityContextPolicy. Empty: the groups of the store's own shape
+	// (aws: a Secrets Manager ARN; gcp: projects/<p>/secrets/<s>; azure: a
+	// Key Vault secret's URL).
+	Group string `json:"group,omitempty"`
+	// Store is kubernetes, aws, vault, gcp or azure.
+	Store string `json:"store"`
+}
+
+// shaped is a store whose groups say by their shape that they are its own,
+// so that a rule may name the store alone.
+type shaped interface {
+	owns(cfg Config, group string) bool
+}
+
+// fetched is a store that the fetch init container reads (its plan has a
+// fetchPlan); the others are read by the kubelet or an injector.
+type fetched interface {
+	fetched(cfg Config) bool
+}
+
+// isStoreTokenVolume: a projected token secctx gives the fetch alone, to
+// log in to a store.
+func isStoreTokenVolume(name string) bool {
+	return name == vaultTokenVolumeName || name == gcpTokenVolumeName || name == azureTokenVolumeName
+}
+
+// maxRuleGroup bounds a rule's pattern, as a policy's.
+const maxRuleGroup = 1024
+
+// StoreFor is the store that serves a secret of this group.
+func (c Config) StoreFor(group string) string {
+	for _, r := range c.Backends {
+		if r.Group == "" {
+			if sh, ok := stores[r.Store].(shaped); ok && sh.owns(c, group) {
+				return r.Store
+			}
+			continue
+		}
+		if securityctx.Glob(r.Group, group) {
+			return r.Store
+		}
+	}
+	return c.backend()
+}
+
+// Stores lists the stores the config may send a secret to: inject.backend,
+// then each rule's, once each.
+func (c Config) Stores() []string {
+	out := []string{c.backend()}
+	for _, r := range c.Backends {
+		if !slices.Contains(out, r.Store) {
+			out = append(out, r.Store)
+		}
+	}
+	return out
+}
+
+// validateRules checks inject.backends and every store it names.
+func (c Config) validateRules() error {
+	for i, r := range c.Backends {
+		f := "inject.backends[" + strconv.Itoa(i) + "]"
+		st, ok := stores[r.Store]
+		if !ok {
+			return fmt.Errorf("%s.store %q: must be %s", f, r.Store, storeNames())
+		}
+		if len(r.Group) > maxRuleGroup {
+			return fmt.Errorf("%s.group: %d bytes, more than %d", f, len(r.Group), maxRuleGroup)
+		}
+		if _, ok := st.(shaped); r.Group == "" && !ok {
+			return fmt.Errorf("%s.group: required for store %s, whose groups have no shape of their own: give a pattern such as %s",
+				f, r.Store, map[string]string{BackendVault: "secret/*", BackendKubernetes: "team-a-*"}[r.Store])
+		}
+	}
+	injector, fetches := false, []string{}
+	for _, name := range c.Stores() {
+		if err := stores[name].validate(c); err != nil {
+			return err
+		}
+		if f, ok := stores[name].(fetched); ok && f.fetched(c) {
+			fetches = append(fetches, name)
+		} else if name == BackendVault {
+			injector = true
+		}
+	}
+	// The Vault Agent Injector mounts its own volume at the secrets
+	// directory, where the fetch mounts one too: a pod cannot have both.
+	if injector && len(fetches) > 0 {
+		return fmt.Errorf("inject.backends: vault in injector mode cannot share an installation with %s, which the fetch init container reads: "+
+			"both would mount a volume at %s; set inject.vault.mode to agent", strings.Join(fetches, ", "), c.SecretsDir)
+	}
+	return nil
+}
+
+// planRouted lays out each secret from its store (StoreFor), and merges the
+// stores' plans into one: one fetch init container reads every secret the
+// kubelet cannot, each from its own store.
+func planRouted(cfg Config, secrets []securityctx.Secret, fields []string) (*secretPlan, securityctx.ErrorList) {
+	type batch struct {
+		store   string
+		secrets []securityctx.Secret
+		fields  []string
+	}
+	var batches []*batch
+	for i := range secrets {
+		st := cfg.StoreFor(secrets[i].Group)
+		j := slices.IndexFunc(batches, func(b *batch) bool { return b.store == st })
+		if j < 0 {
+			j = len(batches)
+			batches = append(batches, &batch{store: st})
+		}
+		batches[j].secrets = append(batches[j].secrets, secrets[i])
+		batches[j].fields = append(batches[j].fields, fieldName(fields, i))
+	}
+	switch len(batches) {
+	case 0:
+		return stores[cfg.backend()].plan(cfg, secrets, fields)
+	case 1:
+		return stores[batches[0].store].plan(cfg, secrets, fields)
+	}
+	merged := &secretPlan{}
+	var errs securityctx.ErrorList
+	for _, b := range batches {
+		p, planErrs := stores[b.store].plan(cfg, b.secrets, b.fields)
+		errs = append(errs, planErrs...)
+		if p != nil {
+			errs = append(errs, merged.merge(p)...)
+		}
+	}
+	if len(errs) == 0 {
+		errs = merged.checkNested()
+	}
+	for _, v := range merged.volumes {
+		if v.volume.Name == fetchedVolumeName && merged.fetch != nil {
+			v.desc = "the secrets read from " + merged.fetch.desc
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return merged, nil
+}
+
+// merge adds a store's plan to p: the same env var set the same way is set
+// once, set two ways is a problem; the fetches become one.
+func (p *secretPlan) merge(o *secretPlan) securityctx.ErrorList {
+	var errs securityctx.ErrorList
+	for _, it := range o.env {
+		if e := p.addEnv(it, it.by); e != nil {
+			errs = append(errs, e)
+		}
+	}
+	p.envFrom = append(p.envFrom, o.envFrom...)
+	for _, v := range o.volumes {
+		if !slices.ContainsFunc(p.volumes, func(h *secretVolume) bool { return h.volume.Name == v.volume.Name }) {
+			p.volumes = append(p.volumes, v)
+		}
+	}
+	p.record = append(p.record, o.record...)
+	p.annotations = append(p.annotations, o.annotations...)
+	p.refs = append(p.refs, o.refs...)
+	if o.fetch != nil {
+		if p.fetch == nil {
+			p.fetch = &fetchPlan{}
+		}
+		p.fetch.add(o.fetch)
+	}
+	return errs
+}
+
+// add merges a store's fetch into f. The files of ENV_VAR values are
+// numbered again, since each store numbered its own from 0.
+func (f *fetchPlan) add(o *fetchPlan) {
+	renamed := map[string]string{}
+	for _, s := range o.secrets {
+		if s.EnvVar {
+			file := EnvDir + "/" + strconv.Itoa(f.nEnv)
+			f.nEnv++
+			renamed[s.File] = file
+			s.File = file
+		}
+		f.secrets = append(f.secrets, s)
+	}
+	for _, w := range o.wrapEnv {
+		w[1] = renamed[w[1]]
+		f.wrapEnv = append(f.wrapEnv, w)
+	}
+	if f.desc == "" {
+		f.desc = o.desc
+	} else {
+		f.desc += " and " + o.desc
+	}
+	f.args = append(f.args, o.args...)
+	f.env = append(f.env, o.env...)
+	f.volumes = append(f.volumes, o.volumes...)
+	f.mounts = append(f.mounts, o.mounts...)
+	f.iam = f.iam || o.iam
+	f.files = f.files || o.files
+}
+
+// checkNested refuses a Kubernetes Secret volume that would hide a file the
+// fetch writes, or be hidden by one, and lists the others' mount points
+// for the fetch to make: the fetched volume is mounted read-only at the
+// secrets directory, where the runtime cannot make a directory.
+func (p *secretPlan) checkNested() securityctx.ErrorList {
+	if p.fetch == nil || !p.fetch.files {
+		return nil
+	}
+	var errs securityctx.ErrorList
+	for _, v := range p.volumes {
+		if v.volume.Secret == nil {
+			continue
+		}
+		for _, s := range p.fetch.secrets {
+			if s.EnvVar {
+				continue
+			}
+			if s.File == v.dir || within(s.File, v.dir) || within(v.dir, s.File) {
+				errs = append(errs, &securityctx.FieldError{Field: s.Field, Detail: fmt.Sprintf(
+					"would be written to %s, and %s mounts Secret %s at %s: one would hide the other; give the secrets different groups",
+					s.File, v.by, securityctx.Quote(v.volume.Secret.SecretName), v.dir)})
+			}
+		}
+		p.fetch.mountPoints = append(p.fetch.mountPoints, v.dir)
+	}
+	return errs
+}
