@@ -21,7 +21,7 @@ RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/secctx /secctx
 # The in-pod agent (token sidecar, exec wrapper, installer): small, so that
-# task pods run and copy about 11 MB, not the webhook's 35 MB.
+# task pods run and copy about 12 MB, not the webhook's 35 MB.
 COPY --from=build /out/secctx-agent /secctx-agent
 # The fetch init container's binary: the agent's fetch with every store,
 # Google Secret Manager's gRPC client included, which the agent leaves out

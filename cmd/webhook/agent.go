@@ -25,7 +25,7 @@ func newAgentCommand() *cobra.Command {
 		Short: "Run the in-pod agent: token sidecar, fetch, exec wrapper, installer",
 		Long: `Run what secctx adds to task pods (docs/tokens.md, docs/backends.md):
   tokens    the token sidecar: obtains and refreshes OAuth2 tokens into files
-  fetch     the init container that reads secrets from AWS Secrets Manager or Vault
+  fetch     the init container that reads secrets from AWS, Vault or Azure (Google: secctx-fetch)
   exec      the exec wrapper: sets env vars from files, then execs the task
   install   copies the agent binary into a directory, for the exec wrapper
 It runs the secctx-agent binary, which pods run directly: beside secctx (as in

@@ -167,10 +167,19 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// program names the running binary in messages: secctx-fetch in the fetch
+// init container, secctx-agent elsewhere.
+func program() string {
+	if len(os.Args) > 0 && filepath.Base(os.Args[0]) == "secctx-fetch" {
+		return "secctx-fetch"
+	}
+	return "secctx-agent"
+}
+
 func runFetch(ctx context.Context, args []string, stderr io.Writer) int {
 	cfg, err := parseFetchArgs(args, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "secctx-agent fetch:", err)
+		fmt.Fprintln(stderr, program()+" fetch:", err)
 		return 2
 	}
 	// Set by the webhook from each store's caBundle, and from the pod's
@@ -188,7 +197,7 @@ func runFetch(ctx context.Context, args []string, stderr io.Writer) int {
 		// The last line is what the kubelet shows as the init container's
 		// termination message (FallbackToLogsOnError).
 		log.Error(err, "fetch failed")
-		msg := "secctx-agent fetch: " + err.Error()
+		msg := program() + " fetch: " + err.Error()
 		fmt.Fprintln(stderr, msg)
 		// What kubectl describe shows for the init container; the file
 		// exists only in a container.

@@ -397,14 +397,14 @@ func FuzzFetchArgs(f *testing.F) {
 	})
 }
 
-// BenchmarkFetchProcess runs the real agent binary (secctx-agent fetch) as
+// BenchmarkFetchProcess runs the real fetch binary (secctx-fetch fetch) as
 // the kubelet does, against kumo (IRSA: AssumeRoleWithWebIdentity, then 3
 // secrets) and Vault (Kubernetes-style login through the JWT method, then 3
 // secrets), and reports each run's start-to-files time and the process's
 // peak RSS: the numbers in docs/performance.md.
 func BenchmarkFetchProcess(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "secctx-agent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/agent")
+	bin := filepath.Join(b.TempDir(), "secctx-fetch")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/fetch")
 	build.Dir = filepath.Join("..", "..")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -16,8 +16,9 @@ import (
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
-// What secctx adds to a pod whose secrets come from a store the kubelet
-// cannot read (aws, vault in agent mode): an init container that reads them
+// What secctx adds to a pod whose secrets come from stores the kubelet
+// cannot read (aws, gcp, azure, vault in agent mode): one init container,
+// /secctx-fetch, that reads them, each from its store,
 // before any other container starts, and writes each to a file in memory
 // (docs/backends.md).
 const (

@@ -87,7 +87,7 @@ func (gcpStore) fetched(Config) bool { return true }
 
 // owns: projects/<p>/secrets/<s>.
 func (gcpStore) owns(_ Config, group string) bool {
-	return gcpSecretName.MatchString(group)
+	return strings.HasPrefix(group, "projects/") && gcpSecretName.MatchString(group)
 }
 
 var (

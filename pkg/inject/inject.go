@@ -46,6 +46,10 @@ type Result struct {
 	// when every secret came from the SecurityContext annotation. Shared
 	// with the plan cache: never change it.
 	SecretFields []string
+	// SecretStores name the store that serves each of
+	// SecurityContext.Secrets (inject.backends). Shared with the plan
+	// cache: never change it.
+	SecretStores []string
 	// SecretRefs are the Kubernetes Secrets and keys the kubelet will read
 	// for the pod (Kubernetes backend), for the caller's reference checks.
 	// Shared with the plan cache: never change it.
@@ -166,7 +170,7 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 			"tokens, the exec wrapper and secrets fetched from a store need Linux nodes", strings.Join(agentNames(pr.tokens), ", ")))
 	}
 
-	res := Result{SecurityContext: sc, SecretFields: pr.fields, SecretRefs: plan.refs}
+	res := Result{SecurityContext: sc, SecretFields: pr.fields, SecretStores: pr.stores, SecretRefs: plan.refs}
 	if pr.anyNote != "" {
 		res.Notes = append(res.Notes, pr.anyNote)
 	}

@@ -34,8 +34,13 @@ func appendValue(b []byte, v any) ([]byte, error) {
 	case []corev1.VolumeMount:
 		return appendList(b, v)
 	case *corev1.Volume:
-		if simpleSecretVolume(v) {
+		switch {
+		case simpleSecretVolume(v):
 			return appendSecretVolume(b, v)
+		case simpleEmptyDir(v):
+			return appendEmptyDir(b, v)
+		case simpleTokenVolume(v):
+			return appendTokenVolume(b, v)
 		}
 	case []corev1.Volume:
 		return appendList(b, v)
@@ -246,6 +251,83 @@ func appendEnvFrom(b []byte, f *corev1.EnvFromSource) ([]byte, error) {
 		if b, err = jsontext.AppendQuote(b, f.SecretRef.Name); err != nil {
 			return nil, err
 		}
+	}
+	return append(b, "}}"...), nil
+}
+
+// simpleEmptyDir: an emptyDir volume with at most a medium and a size, as
+// secctx's agent volumes are.
+func simpleEmptyDir(v *corev1.Volume) bool {
+	e := v.EmptyDir
+	return e != nil && onlySet(*v, func(v *corev1.Volume) { v.Name, v.EmptyDir = "", nil })
+}
+
+func appendEmptyDir(b []byte, v *corev1.Volume) ([]byte, error) {
+	var err error
+	e := v.EmptyDir
+	b = append(b, `{"name":`...)
+	if b, err = jsontext.AppendQuote(b, v.Name); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"emptyDir":{`...)
+	sep := ""
+	if e.Medium != "" {
+		b = append(b, `"medium":`...)
+		if b, err = jsontext.AppendQuote(b, string(e.Medium)); err != nil {
+			return nil, err
+		}
+		sep = ","
+	}
+	if e.SizeLimit != nil {
+		b = append(b, sep+`"sizeLimit":`...)
+		if b, err = jsontext.AppendQuote(b, e.SizeLimit.String()); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, "}}"...), nil
+}
+
+// simpleTokenVolume: a projected volume of one service-account token, as
+// the IAM role's and the stores' logins are.
+func simpleTokenVolume(v *corev1.Volume) bool {
+	p := v.Projected
+	if p == nil || !onlySet(*v, func(v *corev1.Volume) { v.Name, v.Projected = "", nil }) || len(p.Sources) != 1 {
+		return false
+	}
+	t := p.Sources[0].ServiceAccountToken
+	return t != nil && onlySet(p.Sources[0], func(s *corev1.VolumeProjection) { s.ServiceAccountToken = nil }) &&
+		onlySetReflect(*p, func(p *corev1.ProjectedVolumeSource) { p.Sources, p.DefaultMode = nil, nil })
+}
+
+func appendTokenVolume(b []byte, v *corev1.Volume) ([]byte, error) {
+	var err error
+	p := v.Projected
+	t := p.Sources[0].ServiceAccountToken
+	b = append(b, `{"name":`...)
+	if b, err = jsontext.AppendQuote(b, v.Name); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"projected":{"sources":[{"serviceAccountToken":{`...)
+	if t.Audience != "" {
+		b = append(b, `"audience":`...)
+		if b, err = jsontext.AppendQuote(b, t.Audience); err != nil {
+			return nil, err
+		}
+		b = append(b, ',')
+	}
+	if t.ExpirationSeconds != nil {
+		b = append(b, `"expirationSeconds":`...)
+		b = strconv.AppendInt(b, *t.ExpirationSeconds, 10)
+		b = append(b, ',')
+	}
+	b = append(b, `"path":`...)
+	if b, err = jsontext.AppendQuote(b, t.Path); err != nil {
+		return nil, err
+	}
+	b = append(b, "}}]"...)
+	if p.DefaultMode != nil {
+		b = append(b, `,"defaultMode":`...)
+		b = strconv.AppendInt(b, int64(*p.DefaultMode), 10)
 	}
 	return append(b, "}}"...), nil
 }

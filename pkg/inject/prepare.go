@@ -24,8 +24,10 @@ type prepared struct {
 	// SecurityContext at all.
 	unparsable string
 	sc         *securityctx.SecurityContext
-	// fields name where each of sc.Secrets came from (Result.SecretFields).
+	// fields name where each of sc.Secrets came from (Result.SecretFields),
+	// stores the store of each (Result.SecretStores).
 	fields    []string
+	stores    []string
 	plan      *secretPlan
 	errs      securityctx.ErrorList // parse, Flyte and plan problems
 	tokenErrs securityctx.ErrorList
@@ -136,6 +138,10 @@ func (in *Injector) prepareUncached(raw string, hasSC, hasFlyte bool, annotation
 		return p
 	}
 	p.fields = fields
+	p.stores = make([]string, len(p.sc.Secrets))
+	for i := range p.sc.Secrets {
+		p.stores[i] = in.cfg.StoreFor(p.sc.Secrets[i].Group)
+	}
 	p.anyNote = anyNote(in.cfg, p.sc.Secrets, fields)
 	secrets, fields := withClientSecret(p.sc, fields)
 	var planErrs securityctx.ErrorList

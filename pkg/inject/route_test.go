@@ -28,11 +28,11 @@ func TestStoreFor(t *testing.T) {
 		"https://kv1.vault.azure.net/secrets/db":               BackendAzure,
 		"https://kv1.vault.azure.net.evil.com/secrets/db":      BackendKubernetes,
 		"https://kv1.vault.azure.net:444/secrets/db":           BackendKubernetes,
-		"secret/my-app":                                        BackendVault,
-		"secret":                                               BackendKubernetes,
-		"gcp-db":                                               BackendGCP,
-		"db":                                                   BackendKubernetes,
-		"":                                                     BackendKubernetes,
+		"secret/my-app": BackendVault,
+		"secret":        BackendKubernetes,
+		"gcp-db":        BackendGCP,
+		"db":            BackendKubernetes,
+		"":              BackendKubernetes,
 	} {
 		if got := c.StoreFor(group); got != want {
 			t.Errorf("StoreFor(%q) = %s, want %s", group, got, want)

@@ -395,7 +395,7 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 		m.log.Error(err, "pod not mutated", "namespace", ns, "uid", uid)
 		return internalError(err.Error())
 	}
-	rec.pod, rec.sc = podName(out.Pod), out.SecurityContext
+	rec.pod, rec.sc, rec.stores = podName(out.Pod), out.SecurityContext, out.SecretStores
 	var warnings []string
 	audited := false
 	if m.policies != nil && out.SecurityContext != nil {
@@ -457,7 +457,7 @@ func (m *PodMutator) review(ctx context.Context, req *requestIn, patchBuf []byte
 	rec.decision, rec.reason = DecisionMutated, reason
 	if sc := out.SecurityContext; sc != nil {
 		for i := range sc.Secrets {
-			if c := m.secrets[storeMount{m.injector.StoreFor(sc.Secrets[i].Group), sc.Secrets[i].MountRequirement}]; c != nil {
+			if c := m.secrets[storeMount{storeOf(out.SecretStores, i), sc.Secrets[i].MountRequirement}]; c != nil {
 				c.Inc()
 			}
 		}
@@ -507,7 +507,15 @@ func (m *PodMutator) countPolicyDenial(checked []string) {
 }
 
 // auditRecord is what the audit line says of one decision.
-// storeMount keys secctx_secrets_injected_total: a secret's store and its
+// storeOf is the store of secret i, "" when unknown.
+func storeOf(stores []string, i int) string {
+	if i < len(stores) {
+		return stores[i]
+	}
+	return ""
+}
+
+// storeMount keys secctx_injected_secrets_total: a secret's store and its
 // requested mount type.
 type storeMount struct {
 	store string
@@ -517,7 +525,9 @@ type storeMount struct {
 type auditRecord struct {
 	decision, reason, message, pod string
 	sc                             *securityctx.SecurityContext
-	policies                       []string
+	// stores name each secret's store (inject.Result.SecretStores).
+	stores   []string
+	policies []string
 }
 
 // auditLine logs one line per admission decision (logger "audit"): the
@@ -541,7 +551,7 @@ func (m *PodMutator) auditLine(req *requestIn, rec *auditRecord) {
 		if len(sc.Secrets) > 0 {
 			refs := make([]string, len(sc.Secrets))
 			for i, s := range sc.Secrets {
-				refs[i] = m.injector.StoreFor(s.Group) + ":" + short(strings.Join(slices.DeleteFunc([]string{s.Group, s.GroupVersion, s.Key}, func(p string) bool { return p == "" }), "/")) + ":" + s.MountRequirement.String()
+				refs[i] = storeOf(rec.stores, i) + ":" + short(strings.Join(slices.DeleteFunc([]string{s.Group, s.GroupVersion, s.Key}, func(p string) bool { return p == "" }), "/")) + ":" + s.MountRequirement.String()
 			}
 			kv = append(kv, "secrets", refs)
 		}

@@ -13,9 +13,9 @@ import (
 // account had no EKS role and no Azure client id), and nothing else.
 func TestTrimServiceAccountKeepsIdentity(t *testing.T) {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "n", Annotations: map[string]string{
-		"eks.amazonaws.com/role-arn":        "arn:aws:iam::111122223333:role/r",
-		"eks.amazonaws.com/audience":        "sts.amazonaws.com",
-		"azure.workload.identity/client-id": "00000000-0000-0000-0000-00000000a991",
+		"eks.amazonaws.com/role-arn":                       "arn:aws:iam::111122223333:role/r",
+		"eks.amazonaws.com/audience":                       "sts.amazonaws.com",
+		"azure.workload.identity/client-id":                "00000000-0000-0000-0000-00000000a991",
 		"kubectl.kubernetes.io/last-applied-configuration": "{...}",
 	}}, Secrets: []corev1.ObjectReference{{Name: "old-token"}}}
 	got, err := trimServiceAccount(sa)

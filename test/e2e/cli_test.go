@@ -54,11 +54,28 @@ func TestReferenceExamples(t *testing.T) {
 		}, nil},
 		{"6-aws-secret.yaml", []string{
 			"name: secctx-fetch\n",
-			"- --store=aws",
+			`"store":"aws"`,
 			`"id":"arn:aws:secretsmanager:us-east-1:000000000000:secret:db-password"`,
 			"- mountPath: /etc/flyte/secrets\n      name: secctx-fetched\n      readOnly: true",
 			"- name: AWS_ROLE_ARN\n      value: arn:aws:iam::123456789012:role/my-workflow-role",
 		}, []string{"--config", "../../examples/secctx-aws.yaml"}},
+		// Issue 23: Google, Azure, and four stores in one pod.
+		{"7-gcp-secret.yaml", []string{
+			"name: secctx-fetch\n",
+			"- /secctx-fetch\n",
+			`"store":"gcp","id":"projects/my-project/secrets/db-password"`,
+			"- --gcp-audience=//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/my-pool/providers/my-cluster",
+			"audience: https://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/my-pool/providers/my-cluster",
+		}, []string{"--config", "../../examples/secctx-stores.yaml"}},
+		{"8-azure-secret.yaml", []string{
+			`"store":"azure","id":"https://kv-demo.vault.azure.net/secrets/storage-key"`,
+			"- name: AZURE_CLIENT_ID\n      value: 5b1f3c2e-8d4a-4f6b-9c7e-1a2b3c4d5e6f",
+			"audience: api://AzureADTokenExchange",
+		}, []string{"--config", "../../examples/secctx-stores.yaml"}},
+		{"9-mixed-stores.yaml", []string{
+			`"store":"aws"`, `"store":"gcp"`, `"store":"azure"`,
+			"secretKeyRef:\n          key: db_password\n          name: my-credentials",
+		}, []string{"--config", "../../examples/secctx-stores.yaml"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

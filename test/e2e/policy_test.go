@@ -78,7 +78,7 @@ func TestPolicyEnforceAndAudit(t *testing.T) {
 	}
 	_, err := kube.Client.CoreV1().Pods(nsB).Create(ctx, taskPod(nsB, "refused", teamSC, true, task), metav1.CreateOptions{})
 	want := `pod e2e-policy-b/refused: secctx.dev/security-context: not allowed by any SecurityContextPolicy for namespace e2e-policy-b: ` +
-		`backend "kubernetes"; secrets[0].group "team-db"; secrets[0].mountRequirement "ENV_VAR" (no SecurityContextPolicy selects namespace e2e-policy-b)`
+		`secrets[0].group "team-db"; secrets[0].backend "kubernetes"; secrets[0].mountRequirement "ENV_VAR" (no SecurityContextPolicy selects namespace e2e-policy-b)`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("team b's pod: %v\nwant a refusal saying %s", err, want)
 	}

@@ -227,8 +227,9 @@ func TestExternalAccount(t *testing.T) {
 	})
 }
 
-// TestREST reads as secctx's agent does: REST on the same port, with
-// golang.org/x/oauth2's external account source.
+// TestREST reads through the REST mapping Secret Manager serves on the same
+// port as gRPC (secctx's fetch uses gRPC), with golang.org/x/oauth2's
+// external account source.
 func TestREST(t *testing.T) {
 	f := start(t)
 	must := func(err error) {
