@@ -138,6 +138,25 @@ func reservedNames(pod *corev1.Pod, reinvoked bool) []string {
 			}
 		}
 	}
+	// The stores' login tokens are the fetch's alone: another container
+	// that mounts one would get a token for Vault, Google or Entra.
+	for _, list := range []struct {
+		cs   []corev1.Container
+		init bool
+	}{{pod.Spec.InitContainers, true}, {pod.Spec.Containers, false}} {
+		for i := range list.cs {
+			c := &list.cs[i]
+			if list.init && c.Name == FetchContainer {
+				continue
+			}
+			for _, m := range c.VolumeMounts {
+				if isStoreTokenVolume(m.Name) {
+					problems = append(problems, fmt.Sprintf("container %s mounts volume %s, the %s, which only secctx's fetch may mount; remove the mount",
+						securityctx.Quote(c.Name), m.Name, describeAgent(m.Name)))
+				}
+			}
+		}
+	}
 	return problems
 }
 

@@ -216,7 +216,7 @@ func badPathParts(s *securityctx.Secret) (pathPart, string) {
 // directories would be, or a directory where file would be.
 func fileClash(files map[string]string, file string) string {
 	if by, ok := files[file]; ok {
-		return fmt.Sprintf("would be written to %s, which %s writes too (names differ only in case)", file, by)
+		return fmt.Sprintf("would be written to %s, which %s writes too (names that differ only in case, or two stores' names, make one path)", file, by)
 	}
 	for f, by := range files {
 		if within(file, f) || within(f, file) {

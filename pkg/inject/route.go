@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +47,11 @@ const maxRuleGroup = 1024
 
 // StoreFor is the store that serves a secret of this group.
 func (c Config) StoreFor(group string) string {
+	// A group this long is refused by validation; routing it would cost
+	// each rule's pattern times its length.
+	if len(group) > securityctx.MaxNameLength {
+		return c.backend()
+	}
 	for _, r := range c.Backends {
 		if r.Group == "" {
 			if sh, ok := stores[r.Store].(shaped); ok && sh.owns(c, group) {
@@ -144,7 +150,7 @@ func planRouted(cfg Config, secrets []securityctx.Secret, fields []string) (*sec
 		}
 	}
 	if len(errs) == 0 {
-		errs = merged.checkNested()
+		errs = merged.checkNested(cfg)
 	}
 	for _, v := range merged.volumes {
 		if v.volume.Name == fetchedVolumeName && merged.fetch != nil {
@@ -214,30 +220,51 @@ func (f *fetchPlan) add(o *fetchPlan) {
 	f.files = f.files || o.files
 }
 
-// checkNested refuses a Kubernetes Secret volume that would hide a file the
-// fetch writes, or be hidden by one, and lists the others' mount points
-// for the fetch to make: the fetched volume is mounted read-only at the
-// secrets directory, where the runtime cannot make a directory.
-func (p *secretPlan) checkNested() securityctx.ErrorList {
-	if p.fetch == nil || !p.fetch.files {
-		return nil
+// checkNested refuses what one store would write where another's is: two
+// stores' files at one path, or one's file where another's is a directory,
+// and a Kubernetes Secret volume that would hide a file the fetch or the
+// Vault Agent Injector writes, or be hidden by one. It lists the Secret
+// volumes' mount points for the fetch to make: the fetched volume is
+// mounted read-only at the secrets directory, where the runtime cannot
+// make a directory.
+func (p *secretPlan) checkNested(cfg Config) securityctx.ErrorList {
+	type written struct{ file, field string }
+	var files []written
+	if p.fetch != nil {
+		for _, s := range p.fetch.secrets {
+			if !s.EnvVar {
+				files = append(files, written{s.File, s.Field})
+			}
+		}
+	}
+	for _, a := range p.annotations {
+		if strings.HasPrefix(a[0], vaultFile) {
+			files = append(files, written{path.Join(cfg.SecretsDir, a[1]), "a secret from Vault"})
+		}
 	}
 	var errs securityctx.ErrorList
+	seen := map[string]string{}
+	for _, f := range files {
+		if clash := fileClash(seen, f.file); clash != "" {
+			errs = append(errs, &securityctx.FieldError{Field: f.field, Detail: clash})
+			continue
+		}
+		seen[f.file] = f.field
+	}
 	for _, v := range p.volumes {
 		if v.volume.Secret == nil {
 			continue
 		}
-		for _, s := range p.fetch.secrets {
-			if s.EnvVar {
-				continue
-			}
-			if s.File == v.dir || within(s.File, v.dir) || within(v.dir, s.File) {
-				errs = append(errs, &securityctx.FieldError{Field: s.Field, Detail: fmt.Sprintf(
+		for _, f := range files {
+			if f.file == v.dir || within(f.file, v.dir) || within(v.dir, f.file) {
+				errs = append(errs, &securityctx.FieldError{Field: f.field, Detail: fmt.Sprintf(
 					"would be written to %s, and %s mounts Secret %s at %s: one would hide the other; give the secrets different groups",
-					s.File, v.by, securityctx.Quote(v.volume.Secret.SecretName), v.dir)})
+					f.file, v.by, securityctx.Quote(v.volume.Secret.SecretName), v.dir)})
 			}
 		}
-		p.fetch.mountPoints = append(p.fetch.mountPoints, v.dir)
+		if p.fetch != nil && p.fetch.files {
+			p.fetch.mountPoints = append(p.fetch.mountPoints, v.dir)
+		}
 	}
 	return errs
 }

@@ -14,7 +14,10 @@ const EnvVarPattern = `^[A-Z_][A-Z0-9_]*$`
 // name, and the execution identity (kept whole in an annotation). Each is far
 // above real use; without them a megabyte name would be copied into the pod.
 const (
-	MaxEnvVarLength            = 256
+	MaxEnvVarLength = 256
+	// MaxNameLength bounds a secret's group, groupVersion and key: far
+	// above any store's names (an AWS ARN, the longest, is at most 2048).
+	MaxNameLength              = 4096
 	MaxExecutionIdentityLength = 1024
 )
 
@@ -98,6 +101,11 @@ func validateSecret(s *Secret, path string) ErrorList {
 	var errs ErrorList
 	if s.Group == "" {
 		errs = append(errs, Required(path+".group"))
+	}
+	for _, f := range []struct{ name, value string }{{"group", s.Group}, {"groupVersion", s.GroupVersion}, {"key", s.Key}} {
+		if len(f.value) > MaxNameLength {
+			errs = append(errs, Invalid(path+"."+f.name, f.value, "must be at most "+strconv.Itoa(MaxNameLength)+" bytes"))
+		}
 	}
 	if !s.MountRequirement.Valid() {
 		errs = append(errs, Invalid(path+".mountRequirement", s.MountRequirement.String(), allowedEnum(mountTypeNames)))

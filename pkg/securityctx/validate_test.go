@@ -167,3 +167,17 @@ func TestValidateWithHTTPHosts(t *testing.T) {
 		t.Errorf("Validate allows http: %v", sc.Validate())
 	}
 }
+
+// TestSecretNamesBounded: a group, groupVersion or key longer than
+// MaxNameLength is refused, naming the field, before any store routes it
+// (issue 23: routing costs each rule's pattern times the group's length).
+func TestSecretNamesBounded(t *testing.T) {
+	long := strings.Repeat("a", MaxNameLength+1)
+	for _, s := range []Secret{{Group: long}, {Group: "g", GroupVersion: long}, {Group: "g", Key: long}} {
+		s.MountRequirement = MountFile
+		err := (&SecurityContext{Secrets: []Secret{s}}).Validate().Error()
+		if !strings.Contains(err, "must be at most 4096 bytes") {
+			t.Errorf("%+.40v: %v", s, err)
+		}
+	}
+}
