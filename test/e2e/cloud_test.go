@@ -81,6 +81,20 @@ func settings(t *testing.T, v map[string]any) string {
 	return string(b)
 }
 
+// runJob runs the pod's spec as a Job, as workflow engines run tasks, and
+// wants its pod to succeed.
+func runJob(t *testing.T, ctx context.Context, pod *corev1.Pod) (*corev1.Pod, map[string]string) {
+	t.Helper()
+	got, logs, err := framework.RunJob(ctx, kube, pod, 90*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("job %s: its pod's phase %s, want Succeeded; logs: %v", pod.Name, got.Status.Phase, logs)
+	}
+	return got, logs
+}
+
 // failedFetch waits for a pod whose fetch must fail, and returns the fetch's
 // termination message; no task container may have run.
 func failedFetch(t *testing.T, ctx context.Context, pod *corev1.Pod) string {
@@ -114,12 +128,12 @@ func failedFetch(t *testing.T, ctx context.Context, pod *corev1.Pod) string {
 }
 
 // TestCloudStores: one installation with five stores routed by the
-// secrets' groups (issue 23). A pod per cloud store reads FILE and ENV_VAR
+// secrets' groups (issue 23). A Job per cloud store reads FILE and ENV_VAR
 // secrets as its own identity: Google Secret Manager through Workload
 // Identity Federation (STS checks the pod's token with a TokenReview), Azure
 // Key Vault through Azure Workload Identity (Entra checks it the same way).
-// One pod mixes Kubernetes, AWS, Vault, Google and Azure secrets in one
-// fetch. A pod whose account has no grant is refused by the store, and the
+// One Job's pod mixes Kubernetes, AWS, Vault, Google and Azure secrets in
+// one fetch. A pod whose account has no grant is refused by the store, and the
 // fetch's message names the secret and why.
 func TestCloudStores(t *testing.T) {
 	needCluster(t)
@@ -179,7 +193,7 @@ func TestCloudStores(t *testing.T) {
 		sc := `{"runAs": {"k8sServiceAccount": "task-sa"}, "secrets": [
 		  {"group": "gcp-db-password", "groupVersion": "1", "mountRequirement": "FILE", "envVar": "DB_PASSWORD_PATH"},
 		  {"group": "projects/` + gcpProject + `/secrets/db-creds", "key": "user", "mountRequirement": "ENV_VAR", "envVar": "DB_USER"}]}`
-		_, logs := runPod(t, ctx, taskPod(ns, "gcp-secret", sc, true, file, env))
+		_, logs := runJob(t, ctx, taskPod(ns, "gcp-secret", sc, true, file, env))
 		for name, want := range map[string]string{
 			"file": "DB_PASSWORD_PATH = /etc/flyte/secrets/gcp-db-password/1 = gcp-s3cr3t\n",
 			"env":  "DB_USER = gcp-user\n",
@@ -211,7 +225,7 @@ func TestCloudStores(t *testing.T) {
 		  {"group": "` + azVault + `", "key": "api-token", "mountRequirement": "ENV_VAR", "envVar": "API_TOKEN"}]}`
 		p := taskPod(ns, "azure-secret", sc, true, file, env)
 		p.Spec.HostAliases = vaultHost
-		pod, logs := runPod(t, ctx, p)
+		pod, logs := runJob(t, ctx, p)
 		for name, want := range map[string]string{
 			"file": "STORAGE_KEY_PATH = /etc/flyte/secrets/storage-key = azure-s3cr3t\n",
 			"env":  "API_TOKEN = azure-t0ken\n",
@@ -260,7 +274,7 @@ func TestCloudStores(t *testing.T) {
 		}
 		p := taskPod(ns, "mixed", sc, true, files, envs)
 		p.Spec.HostAliases = vaultHost
-		pod, logs := runPod(t, ctx, p)
+		pod, logs := runJob(t, ctx, p)
 		want := map[string]string{
 			"files": "K8S_PATH = /etc/flyte/secrets/db/password = k8s-s3cr3t\n" +
 				"VAULT_PATH = /etc/flyte/secrets/secret/my-app/db_password = vault-s3cr3t\n" +

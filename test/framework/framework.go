@@ -14,9 +14,11 @@ import (
 	"strings"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/secctx/secctx/test/framework/cluster"
 	"github.com/secctx/secctx/test/framework/image"
@@ -303,6 +305,45 @@ func RunPod(ctx context.Context, c *cluster.Cluster, pod *corev1.Pod, timeout ti
 			phase = final.Status.Phase
 		}
 		return final, nil, fmt.Errorf("pod %s/%s did not finish (phase %s): %w", created.Namespace, created.Name, phase, err)
+	}
+	logs := map[string]string{}
+	for _, ctr := range append(append([]corev1.Container{}, final.Spec.InitContainers...), final.Spec.Containers...) {
+		b, err := c.Client.CoreV1().Pods(final.Namespace).GetLogs(final.Name, &corev1.PodLogOptions{Container: ctr.Name}).DoRaw(ctx)
+		if err != nil {
+			return final, logs, fmt.Errorf("logs of %s/%s container %s: %w", final.Namespace, final.Name, ctr.Name, err)
+		}
+		logs[ctr.Name] = string(b)
+	}
+	return final, logs, nil
+}
+
+// RunJob runs pod's spec as a Job (one pod, no retry), as workflow engines
+// run tasks: the pod is made by the Job controller, from the template, with
+// a generated name. It returns the Job's pod once it has finished, and the
+// logs of its containers, as RunPod does.
+func RunJob(ctx context.Context, c *cluster.Cluster, pod *corev1.Pod, timeout time.Duration) (*corev1.Pod, map[string]string, error) {
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+		Spec: batchv1.JobSpec{BackoffLimit: ptr.To(int32(0)), Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels, Annotations: pod.Annotations},
+			Spec:       *pod.Spec.DeepCopy(),
+		}},
+	}
+	job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyNever
+	if _, err := c.Client.BatchV1().Jobs(pod.Namespace).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		return nil, nil, err
+	}
+	var final *corev1.Pod
+	err := Poll(ctx, timeout, func() (bool, error) {
+		pods, err := c.Client.CoreV1().Pods(pod.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job.Name})
+		if err != nil || len(pods.Items) == 0 {
+			return false, err
+		}
+		final = &pods.Items[0]
+		return final.Status.Phase == corev1.PodSucceeded || final.Status.Phase == corev1.PodFailed, nil
+	})
+	if err != nil {
+		return final, nil, fmt.Errorf("job %s/%s: its pod did not finish: %w", job.Namespace, job.Name, err)
 	}
 	logs := map[string]string{}
 	for _, ctr := range append(append([]corev1.Container{}, final.Spec.InitContainers...), final.Spec.Containers...) {
