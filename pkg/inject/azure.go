@@ -33,6 +33,11 @@ type AzureConfig struct {
 	// CABundle is PEM certificates to trust for Entra and the vaults
 	// besides the system's.
 	CABundle string `json:"caBundle,omitempty"`
+	// TaskIdentity gives the target containers of a pod that reads Key
+	// Vault the fetch's Azure Workload Identity too: the AZURE_* variables
+	// and the token, read-only, so that the task's own Azure SDK signs in
+	// as the same application, without the Azure Workload Identity webhook.
+	TaskIdentity bool `json:"taskIdentity,omitempty"`
 }
 
 // What Azure Workload Identity gives a pod, the names its webhook uses, so
@@ -143,10 +148,28 @@ func (azureStore) plan(cfg Config, secrets []securityctx.Secret, fields []string
 	if a.CABundle != "" {
 		fp.env = append(fp.env, corev1.EnvVar{Name: EnvAzureCABundle, Value: a.CABundle})
 	}
-	return planFetched(cfg, fp, secrets, fields, func(s *securityctx.Secret, field string) (agentapi.Secret, securityctx.ErrorList) {
+	p, errs := planFetched(cfg, fp, secrets, fields, func(s *securityctx.Secret, field string) (agentapi.Secret, securityctx.ErrorList) {
 		return locateAzure(a, s, field)
 	})
+	if !a.TaskIdentity || p == nil || p.fetch == nil {
+		return p, errs
+	}
+	// The task gets what the fetch gets: the same variables (the client
+	// id set for each pod, azureClientID) and the same token, whose volume
+	// the plan then adds once, for the targets and the fetch.
+	for _, e := range fp.env[:4] {
+		if err := p.addEnv(envItem{env: e, by: azureTaskField}, azureTaskField); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.volumes = append(p.volumes, &secretVolume{dir: azureTokenDir, by: azureTaskField, desc: "the Azure Workload Identity token", volume: fp.volumes[0]})
+	fp.volumes = fp.volumes[1:]
+	return p, errs
 }
+
+// azureTaskField names inject.azure.taskIdentity's env vars and volume in
+// messages.
+const azureTaskField = "inject.azure.taskIdentity"
 
 // azureClientID is the application a pod reading Key Vault runs as: its
 // service account's azure.workload.identity/client-id annotation, else

@@ -118,8 +118,11 @@ func readStatus(st string, all []*corev1.Container) (prev Status, msg string) {
 // own: on the first pass (no status annotation) any such container, which
 // is not secctx's and would be taken for it; after it (reinvocation), one
 // that is not an init container. An init container of that name on a
-// reinvocation must be exactly what secctx writes (applyAgent).
-func reservedNames(pod *corev1.Pod, reinvoked bool) []string {
+// reinvocation must be exactly what secctx writes (applyAgent). It also
+// refuses a container other than the fetch that mounts a store's login
+// token, but for Azure's when azureTask (inject.azure.taskIdentity) gives
+// it to the targets.
+func reservedNames(pod *corev1.Pod, reinvoked, azureTask bool) []string {
 	var problems []string
 	for _, list := range []struct {
 		what string
@@ -150,7 +153,7 @@ func reservedNames(pod *corev1.Pod, reinvoked bool) []string {
 				continue
 			}
 			for _, m := range c.VolumeMounts {
-				if isStoreTokenVolume(m.Name) {
+				if isStoreTokenVolume(m.Name) && !(azureTask && m.Name == azureTokenVolumeName) {
 					problems = append(problems, fmt.Sprintf("container %s mounts volume %s, the %s, which only secctx's fetch may mount; remove the mount",
 						securityctx.Quote(c.Name), m.Name, describeAgent(m.Name)))
 				}

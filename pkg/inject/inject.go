@@ -142,7 +142,7 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	}
 	out := shallowCopy(pod)
 	_, reinvoked := pod.Annotations[securityctx.AnnotationStatus]
-	if problems := reservedNames(pod, reinvoked); len(problems) > 0 {
+	if problems := reservedNames(pod, reinvoked, in.cfg.Azure.TaskIdentity); len(problems) > 0 {
 		return nil, Result{}, deny(problems...)
 	}
 	if partial && reinvoked && hasAgentParts(pod) {
@@ -206,6 +206,13 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 			return nil, Result{}, deny(msg)
 		}
 		azureClient = id
+		if in.cfg.Azure.TaskIdentity {
+			for i := range plan.env {
+				if plan.env[i].by == azureTaskField && plan.env[i].env.Name == EnvAzureClientID {
+					plan.env[i].env.Value = id
+				}
+			}
+		}
 	}
 
 	var clashes []string

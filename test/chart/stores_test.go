@@ -136,7 +136,13 @@ func TestStoresRender(t *testing.T) {
 			inject:  map[string]any{"backend": "azure", "azure": map[string]any{"tenantID": tenant}},
 			backend: "azure",
 			azure:   inject.AzureConfig{TenantID: tenant},
-			absent:  []string{"backends:", "gcp:", "clientID:", "authorityHost:", "vaultSuffix:"},
+			absent:  []string{"backends:", "gcp:", "clientID:", "authorityHost:", "vaultSuffix:", "taskIdentity:"},
+		},
+		{
+			name:    "AKS: the task gets the identity too",
+			inject:  map[string]any{"backend": "azure", "azure": map[string]any{"tenantID": tenant, "taskIdentity": true}},
+			backend: "azure",
+			azure:   inject.AzureConfig{TenantID: tenant, TaskIdentity: true},
 		},
 		{
 			name: "every store, every field",

@@ -175,7 +175,7 @@ func TestCloudStores(t *testing.T) {
 		"aws":   map[string]any{"secretsManagerEndpoint": kumo.URL, "stsEndpoint": kumo.URL},
 		"gcp": map[string]any{"project": gcpProject, "endpoint": g.SecretManagerAddr(), "caBundle": g.CAPEM(),
 			"federation": map[string]any{"audience": gcp.ProviderAudience(gcpNumber, gcpPool, gcpProv), "tokenURL": g.STSURL()}},
-		"azure": map[string]any{"tenantID": azTenant, "authorityHost": az.AuthorityHost(), "caBundle": az.CAPEM()},
+		"azure": map[string]any{"tenantID": azTenant, "authorityHost": az.AuthorityHost(), "caBundle": az.CAPEM(), "taskIdentity": true},
 	}), kumo.Addr, v.Addr), `{"secrets": [{"group": "projects/`+gcpProject+`/secrets/probe", "mountRequirement": "FILE"}]}`)
 
 	annotated := func(name, client string) *corev1.ServiceAccount {
@@ -217,20 +217,22 @@ func TestCloudStores(t *testing.T) {
 
 	t.Run("azure", func(t *testing.T) {
 		file := taskContainer("file")
-		file.Command = []string{"/task", "-full", "file-from-env", "STORAGE_KEY_PATH"}
+		file.Command = []string{"/task", "-full", "file-from-env", "STORAGE_KEY_PATH", "AZURE_FEDERATED_TOKEN_FILE"}
 		env := taskContainer("env")
-		env.Command = []string{"/task", "-full", "env", "API_TOKEN"}
+		env.Command = []string{"/task", "-full", "env", "API_TOKEN", "AZURE_CLIENT_ID"}
 		sc := `{"runAs": {"k8sServiceAccount": "task-sa"}, "secrets": [
 		  {"group": "https://` + azVault + `.vault.azure.net/secrets/storage-key", "key": "storage-key", "mountRequirement": "FILE", "envVar": "STORAGE_KEY_PATH"},
 		  {"group": "` + azVault + `", "key": "api-token", "mountRequirement": "ENV_VAR", "envVar": "API_TOKEN"}]}`
 		p := taskPod(ns, "azure-secret", sc, true, file, env)
 		p.Spec.HostAliases = vaultHost
 		pod, logs := runJob(t, ctx, p)
+		// inject.azure.taskIdentity: the task gets the fetch's identity
+		// too, the account's application and the same projected token.
 		for name, want := range map[string]string{
-			"file": "STORAGE_KEY_PATH = /etc/flyte/secrets/storage-key = azure-s3cr3t\n",
-			"env":  "API_TOKEN = azure-t0ken\n",
+			"file": "STORAGE_KEY_PATH = /etc/flyte/secrets/storage-key = azure-s3cr3t\nAZURE_FEDERATED_TOKEN_FILE = /var/run/secrets/secctx/azure/azure-identity-token = ey",
+			"env":  "API_TOKEN = azure-t0ken\nAZURE_CLIENT_ID = " + azClient + "\n",
 		} {
-			if logs[name] != want {
+			if !strings.HasPrefix(logs[name], want) {
 				t.Errorf("%s: got %q, want %q", name, logs[name], want)
 			}
 		}
