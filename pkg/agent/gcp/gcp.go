@@ -202,6 +202,13 @@ func accessError(name, who string, err error) error {
 		return agent.Permanent(fmt.Errorf("%s (invalid request)", msg))
 	case codes.Unimplemented:
 		return agent.Permanent(fmt.Errorf("%s (is --gcp-endpoint Secret Manager?)", msg))
+	case codes.Unavailable:
+		// A certificate the fetch does not trust stays untrusted: gRPC
+		// reports it as Unavailable, which would be retried until the
+		// timeout with the real cause buried in the last attempt.
+		if m := st.Message(); strings.Contains(m, "x509:") || strings.Contains(m, "tls: failed to verify certificate") {
+			return agent.Permanent(fmt.Errorf("%s (Secret Manager's certificate is not trusted: check inject.gcp.endpoint, or add its CA to inject.gcp.caBundle)", msg))
+		}
 	case codes.ResourceExhausted:
 		// The client's own limit on an answer, which no retry changes;
 		// any other is Secret Manager's quota, which a retry may meet
