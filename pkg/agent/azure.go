@@ -71,7 +71,7 @@ func openAzure(_ context.Context, cfg FetchConfig, secrets []agentapi.Secret) (S
 	a := cfg.Azure
 	for _, s := range secrets {
 		if _, _, err := azureSecretURL(s); err != nil {
-			return nil, Permanent(fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err))
+			return nil, Permanent(fmt.Errorf("%s (%s): %w", s.Field, storekit.Describe(s), err))
 		}
 	}
 	if a.ClientID == "" || a.TenantID == "" || a.TokenFile == "" {

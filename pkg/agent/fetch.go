@@ -319,15 +319,15 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err)
+			return fmt.Errorf("%s (%s): %w", s.Field, storekit.Describe(s), err)
 		}
 		if err := checkSize(s, v); err != nil {
-			return fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err)
+			return fmt.Errorf("%s (%s): %w", s.Field, storekit.Describe(s), err)
 		}
 		if err := writeSecret(s.File, v, cfg.Mode); err != nil {
 			return fmt.Errorf("%s: write %s: %w", s.Field, s.File, err)
 		}
-		log.Info("secret written", "field", s.Field, "store", s.Store, "secret", describeSecret(s), "file", s.File)
+		log.Info("secret written", "field", s.Field, "store", s.Store, "secret", storekit.Describe(s), "file", s.File)
 	}
 	for _, d := range cfg.MountPoints {
 		if err := os.MkdirAll(d, dirMode(cfg.Mode)); err != nil {
@@ -355,18 +355,6 @@ func checkSize(s agentapi.Secret, v []byte) error {
 		return fmt.Errorf("%d bytes, more than the %d this agent writes", len(v), maxSecretSize)
 	}
 	return nil
-}
-
-// describeSecret names a secret for a message: where it is, never what.
-func describeSecret(s agentapi.Secret) string {
-	d := s.Store + " " + s.ID
-	if s.Key != "" {
-		d += " key " + strconv.Quote(s.Key)
-	}
-	if s.Version != "" {
-		d += " version " + strconv.Quote(s.Version)
-	}
-	return d
 }
 
 // retry calls f until it succeeds, fails for good, or ctx ends.

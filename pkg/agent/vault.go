@@ -34,7 +34,7 @@ func openVault(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) 
 	// once, with nothing written and no token made.
 	for _, s := range secrets {
 		if err := vaultEngineOK(s.Engine); err != nil {
-			return nil, Permanent(fmt.Errorf("%s (%s): %w", s.Field, describeSecret(s), err))
+			return nil, Permanent(fmt.Errorf("%s (%s): %w", s.Field, storekit.Describe(s), err))
 		}
 	}
 	// Built from the arguments alone: VAULT_* variables a task image may

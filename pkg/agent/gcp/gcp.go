@@ -20,7 +20,6 @@ import (
 	"net/url"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -77,7 +76,7 @@ func open(ctx context.Context, cfg agent.FetchConfig, secrets []agentapi.Secret)
 	// once.
 	for _, s := range secrets {
 		if err := secretOK(s); err != nil {
-			return nil, agent.Permanent(fmt.Errorf("%s (%s): %w", s.Field, describe(s), err))
+			return nil, agent.Permanent(fmt.Errorf("%s (%s): %w", s.Field, storekit.Describe(s), err))
 		}
 	}
 	endpoint := cmp.Or(g.Endpoint, defaults.Endpoint)
@@ -136,19 +135,6 @@ func secretOK(s agentapi.Secret) error {
 		return errors.New("gcp: version must be a number, latest or an alias")
 	}
 	return nil
-}
-
-// describe names a secret for a message, as the fetch does: where it is,
-// never what.
-func describe(s agentapi.Secret) string {
-	d := s.Store + " " + s.ID
-	if s.Key != "" {
-		d += " key " + strconv.Quote(s.Key)
-	}
-	if s.Version != "" {
-		d += " version " + strconv.Quote(s.Version)
-	}
-	return d
 }
 
 func (g *store) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) {

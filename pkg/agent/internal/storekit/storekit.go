@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/secctx/secctx/pkg/agentapi"
 )
 
 // MaxSecretSize bounds one value: Secrets Manager's own limit is 64 KiB,
@@ -84,4 +87,17 @@ func OneLine(s string) string {
 		s = s[:400] + "..."
 	}
 	return s
+}
+
+// Describe names a secret for a message, as the fetch and every store
+// word it: its store and where it is, never what.
+func Describe(s agentapi.Secret) string {
+	d := s.Store + " " + s.ID
+	if s.Key != "" {
+		d += " key " + strconv.Quote(s.Key)
+	}
+	if s.Version != "" {
+		d += " version " + strconv.Quote(s.Version)
+	}
+	return d
 }
