@@ -131,13 +131,8 @@ func (azureStore) plan(cfg Config, secrets []securityctx.Secret, fields []string
 		},
 		// The token Entra takes as the application's credential, for the
 		// pod's final account.
-		volumes: []corev1.Volume{{Name: azureTokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: azureAudience, ExpirationSeconds: ptr(azureTokenSeconds), Path: "azure-identity-token",
-			}}},
-		}}}},
-		mounts: []corev1.VolumeMount{{Name: azureTokenVolumeName, MountPath: azureTokenDir, ReadOnly: true}},
+		volumes: []corev1.Volume{loginTokenVolume(azureTokenVolumeName, azureAudience, "azure-identity-token", azureTokenSeconds)},
+		mounts:  []corev1.VolumeMount{{Name: azureTokenVolumeName, MountPath: azureTokenDir, ReadOnly: true}},
 		names: func(s *securityctx.Secret) securityctx.Secret {
 			if _, name, version, ok := parseVaultURL(a, s.Group); ok {
 				return securityctx.Secret{Group: name, GroupVersion: version}

@@ -182,6 +182,18 @@ func planFetched(cfg Config, fp *fetchPlan, secrets []securityctx.Secret, fields
 	return p, nil
 }
 
+// loginTokenVolume is a projected service-account token the fetch logs in
+// to a store with (Vault, Google STS, Entra): one token of the pod's final
+// account, with the store's audience, in the fetch container alone.
+func loginTokenVolume(name, audience, file string, seconds int64) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
+		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+			Audience: audience, ExpirationSeconds: ptr(seconds), Path: file,
+		}}},
+	}}}
+}
+
 // pathPart is one of a secret's names, as a message names it.
 type pathPart struct{ name, value string }
 

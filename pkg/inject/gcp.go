@@ -158,12 +158,7 @@ func (gcpStore) plan(cfg Config, secrets []securityctx.Secret, fields []string) 
 		}
 		// A token of its own, for the pod's final account, with the
 		// provider's audience: the API token is not for Google.
-		fp.volumes = append(fp.volumes, corev1.Volume{Name: gcpTokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: aud, ExpirationSeconds: ptr(gcpTokenSeconds), Path: "token",
-			}}},
-		}}})
+		fp.volumes = append(fp.volumes, loginTokenVolume(gcpTokenVolumeName, aud, "token", gcpTokenSeconds))
 		fp.mounts = append(fp.mounts, corev1.VolumeMount{Name: gcpTokenVolumeName, MountPath: gcpTokenDir, ReadOnly: true})
 	} else if g.MetadataHost != "" {
 		fp.env = append(fp.env, corev1.EnvVar{Name: EnvGCEMetadataHost, Value: g.MetadataHost})

@@ -37,13 +37,8 @@ func planVaultAgent(cfg Config, secrets []securityctx.Secret, fields []string) (
 		// A token of its own, for the pod's final service account: the
 		// pod's API token may be switched off, and is not mounted in a
 		// container added after the service-account admission plugin.
-		volumes: []corev1.Volume{{Name: vaultTokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			DefaultMode: ptr(corev1.ProjectedVolumeSourceDefaultMode),
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: v.Audience, ExpirationSeconds: ptr(vaultTokenSeconds), Path: "token",
-			}}},
-		}}}},
-		mounts: []corev1.VolumeMount{{Name: vaultTokenVolumeName, MountPath: vaultTokenDir, ReadOnly: true}},
+		volumes: []corev1.Volume{loginTokenVolume(vaultTokenVolumeName, v.Audience, "token", vaultTokenSeconds)},
+		mounts:  []corev1.VolumeMount{{Name: vaultTokenVolumeName, MountPath: vaultTokenDir, ReadOnly: true}},
 	}
 	if v.Namespace != "" {
 		fp.args = append(fp.args, "--vault-namespace="+v.Namespace)
