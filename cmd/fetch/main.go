@@ -4,7 +4,8 @@
 // own because that store's official client brings gRPC and protobuf, which
 // linked into secctx-agent made every process of it larger in memory (an
 // idle token sidecar 21 MiB instead of 12.5); this one runs once per pod,
-// before the task, and does nothing else.
+// before the task, and as the sidecar (`secctx-fetch sidecar ...`) only in
+// a pod that refreshes secrets from Google Secret Manager.
 package main
 
 import (
@@ -15,15 +16,16 @@ import (
 	_ "github.com/secctx/secctx/pkg/agent/gcp" // the gcp store
 )
 
-const usage = `usage: secctx-fetch fetch [flags]
+const usage = `usage: secctx-fetch fetch|sidecar [flags]
 
 The fetch init container, added by the secctx webhook: reads secrets from
-their stores (aws, vault, azure, gcp) into files. The token sidecar, the
+their stores (aws, vault, azure, gcp) into files. The sidecar too, when it
+refreshes secrets from Google Secret Manager; otherwise the sidecar, the
 exec wrapper and its installer are secctx-agent's.
 `
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "fetch" {
+	if len(os.Args) < 2 || os.Args[1] != "fetch" && os.Args[1] != "sidecar" {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
@@ -82,6 +83,10 @@ they do not allow is refused, naming what and the policies checked.`,
 			if err != nil {
 				return err
 			}
+			if pols != nil {
+				// As the webhook does: the policies' refresh bounds hold.
+				injector.WithRefreshBounds(webhook.PolicyRefreshBounds{Source: givenPolicies(pols)})
+			}
 			return injectAll(cmd.Context(), injector, checks{policies: pols, keys: keys}, in, namespace, output, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -111,6 +116,14 @@ func readInput(stdin io.Reader, file string) ([]byte, error) {
 		return nil, fmt.Errorf("read pod: %w", err)
 	}
 	return b, nil
+}
+
+// givenPolicies are the policies of --policy, which the command takes to
+// select every namespace.
+type givenPolicies []*v1alpha1.SecurityContextPolicy
+
+func (g givenPolicies) Select(context.Context, string) ([]*v1alpha1.SecurityContextPolicy, error) {
+	return g, nil
 }
 
 // checks are what injectAll checks besides injection itself: policies
@@ -177,6 +190,10 @@ func injectAll(ctx context.Context, injector *inject.Injector, chk checks, in []
 				}
 				fmt.Fprintf(stderr, "store: %s %s from %s\n", field, securityctx.Quote(sc.Secrets[i].Group), injector.StoreFor(sc.Secrets[i].Group))
 			}
+		}
+		// Which secrets the sidecar keeps fresh, and how often.
+		if len(out.Refreshed) > 0 {
+			fmt.Fprintf(stderr, "refresh: %s every %ds ±%g%%\n", strings.Join(out.Refreshed, ", "), out.RefreshSeconds, out.RefreshJitter*100)
 		}
 		if chk.keys != nil && out.Patch != nil && len(out.SecretRefs) > 0 {
 			problems, err := webhook.CheckReferences(ctx, chk.keys, ns, out.SecretRefs)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -26,6 +27,19 @@ func init() { RegisterStore(agentapi.StoreAWS, openAWS) }
 type awsStore struct {
 	cfg     aws.Config
 	clients map[string]*secretsmanager.Client // by region
+	// read are the versions read so far, by secret and stage: the
+	// sidecar asks DescribeSecret, which costs no decryption and carries
+	// no value, whether the stage has moved before it reads the value
+	// again. noDescribe: the role may not DescribeSecret, so every
+	// refresh reads.
+	read       map[string]awsVersion
+	noDescribe bool
+}
+
+// awsVersion is a version read: its id and its value.
+type awsVersion struct {
+	id    string
+	value []byte
 }
 
 func openAWS(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) (Store, error) {
@@ -48,7 +62,7 @@ func openAWS(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) (S
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("aws configuration: %w", err))
 	}
-	return &awsStore{cfg: c, clients: map[string]*secretsmanager.Client{}}, nil
+	return &awsStore{cfg: c, clients: map[string]*secretsmanager.Client{}, read: map[string]awsVersion{}}, nil
 }
 
 // sessionName is secctx-<pod name>, within STS's 64 characters.
@@ -80,18 +94,50 @@ func (a *awsStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) 
 		client = secretsmanager.NewFromConfig(a.cfg, func(o *secretsmanager.Options) { o.Region = region })
 		a.clients[region] = client
 	}
-	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(s.ID)}
-	if s.Version != "" {
-		in.VersionStage = aws.String(s.Version)
+	stage := s.Version
+	if stage == "" {
+		stage = "AWSCURRENT"
 	}
+	key := s.ID + "\x00" + stage
+	if last, ok := a.read[key]; ok && !a.noDescribe {
+		id, err := a.currentVersion(ctx, client, s.ID, stage)
+		switch {
+		case err == nil && id == last.id:
+			return last.value, nil
+		case err != nil && IsPermanent(err) && strings.Contains(err.Error(), "access denied"):
+			// Least privilege: a role that may read but not describe.
+			a.noDescribe = true
+		case err != nil:
+			return nil, err
+		}
+	}
+	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(s.ID), VersionStage: aws.String(stage)}
 	out, err := client.GetSecretValue(ctx, in)
 	if err != nil {
 		return nil, awsError(err)
 	}
+	v := out.SecretBinary
 	if out.SecretString != nil {
-		return []byte(*out.SecretString), nil
+		v = []byte(*out.SecretString)
 	}
-	return out.SecretBinary, nil
+	if out.VersionId != nil {
+		a.read[key] = awsVersion{id: *out.VersionId, value: v}
+	}
+	return v, nil
+}
+
+// currentVersion is the id of the version of secret id that has stage.
+func (a *awsStore) currentVersion(ctx context.Context, client *secretsmanager.Client, id, stage string) (string, error) {
+	out, err := client.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(id)})
+	if err != nil {
+		return "", awsError(err)
+	}
+	for v, stages := range out.VersionIdsToStages {
+		if slices.Contains(stages, stage) {
+			return v, nil
+		}
+	}
+	return "", nil
 }
 
 // awsError words an SDK error and says whether it is worth retrying: a

@@ -26,6 +26,11 @@ import (
 type FetchConfig struct {
 	// Secrets are the secrets to read, each with its store and its file.
 	Secrets []agentapi.Secret
+	// SetDir, when set, is the directory the FILE secrets are in, written
+	// as one set that the sidecar may replace whole (writeSet): the
+	// kubelet's layout for a Secret volume. Empty, each file is written
+	// where it is.
+	SetDir string
 	// MountPoints are directories to make beside the files: where the
 	// kubelet mounts Kubernetes Secrets inside the fetched volume, which the
 	// task mounts read-only, so that the runtime need not make them there.
@@ -182,16 +187,7 @@ func runFetch(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, program()+" fetch:", err)
 		return 2
 	}
-	// Set by the webhook from each store's caBundle, and from the pod's
-	// Azure Workload Identity; read here so that the stores' constructors
-	// see nothing of the environment that the config does not say.
-	cfg.Vault.CABundle = os.Getenv("SECCTX_VAULT_CA_BUNDLE")
-	cfg.GCP.CABundle = os.Getenv("SECCTX_GCP_CA_BUNDLE")
-	cfg.Azure.CABundle = os.Getenv("SECCTX_AZURE_CA_BUNDLE")
-	cfg.Azure.ClientID = os.Getenv("AZURE_CLIENT_ID")
-	cfg.Azure.TenantID = os.Getenv("AZURE_TENANT_ID")
-	cfg.Azure.TokenFile = os.Getenv("AZURE_FEDERATED_TOKEN_FILE")
-	cfg.Azure.AuthorityHost = os.Getenv("AZURE_AUTHORITY_HOST")
+	storeEnv(&cfg)
 	log := newLogger(stderr)
 	if err := Fetch(ctx, cfg, log); err != nil {
 		// The last line is what the kubelet shows as the init container's
@@ -215,11 +211,28 @@ func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	cfg := DefaultFetchConfig()
 	fs := flag.NewFlagSet("fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "how long to keep trying, in all")
+	finish := fetchFlags(fs, &cfg)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Timeout <= 0 {
+		return cfg, fmt.Errorf("--timeout %s: must be positive", cfg.Timeout)
+	}
+	return cfg, finish()
+}
+
+// fetchFlags adds the flags of the secrets and their stores to fs, which
+// the fetch and the sidecar share; finish checks them once fs is parsed.
+func fetchFlags(fs *flag.FlagSet, cfg *FetchConfig) (finish func() error) {
 	var spec, mode, mountPoints string
 	fs.StringVar(&spec, "secrets", "", "the secrets, as JSON (written by the webhook)")
+	fs.StringVar(&cfg.SetDir, "set-dir", "", "write the files below this directory as one set that is replaced whole (the sidecar refreshes it)")
 	fs.StringVar(&mountPoints, "mount-points", "", "directories to make for the kubelet's mounts, as a JSON list")
 	fs.StringVar(&mode, "mode", "0444", "the files' permissions: 0400, 0440 or 0444")
-	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "how long to keep trying, in all")
 	fs.StringVar(&cfg.Vault.Address, "vault-address", "", "Vault's address")
 	fs.StringVar(&cfg.Vault.Namespace, "vault-namespace", "", "Vault namespace (Vault Enterprise)")
 	fs.StringVar(&cfg.Vault.AuthPath, "vault-auth-path", cfg.Vault.AuthPath, "the Kubernetes auth method's mount")
@@ -231,29 +244,36 @@ func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	fs.StringVar(&cfg.GCP.TokenFile, "gcp-token-file", "", "the pod's service-account token (federation)")
 	fs.StringVar(&cfg.GCP.ServiceAccount, "gcp-service-account", "", "the Google service account to impersonate (federation)")
 	fs.StringVar(&cfg.GCP.IAMEndpoint, "gcp-iam-endpoint", cfg.GCP.IAMEndpoint, "the IAM credentials API's base URL (impersonation)")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	m, err := strconv.ParseUint(mode, 8, 32)
-	if err != nil || (m != 0o400 && m != 0o440 && m != 0o444) {
-		return cfg, fmt.Errorf("--mode %q: must be 0400, 0440 or 0444", mode)
-	}
-	cfg.Mode = os.FileMode(m)
-	if cfg.Timeout <= 0 {
-		return cfg, fmt.Errorf("--timeout %s: must be positive", cfg.Timeout)
-	}
-	if err := json.Unmarshal([]byte(spec), &cfg.Secrets); err != nil {
-		return cfg, fmt.Errorf("--secrets: %w", err)
-	}
-	if mountPoints != "" {
-		if err := json.Unmarshal([]byte(mountPoints), &cfg.MountPoints); err != nil {
-			return cfg, fmt.Errorf("--mount-points: %w", err)
+	return func() error {
+		m, err := strconv.ParseUint(mode, 8, 32)
+		if err != nil || (m != 0o400 && m != 0o440 && m != 0o444) {
+			return fmt.Errorf("--mode %q: must be 0400, 0440 or 0444", mode)
 		}
+		cfg.Mode = os.FileMode(m)
+		if err := json.Unmarshal([]byte(spec), &cfg.Secrets); err != nil {
+			return fmt.Errorf("--secrets: %w", err)
+		}
+		if mountPoints != "" {
+			if err := json.Unmarshal([]byte(mountPoints), &cfg.MountPoints); err != nil {
+				return fmt.Errorf("--mount-points: %w", err)
+			}
+		}
+		return nil
 	}
-	return cfg, nil
+}
+
+// storeEnv reads the stores' settings that the webhook puts in the
+// environment, from each store's caBundle and from the pod's Azure
+// Workload Identity; read here so that the stores' constructors see
+// nothing of the environment that the config does not say.
+func storeEnv(cfg *FetchConfig) {
+	cfg.Vault.CABundle = os.Getenv("SECCTX_VAULT_CA_BUNDLE")
+	cfg.GCP.CABundle = os.Getenv("SECCTX_GCP_CA_BUNDLE")
+	cfg.Azure.CABundle = os.Getenv("SECCTX_AZURE_CA_BUNDLE")
+	cfg.Azure.ClientID = os.Getenv("AZURE_CLIENT_ID")
+	cfg.Azure.TenantID = os.Getenv("AZURE_TENANT_ID")
+	cfg.Azure.TokenFile = os.Getenv("AZURE_FEDERATED_TOKEN_FILE")
+	cfg.Azure.AuthorityHost = os.Getenv("AZURE_AUTHORITY_HOST")
 }
 
 // Fetch reads every secret from its store (Secret.Store) and writes it to
@@ -268,9 +288,6 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 	var names []string
 	bySt := map[string][]agentapi.Secret{}
 	for _, s := range cfg.Secrets {
-		if f := s.File; !filepath.IsAbs(f) || filepath.Clean(f) != f || f == "/" {
-			return fmt.Errorf("%s: file %q: must be a clean absolute path", s.Field, f)
-		}
 		if _, ok := stores[s.Store]; !ok {
 			return fmt.Errorf("%s: store %q: unknown; one of %s", s.Field, s.Store, strings.Join(slices.Sorted(maps.Keys(stores)), ", "))
 		}
@@ -279,10 +296,8 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 		}
 		bySt[s.Store] = append(bySt[s.Store], s)
 	}
-	for _, d := range cfg.MountPoints {
-		if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
-			return fmt.Errorf("mount point %q: must be a clean absolute path", d)
-		}
+	if err := cfg.checkLayout(); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -312,6 +327,7 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 		opened[name] = st
 		log.Info("store opened", "store", name, "secrets", len(bySt[name]))
 	}
+	set := map[string][]byte{}
 	for _, s := range cfg.Secrets {
 		var v []byte
 		err := retry(ctx, cfg, log.WithValues("store", s.Store), s.Field, func() (err error) {
@@ -324,10 +340,21 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 		if err := checkSize(s, v); err != nil {
 			return fmt.Errorf("%s (%s): %w", s.Field, storekit.Describe(s), err)
 		}
+		if rel, ok := cfg.inSet(s); ok {
+			set[rel] = v
+			log.Info("secret read", "field", s.Field, "store", s.Store, "secret", storekit.Describe(s), "file", s.File)
+			continue
+		}
 		if err := writeSecret(s.File, v, cfg.Mode); err != nil {
 			return fmt.Errorf("%s: write %s: %w", s.Field, s.File, err)
 		}
 		log.Info("secret written", "field", s.Field, "store", s.Store, "secret", storekit.Describe(s), "file", s.File)
+	}
+	if len(set) > 0 {
+		if err := writeSet(cfg.SetDir, set, cfg.Mode); err != nil {
+			return fmt.Errorf("write the secrets' set in %s: %w", cfg.SetDir, err)
+		}
+		log.Info("secrets written as one set", "count", len(set), "dir", cfg.SetDir)
 	}
 	for _, d := range cfg.MountPoints {
 		if err := os.MkdirAll(d, dirMode(cfg.Mode)); err != nil {
@@ -335,6 +362,53 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 		}
 	}
 	log.Info("all secrets written", "count", len(cfg.Secrets), "stores", names, "seconds", time.Since(t0).Seconds())
+	return nil
+}
+
+// inSet says whether s is a file of the set in SetDir, and its path there.
+func (cfg FetchConfig) inSet(s agentapi.Secret) (string, bool) {
+	if cfg.SetDir == "" || s.EnvVar {
+		return "", false
+	}
+	rel, err := filepath.Rel(cfg.SetDir, s.File)
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", false
+	}
+	return rel, true
+}
+
+// checkLayout refuses paths the fetch must not write: a file or a mount
+// point that is not a clean absolute path, a file of the set whose first
+// name the layout keeps (..data), and a mount point inside a name of the
+// set, which would be inside the set's directory and gone at the next
+// refresh.
+func (cfg FetchConfig) checkLayout() error {
+	if d := cfg.SetDir; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/") {
+		return fmt.Errorf("set directory %q: must be a clean absolute path", d)
+	}
+	top := map[string]string{}
+	for _, s := range cfg.Secrets {
+		if f := s.File; !filepath.IsAbs(f) || filepath.Clean(f) != f || f == "/" {
+			return fmt.Errorf("%s: file %q: must be a clean absolute path", s.Field, f)
+		}
+		if rel, ok := cfg.inSet(s); ok {
+			name := strings.SplitN(rel, "/", 2)[0]
+			if strings.HasPrefix(name, "..") {
+				return fmt.Errorf("%s: file %q: a name starting with .. in %s is the set's own", s.Field, s.File, cfg.SetDir)
+			}
+			top[name] = s.Field
+		}
+	}
+	for _, d := range cfg.MountPoints {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
+			return fmt.Errorf("mount point %q: must be a clean absolute path", d)
+		}
+		if rel, err := filepath.Rel(cfg.SetDir, d); cfg.SetDir != "" && err == nil && filepath.IsLocal(rel) {
+			if field, ok := top[strings.SplitN(rel, "/", 2)[0]]; ok {
+				return fmt.Errorf("mount point %s: inside the directory of %s, which is refreshed as a set", d, field)
+			}
+		}
+	}
 	return nil
 }
 

@@ -17,7 +17,8 @@ import (
 const usage = `usage: secctx-agent <command> [flags]
 
 Runs inside task pods, added by the secctx webhook:
-  tokens    the token sidecar: obtains and refreshes OAuth2 tokens into files
+  sidecar   the sidecar: obtains and renews OAuth2 tokens, and keeps fetched
+            secrets fresh, in files (tokens: the same)
   fetch     the init container: reads secrets from their stores into files
             (Google Secret Manager's only in secctx-fetch, which pods run)
   exec      the exec wrapper: sets env vars from files, then execs the task
@@ -48,10 +49,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
 		return runFetch(ctx, args[1:], stderr)
-	case "tokens":
+	case "sidecar", "tokens": // tokens: the sidecar's name when it kept only tokens
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
-		return runTokens(ctx, args[1:], stdout, stderr)
+		return runSidecar(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

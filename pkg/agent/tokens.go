@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -28,11 +27,6 @@ import (
 
 	"github.com/secctx/secctx/pkg/agentapi"
 )
-
-// StatusFile is the sidecar's record of where each token stands, in the
-// token directory: what the startup probe (tokens --check) reports. It holds
-// no token and no secret.
-const StatusFile = ".status"
 
 // TokensConfig is the token sidecar's configuration.
 type TokensConfig struct {
@@ -110,118 +104,35 @@ func (c TokensConfig) validate() error {
 	return nil
 }
 
-func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, check, err := parseTokensArgs(args, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "secctx-agent tokens:", err)
-		return 2
-	}
-	if check {
-		if msg, ok := Check(cfg.Dir); !ok {
-			fmt.Fprintln(stdout, msg)
-			return 1
-		}
-		return 0
-	}
-	cfg.CABundle = os.Getenv("SECCTX_CA_BUNDLE") // set by the webhook from inject.tokens.caBundle
-	log := newLogger(stderr)
-	if err := RunTokens(ctx, cfg, log); err != nil {
-		log.Error(err, "token sidecar stopped")
-		return 1
-	}
-	return 0
-}
-
-// parseTokensArgs reads the sidecar's flags, as the webhook writes them.
-// With --check only --dir matters.
-func parseTokensArgs(args []string, stderr io.Writer) (cfg TokensConfig, check bool, err error) {
-	cfg = DefaultTokensConfig()
-	fs := flag.NewFlagSet("tokens", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var spec string
-	fs.StringVar(&cfg.Dir, "dir", "", "directory the tokens are written to")
-	fs.StringVar(&spec, "tokens", "", "the tokens, as JSON (written by the webhook)")
-	fs.BoolVar(&check, "check", false, "exit 0 when every token is written, else print why not and exit 1 (the startup probe)")
-	fs.DurationVar(&cfg.MinRefresh, "min-refresh", cfg.MinRefresh, "the least wait between two renewals of a token")
-	fs.Func("http-host", "a host that may be reached over plain http (repeatable)", func(h string) error {
-		cfg.HTTPHosts = append(cfg.HTTPHosts, h)
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		return cfg, false, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, false, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if cfg.Dir == "" {
-		return cfg, false, errors.New("--dir is required")
-	}
-	if check {
-		return cfg, true, nil
-	}
-	if err := json.Unmarshal([]byte(spec), &cfg.Tokens); err != nil || len(cfg.Tokens) == 0 {
-		return cfg, false, fmt.Errorf("--tokens: want a JSON list of tokens (%v)", err)
-	}
-	return cfg, false, cfg.validate()
-}
-
-// Check reads the status the sidecar keeps in dir: ok when every token is
-// written; else a line that says why, for the kubelet's events. When ok,
-// the line lists renewals that are failing, if any.
-func Check(dir string) (string, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, StatusFile))
-	if err != nil {
-		return "tokens not written yet: the sidecar is starting", false
-	}
-	var st status
-	if err := json.Unmarshal(b, &st); err != nil {
-		return "tokens: unreadable status: " + err.Error(), false
-	}
-	if st.Ready {
-		return strings.Join(st.Problems, "; "), true // problems of renewal, with every token still valid
-	}
-	return "tokens not written yet: " + strings.Join(st.Problems, "; "), false
-}
-
-// status is the content of StatusFile.
-type status struct {
-	Ready    bool     `json:"ready"`
-	Problems []string `json:"problems,omitempty"`
-}
-
 // RunTokens obtains every token, writes each to its file and renews it
 // until ctx ends. A token is renewed at about RefreshAt of its lifetime;
 // while the provider fails, the attempts back off exponentially and the old
 // token stays until it expires, when its file is removed (a task then sees
 // no token rather than a dead one). It returns nil when ctx ends.
 func RunTokens(ctx context.Context, cfg TokensConfig, log logr.Logger) error {
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return fmt.Errorf("token directory: %w", err)
-	}
-	tokenClient, discoveryClient, err := httpClients(cfg)
-	if err != nil {
-		return err
-	}
-	r := &runner{cfg: cfg, tokenClient: tokenClient, discoveryClient: discoveryClient, log: log,
-		problems: map[string]string{}, written: map[string]bool{}}
-	r.mu.Lock()
+	return RunSidecar(ctx, SidecarConfig{Tokens: cfg, Status: filepath.Join(cfg.Dir, StatusFile)}, log)
+}
+
+// newRunner records each token in book, not obtained yet.
+func newRunner(cfg TokensConfig, tokenClient, discoveryClient *http.Client, book *statusBook, log logr.Logger) *runner {
 	for _, t := range cfg.Tokens {
-		r.problems[t.Name] = "not obtained yet"
+		book.add(tokenStatus(t.Name), "not obtained yet", false)
 	}
-	r.writeStatusLocked()
-	r.mu.Unlock()
+	return &runner{cfg: cfg, tokenClient: tokenClient, discoveryClient: discoveryClient, log: log, status: book}
+}
+
+// run keeps every token until ctx ends.
+func (r *runner) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, t := range cfg.Tokens {
+	for _, t := range r.cfg.Tokens {
 		wg.Go(func() { r.keep(ctx, t) })
 	}
-	log.Info("token sidecar started", "tokens", len(cfg.Tokens), "dir", cfg.Dir)
+	r.log.Info("token sidecar started", "tokens", len(r.cfg.Tokens), "dir", r.cfg.Dir)
 	wg.Wait()
-	log.Info("token sidecar stopping: the pod is ending")
-	return nil
 }
+
+// tokenStatus names a token in the status.
+func tokenStatus(name string) string { return "token " + name }
 
 type runner struct {
 	cfg TokensConfig
@@ -229,13 +140,7 @@ type runner struct {
 	// on the discovery endpoint's own host.
 	tokenClient, discoveryClient *http.Client
 	log                          logr.Logger
-
-	// mu guards the maps and the status file: the status is built and
-	// renamed into place under it, so that an older state never lands
-	// after a newer one.
-	mu       sync.Mutex
-	problems map[string]string // by token; empty when it is fine
-	written  map[string]bool
+	status                       *statusBook
 }
 
 // keep obtains and renews one token until ctx ends.
@@ -507,37 +412,11 @@ func (r *runner) discover(ctx context.Context, endpoint string) (string, error) 
 	return meta.TokenEndpoint, nil
 }
 
-func (r *runner) has(name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.written[name]
-}
+func (r *runner) has(name string) bool { return r.status.isReady(tokenStatus(name)) }
 
 // setProblem records a token's state and rewrites the status file.
 func (r *runner) setProblem(name, problem string, written bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.problems[name] = problem
-	r.written[name] = written
-	r.writeStatusLocked()
-}
-
-// writeStatusLocked writes the status file; r.mu is held, so that the
-// snapshot written last is the newest.
-func (r *runner) writeStatusLocked() {
-	st := status{Ready: true}
-	for _, t := range r.cfg.Tokens {
-		if !r.written[t.Name] {
-			st.Ready = false
-		}
-		if p := r.problems[t.Name]; p != "" {
-			st.Problems = append(st.Problems, "token "+t.Name+": "+p)
-		}
-	}
-	b, _ := json.Marshal(st)
-	if err := writeAtomic(filepath.Join(r.cfg.Dir, StatusFile), b, tokenFileMode); err != nil {
-		r.log.Error(err, "write status")
-	}
+	r.status.set(tokenStatus(name), problem, written)
 }
 
 // tokenFileMode: the token files are readable by every user of the pod, as

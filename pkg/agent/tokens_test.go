@@ -146,7 +146,7 @@ func TestTokensRefreshed(t *testing.T) {
 		DiscoveryEndpoint: issuer + "/.well-known/openid-configuration"}, "s3cret-value", nil)
 
 	waitFor(t, "the first token", 5*time.Second, func() bool { return readToken(dir, "api") != "" })
-	if msg, ok := Check(dir); !ok {
+	if msg, ok := Check(filepath.Join(dir, StatusFile)); !ok {
 		t.Fatalf("Check = %q, not ready after the token was written", msg)
 	}
 	seen := map[string]bool{}
@@ -191,11 +191,11 @@ func TestTokensProviderDown(t *testing.T) {
 	if got := readToken(dir, "api"); got != first {
 		t.Fatalf("the token changed or went while the provider was down and it had not expired")
 	}
-	if msg, ok := Check(dir); !ok || !strings.Contains(msg, "the current token is kept") {
+	if msg, ok := Check(filepath.Join(dir, StatusFile)); !ok || !strings.Contains(msg, "the current token is kept") {
 		t.Errorf("Check = %q, %v; want ready, saying the token is kept", msg, ok)
 	}
 	waitFor(t, "the expired token to be removed", 3*time.Second, func() bool { return readToken(dir, "api") == "" })
-	if msg, _ := Check(dir); !strings.Contains(msg, "expired and not renewed") || !strings.Contains(msg, "HTTP 503") {
+	if msg, _ := Check(filepath.Join(dir, StatusFile)); !strings.Contains(msg, "expired and not renewed") || !strings.Contains(msg, "HTTP 503") {
 		t.Errorf("Check = %q, want it to say the token expired and why", msg)
 	}
 	p.SetDown(false)
@@ -215,10 +215,10 @@ func TestTokensWrongSecret(t *testing.T) {
 	_, issuer := provider(t, time.Minute)
 	dir, logs := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", TokenEndpoint: issuer + oidctest.TokenPath}, "wrong-secret", nil)
 	waitFor(t, "a failure in the status", 5*time.Second, func() bool {
-		msg, ok := Check(dir)
+		msg, ok := Check(filepath.Join(dir, StatusFile))
 		return !ok && strings.Contains(msg, "invalid_client")
 	})
-	msg, _ := Check(dir)
+	msg, _ := Check(filepath.Join(dir, StatusFile))
 	if !strings.Contains(msg, "check the client id and the client secret") {
 		t.Errorf("Check = %q, want a hint at the client secret", msg)
 	}
@@ -239,7 +239,7 @@ func TestTokensEndpointHangs(t *testing.T) {
 	dir, _ := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", TokenEndpoint: issuer + oidctest.TokenPath}, "s3cret-value",
 		func(c *TokensConfig) { c.RequestTimeout = 300 * time.Millisecond })
 	waitFor(t, "a timeout in the status", 5*time.Second, func() bool {
-		msg, _ := Check(dir)
+		msg, _ := Check(filepath.Join(dir, StatusFile))
 		return strings.Contains(msg, "no answer in time")
 	})
 	p.SetHang(false)
@@ -247,7 +247,7 @@ func TestTokensEndpointHangs(t *testing.T) {
 }
 
 func TestCheckBeforeStart(t *testing.T) {
-	if msg, ok := Check(t.TempDir()); ok || !strings.Contains(msg, "starting") {
+	if msg, ok := Check(filepath.Join(t.TempDir(), StatusFile)); ok || !strings.Contains(msg, "starting") {
 		t.Errorf("Check on an empty directory = %q, %v", msg, ok)
 	}
 }
@@ -324,7 +324,7 @@ func TestTokensNeverRedirected(t *testing.T) {
 				dir, logs := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", TokenEndpoint: idp.URL + "/token", AuthStyle: style},
 					"s3cret-value", func(c *TokensConfig) { c.CABundle = caBundle(idp) })
 				waitFor(t, "two refused attempts", 5*time.Second, func() bool { return idpHits.Load() >= 2 })
-				msg, ok := Check(dir)
+				msg, ok := Check(filepath.Join(dir, StatusFile))
 				if ok || !strings.Contains(msg, fmt.Sprintf("token endpoint %s/token: redirected (HTTP %d) to https://%s: refused: a token request is never redirected", idp.URL, code, u.Host)) {
 					t.Errorf("Check = %q, %v; want not ready, naming the endpoint and the redirect's host", msg, ok)
 				}
@@ -355,7 +355,7 @@ func TestTokensHeaderStyleOnly(t *testing.T) {
 			_, issuer := providerWith(t, time.Minute, rec.wrap)
 			dir, _ := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", TokenEndpoint: issuer + oidctest.TokenPath, AuthStyle: style}, "wrong-secret", nil)
 			waitFor(t, "three refusals", 5*time.Second, func() bool { return len(rec.requests()) >= 3 })
-			if msg, _ := Check(dir); !strings.Contains(msg, "HTTP 401: invalid_client") {
+			if msg, _ := Check(filepath.Join(dir, StatusFile)); !strings.Contains(msg, "HTTP 401: invalid_client") {
 				t.Errorf("Check = %q, want the 401", msg)
 			}
 			for i, r := range rec.requests() {
@@ -427,8 +427,11 @@ func TestTokensDiscoveryRedirects(t *testing.T) {
 	} {
 		t.Run(path, func(t *testing.T) {
 			dir := run(t, path)
-			waitFor(t, "the refusal", 5*time.Second, func() bool { msg, _ := Check(dir); return strings.Contains(msg, "discovery") })
-			if msg, ok := Check(dir); ok || !strings.Contains(msg, "discovery "+idp.URL+path+": "+want) || strings.Contains(msg, "query-in-location") {
+			waitFor(t, "the refusal", 5*time.Second, func() bool {
+				msg, _ := Check(filepath.Join(dir, StatusFile))
+				return strings.Contains(msg, "discovery")
+			})
+			if msg, ok := Check(filepath.Join(dir, StatusFile)); ok || !strings.Contains(msg, "discovery "+idp.URL+path+": "+want) || strings.Contains(msg, "query-in-location") {
 				t.Errorf("Check = %q, %v\nwant it to say %q", msg, ok, want)
 			}
 		})
@@ -456,7 +459,7 @@ func TestTokensDiscoveredEndpointHTTPS(t *testing.T) {
 			defer disc.Close()
 			dir, _ := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", DiscoveryEndpoint: disc.URL + "/.well-known/openid-configuration"}, "s3cret-value", nil)
 			waitFor(t, "the refusal", 5*time.Second, func() bool {
-				msg, _ := Check(dir)
+				msg, _ := Check(filepath.Join(dir, StatusFile))
 				return strings.Contains(msg, "token_endpoint "+fmt.Sprintf("%q", endpoint)+": must be an https URL")
 			})
 		})
@@ -506,7 +509,7 @@ func TestTokensDeadOnArrival(t *testing.T) {
 			if readToken(dir, "api") != "" {
 				t.Error("a dead token was written")
 			}
-			if msg, ok := Check(dir); ok || !strings.Contains(msg, tc.want) {
+			if msg, ok := Check(filepath.Join(dir, StatusFile)); ok || !strings.Contains(msg, tc.want) {
 				t.Errorf("Check = %q, %v; want not ready, saying %q", msg, ok, tc.want)
 			}
 		})
@@ -527,7 +530,7 @@ func TestTokensRenewalFloor(t *testing.T) {
 	if n := strings.Count(logs.String(), "token lives less than the renewal floor"); n != 1 {
 		t.Errorf("the short lifetime is logged %d times, want once:\n%s", n, logs)
 	}
-	if msg, ok := Check(dir); !ok {
+	if msg, ok := Check(filepath.Join(dir, StatusFile)); !ok {
 		t.Errorf("Check = %q, not ready", msg)
 	}
 }
@@ -547,14 +550,14 @@ func TestTokensJWTExpiry(t *testing.T) {
 	dir, logs := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", TokenEndpoint: endpoint}, "s3cret-value", nil)
 	waitFor(t, "the token", 5*time.Second, func() bool { return readToken(dir, "api") != "" })
 	waitFor(t, "a failed renewal", 5*time.Second, func() bool { return strings.Contains(logs.String(), "token not renewed") })
-	if msg, ok := Check(dir); !ok || !strings.Contains(msg, "kept until "+time.Unix(exp, 0).UTC().Format(time.RFC3339)) {
+	if msg, ok := Check(filepath.Join(dir, StatusFile)); !ok || !strings.Contains(msg, "kept until "+time.Unix(exp, 0).UTC().Format(time.RFC3339)) {
 		t.Errorf("Check = %q, %v; want ready, the token kept until its exp", msg, ok)
 	}
 	waitFor(t, "the token removed at its exp", 6*time.Second, func() bool { return readToken(dir, "api") == "" })
 	if time.Now().Unix() < exp {
 		t.Errorf("the token was removed before its exp")
 	}
-	if msg, _ := Check(dir); !strings.Contains(msg, "expired and not renewed") {
+	if msg, _ := Check(filepath.Join(dir, StatusFile)); !strings.Contains(msg, "expired and not renewed") {
 		t.Errorf("Check = %q", msg)
 	}
 }
@@ -649,7 +652,7 @@ func TestTokensSize(t *testing.T) {
 			if strings.Contains(want, "%s") {
 				want = fmt.Sprintf(want, endpoint)
 			}
-			if msg, ok := Check(dir); ok || !strings.Contains(msg, want) {
+			if msg, ok := Check(filepath.Join(dir, StatusFile)); ok || !strings.Contains(msg, want) {
 				t.Errorf("Check = %.300q, %v; want %q", msg, ok, want)
 			}
 			if readToken(dir, "api") != "" || strings.Contains(logs.String(), "aaaaaaaa") {
@@ -680,7 +683,10 @@ func TestTokensSecretRotated(t *testing.T) {
 	var secretFile string
 	dir, _ := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", TokenEndpoint: issuer + oidctest.TokenPath}, "old-secret",
 		func(c *TokensConfig) { secretFile = c.Tokens[0].ClientSecretFile })
-	waitFor(t, "the refusal", 5*time.Second, func() bool { msg, _ := Check(dir); return strings.Contains(msg, "invalid_client") })
+	waitFor(t, "the refusal", 5*time.Second, func() bool {
+		msg, _ := Check(filepath.Join(dir, StatusFile))
+		return strings.Contains(msg, "invalid_client")
+	})
 	if err := os.WriteFile(secretFile, []byte("s3cret-value\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -696,8 +702,11 @@ func TestTokensErrorBodyDropped(t *testing.T) {
 		fmt.Fprintf(w, `{"error":"invalid_scope","error_description":%q,"debug":"BODY-MARKER"}`, strings.Repeat("d", 300)+"TAIL-MARKER")
 	})
 	dir, logs := sidecar(t, agentapi.Token{Name: "api", ClientID: "my-app", TokenEndpoint: endpoint}, "s3cret-value", nil)
-	waitFor(t, "the refusal", 5*time.Second, func() bool { msg, _ := Check(dir); return strings.Contains(msg, "HTTP 400: invalid_scope: ") })
-	msg, _ := Check(dir)
+	waitFor(t, "the refusal", 5*time.Second, func() bool {
+		msg, _ := Check(filepath.Join(dir, StatusFile))
+		return strings.Contains(msg, "HTTP 400: invalid_scope: ")
+	})
+	msg, _ := Check(filepath.Join(dir, StatusFile))
 	for _, marker := range []string{"BODY-MARKER", "TAIL-MARKER"} {
 		if strings.Contains(msg, marker) || strings.Contains(logs.String(), marker) {
 			t.Errorf("%s is in the status or the log: %q", marker, msg)
@@ -743,7 +752,7 @@ func TestTokensStatusNotLost(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		if msg, ok := Check(cfg.Dir); !ok {
+		if msg, ok := Check(filepath.Join(cfg.Dir, StatusFile)); !ok {
 			notReady++
 			t.Logf("run %d: Check = %q", run, msg)
 		}
@@ -776,21 +785,21 @@ func TestTokensConfigRefused(t *testing.T) {
 		"http discovery":       {[]string{tok(func(t *agentapi.Token) { t.TokenEndpoint, t.DiscoveryEndpoint = "", "http://idp.example/" })}, "idpDiscoveryEndpoint"},
 		"min refresh 0":        {[]string{"--min-refresh=0s", tok(nil)}, "min refresh 0s"},
 		"min refresh negative": {[]string{"--min-refresh=-1s", tok(nil)}, "min refresh -1s"},
-		"no tokens":            {[]string{"--tokens=[]"}, "--tokens: want a JSON list"},
+		"no tokens":            {[]string{"--tokens=[]"}, "nothing to keep"},
 		"extra argument":       {[]string{tok(nil), "extra"}, `unexpected arguments ["extra"]`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, _, err := parseTokensArgs(append([]string{"--dir=/d"}, tc.args...), io.Discard)
+			_, _, err := parseTokensArgsT(append([]string{"--dir=/d"}, tc.args...), io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v, want %q", err, tc.want)
 			}
 		})
 	}
-	cfg, _, err := parseTokensArgs([]string{"--dir=/d", "--http-host=idp:8080", tok(func(t *agentapi.Token) { t.TokenEndpoint = "http://idp:8080/token" })}, io.Discard)
+	cfg, _, err := parseTokensArgsT([]string{"--dir=/d", "--http-host=idp:8080", tok(func(t *agentapi.Token) { t.TokenEndpoint = "http://idp:8080/token" })}, io.Discard)
 	if err != nil || cfg.MinRefresh != 10*time.Second {
 		t.Errorf("an http endpoint of an --http-host: %v; min refresh %v, want the default 10s", err, cfg.MinRefresh)
 	}
-	if cfg, _, err := parseTokensArgs([]string{"--dir=/d", "--min-refresh=250ms", tok(func(t *agentapi.Token) { t.AuthStyle = "body" })}, io.Discard); err != nil || cfg.MinRefresh != 250*time.Millisecond {
+	if cfg, _, err := parseTokensArgsT([]string{"--dir=/d", "--min-refresh=250ms", tok(func(t *agentapi.Token) { t.AuthStyle = "body" })}, io.Discard); err != nil || cfg.MinRefresh != 250*time.Millisecond {
 		t.Errorf("--min-refresh=250ms: %v, %v", cfg.MinRefresh, err)
 	}
 	// RunTokens holds to the same rules.
@@ -803,8 +812,9 @@ func TestTokensConfigRefused(t *testing.T) {
 	}
 }
 
-// FuzzTokensArgs: whatever the arguments, parsing does not panic, and what
-// it accepts (other than --check) is a configuration RunTokens keeps to.
+// FuzzTokensArgs: whatever the arguments, parsing the sidecar's does not
+// panic, and what it accepts (other than --check) is a configuration
+// RunSidecar keeps to: valid tokens, or secrets to refresh, or both.
 func FuzzTokensArgs(f *testing.F) {
 	f.Add("--dir=/etc/flyte/tokens", "--http-host=idp:8080", `--tokens=[{"name":"api","clientId":"c","clientSecretFile":"/s","tokenEndpoint":"http://idp:8080/t"}]`)
 	f.Add("--dir=/d", "--min-refresh=10s", `--tokens=[{"name":"a","idpDiscoveryEndpoint":"https://idp/.well-known/openid-configuration","authStyle":"body"}]`)
@@ -812,11 +822,13 @@ func FuzzTokensArgs(f *testing.F) {
 	f.Add("--check", "--dir=/d", "")
 	f.Add("--dir=/d", "x", `--tokens=[{"name":"../a"}]`)
 	f.Fuzz(func(t *testing.T, a, b, c string) {
-		cfg, check, err := parseTokensArgs([]string{a, b, c}, io.Discard)
+		cfg, check, err := parseSidecarArgs([]string{a, b, c}, io.Discard)
 		if err != nil || check {
 			return
 		}
-		if cfg.Dir == "" || len(cfg.Tokens) == 0 || cfg.validate() != nil {
+		tokensOK := cfg.Tokens.Dir != "" && len(cfg.Tokens.Tokens) > 0 && cfg.Tokens.validate() == nil
+		refreshOK := cfg.Refresh != nil && len(cfg.Refresh.Fetch.Secrets) > 0 && cfg.Refresh.Interval >= time.Second
+		if !tokensOK && !refreshOK || len(cfg.Tokens.Tokens) > 0 && !tokensOK {
 			t.Errorf("accepted %q %q %q: %+v", a, b, c, cfg)
 		}
 	})
@@ -842,4 +854,10 @@ func FuzzJWTExpiry(f *testing.F) {
 			t.Errorf("exp %d read as %v, %v", exp, got, ok)
 		}
 	})
+}
+
+// parseTokensArgsT is the sidecar's parser as a token sidecar's.
+func parseTokensArgsT(args []string, stderr io.Writer) (TokensConfig, bool, error) {
+	cfg, check, err := parseSidecarArgs(args, stderr)
+	return cfg.Tokens, check, err
 }

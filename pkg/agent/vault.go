@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	vault "github.com/hashicorp/vault/api"
@@ -23,6 +25,14 @@ func init() { RegisterStore(agentapi.StoreVault, openVault) }
 // TokenReview, and the role decides which accounts may read what.
 type vaultStore struct {
 	client *vault.Client
+	cfg    VaultConfig
+	// mu guards the login: the sidecar renews it while it reads.
+	mu sync.Mutex
+	// loggedIn and ttl are the login token's; renewable says whether
+	// Vault lets it be renewed.
+	loggedIn  time.Time
+	ttl       time.Duration
+	renewable bool
 }
 
 func openVault(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) (Store, error) {
@@ -53,23 +63,93 @@ func openVault(ctx context.Context, cfg FetchConfig, secrets []agentapi.Secret) 
 	if v.Namespace != "" {
 		client.SetNamespace(v.Namespace)
 	}
+	vs := &vaultStore{client: client, cfg: v}
+	if err := vs.login(ctx); err != nil {
+		return nil, err
+	}
+	return vs, nil
+}
+
+// login logs in with the pod's service-account token, read anew each time:
+// the kubelet renews the projected token, and the sidecar logs in again
+// long after the fetch's.
+func (vs *vaultStore) login(ctx context.Context) error {
+	v := vs.cfg
 	jwt, err := os.ReadFile(v.TokenFile)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("vault: read the pod's service-account token: %w", err))
+		return Permanent(fmt.Errorf("vault: read the pod's service-account token: %w", err))
 	}
 	who := storekit.TokenSubject(string(jwt))
 	login := fmt.Sprintf("vault login at auth/%s as role %q with the pod's service account %s", v.AuthPath, v.Role, who)
-	secret, err := client.Logical().WriteWithContext(ctx, "auth/"+v.AuthPath+"/login", map[string]any{
+	// The login itself carries no token: an expired one would be sent.
+	c, err := vs.client.Clone()
+	if err != nil {
+		return fmt.Errorf("%s: %w", login, err)
+	}
+	c.ClearToken()
+	secret, err := c.Logical().WriteWithContext(ctx, "auth/"+v.AuthPath+"/login", map[string]any{
 		"role": v.Role, "jwt": strings.TrimSpace(string(jwt)),
 	})
 	if err != nil {
-		return nil, vaultError(login, err)
+		return vaultError(login, err)
 	}
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return nil, Permanent(fmt.Errorf("%s: no token in Vault's answer", login))
+		return Permanent(fmt.Errorf("%s: no token in Vault's answer", login))
 	}
-	client.SetToken(secret.Auth.ClientToken)
-	return &vaultStore{client: client}, nil
+	vs.client.SetToken(secret.Auth.ClientToken)
+	vs.loggedIn, vs.ttl, vs.renewable = time.Now(), time.Duration(secret.Auth.LeaseDuration)*time.Second, secret.Auth.Renewable
+	return nil
+}
+
+// Renew keeps the login token alive, for the sidecar: at two thirds of its
+// TTL it is renewed (auth/token/renew-self), or, when Vault will not renew
+// it (not renewable, an error, or a TTL cut short by the role's max TTL),
+// replaced by a new login. A token without a TTL (root-like) is left alone.
+func (vs *vaultStore) Renew(ctx context.Context, log logr.Logger) (time.Duration, error) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if vs.ttl <= 0 {
+		return time.Hour, nil
+	}
+	due := vs.loggedIn.Add(vs.ttl * 2 / 3)
+	if wait := time.Until(due); wait > 0 {
+		return wait, nil
+	}
+	if vs.renewable {
+		secret, err := vs.client.Auth().Token().RenewSelfWithContext(ctx, int(vs.ttl.Seconds()))
+		switch {
+		case err != nil:
+			log.Info("vault login token not renewed: logging in again", "error", vaultError("vault renew the login token (auth/token/renew-self)", err).Error())
+		case secret == nil || secret.Auth == nil:
+			log.Info("vault login token not renewed: logging in again", "error", "no auth in Vault's answer")
+		case time.Duration(secret.Auth.LeaseDuration)*time.Second < vs.ttl/2:
+			log.Info("vault login token near its max TTL: logging in again", "ttl", secret.Auth.LeaseDuration)
+		default:
+			vs.loggedIn, vs.ttl = time.Now(), time.Duration(secret.Auth.LeaseDuration)*time.Second
+			log.Info("vault login token renewed", "ttl", vs.ttl.String())
+			return vs.ttl * 2 / 3, nil
+		}
+	}
+	old := vs.client.Token()
+	if err := vs.login(ctx); err != nil {
+		return 0, err
+	}
+	vs.revoke(ctx, old, log)
+	log.Info("vault logged in again", "ttl", vs.ttl.String())
+	return max(vs.ttl*2/3, time.Second), nil
+}
+
+// revoke revokes a login token that a new login replaced, if it still
+// lives: one credential alive per pod, not one per renewal.
+func (vs *vaultStore) revoke(ctx context.Context, token string, log logr.Logger) {
+	c, err := vs.client.Clone()
+	if err != nil {
+		return
+	}
+	c.SetToken(token)
+	if err := c.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+		log.V(1).Info("previous vault login token not revoked", "error", err.Error())
+	}
 }
 
 // vaultEngineOK refuses an engine the fetch cannot serve.
@@ -102,6 +182,26 @@ func cleanHTTPClient() *http.Client {
 }
 
 func (vs *vaultStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
+	b, err := vs.read(ctx, s)
+	vs.mu.Lock()
+	stale := time.Since(vs.loggedIn) > 5*time.Second
+	vs.mu.Unlock()
+	if err != nil && stale && strings.Contains(err.Error(), "HTTP 403") {
+		// The sidecar's login token may have died while Vault was away:
+		// it logs in again once and reads again. (A fresh login that is
+		// refused is the role's answer, not a dead token.)
+		vs.mu.Lock()
+		lerr := vs.login(ctx)
+		vs.mu.Unlock()
+		if lerr != nil {
+			return nil, err
+		}
+		return vs.read(ctx, s)
+	}
+	return b, err
+}
+
+func (vs *vaultStore) read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
 	path := s.ID
 	if s.Engine == "kv2" {
 		path = vs.kv2Path(ctx, path)

@@ -55,6 +55,47 @@ type Config struct {
 	Agent AgentConfig `json:"agent"`
 	// IAM is how runAs.iamRole reaches the pod (docs/identity.md).
 	IAM IAMConfig `json:"iam"`
+	// Refresh keeps fetched FILE secrets fresh while the pod runs
+	// (docs/refresh.md); off by default.
+	Refresh RefreshConfig `json:"refresh"`
+}
+
+// RefreshConfig is how often the sidecar reads the fetched FILE secrets
+// again. A SecurityContextPolicy may make it less often in its namespaces
+// (spec.refresh.minIntervalSeconds).
+type RefreshConfig struct {
+	// IntervalSeconds is the time between two reads of a pod's secrets;
+	// 0, the default, fetches once and never again.
+	IntervalSeconds int32 `json:"intervalSeconds,omitempty"`
+	// Jitter spreads each refresh by up to this part of the interval
+	// either way (0.1), so that the pods of a map task do not ask their
+	// store at once.
+	Jitter float64 `json:"jitter,omitempty"`
+}
+
+// Bounds of inject.refresh.
+const (
+	minRefreshSeconds = 10
+	maxRefreshSeconds = 7 * 24 * 3600
+	defaultJitter     = 0.1
+)
+
+func (r RefreshConfig) validate() error {
+	if s := r.IntervalSeconds; s != 0 && (s < minRefreshSeconds || s > maxRefreshSeconds) {
+		return fmt.Errorf("inject.refresh.intervalSeconds %d: must be between %d and %d (a week), or 0 for no refresh", s, minRefreshSeconds, maxRefreshSeconds)
+	}
+	if j := r.Jitter; j < 0 || j > 0.5 || j != j {
+		return fmt.Errorf("inject.refresh.jitter %g: must be between 0 and 0.5 (0: the default, 0.1)", j)
+	}
+	return nil
+}
+
+// jitter is Jitter or its default.
+func (r RefreshConfig) jitter() float64 {
+	if r.Jitter == 0 {
+		return defaultJitter
+	}
+	return r.Jitter
 }
 
 // IAMConfig is runAs.iamRole's layout.
@@ -342,6 +383,9 @@ func (c Config) Validate() error {
 	}
 	if c.Agent.FetchTimeoutSeconds < 0 || c.Agent.FetchTimeoutSeconds > 3600 {
 		return fmt.Errorf("inject.agent.fetchTimeoutSeconds %d: must be between 1 and 3600 (0: the default)", c.Agent.FetchTimeoutSeconds)
+	}
+	if err := c.Refresh.validate(); err != nil {
+		return err
 	}
 	if _, ok := stores[c.backend()]; !ok {
 		return fmt.Errorf("inject.backend %q: must be %s", c.Backend, storeNames())

@@ -141,15 +141,17 @@ func reservedNames(pod *corev1.Pod, reinvoked, azureTask bool) []string {
 			}
 		}
 	}
-	// The stores' login tokens are the fetch's alone: another container
-	// that mounts one would get a token for Vault, Google or Entra.
+	// The stores' login tokens are the fetch's alone, and the sidecar's
+	// when it refreshes secrets: another container that mounts one would
+	// get a token for Vault, Google or Entra. (Either of those two is
+	// checked to be exactly secctx's, applyAgent.)
 	for _, list := range []struct {
 		cs   []corev1.Container
 		init bool
 	}{{pod.Spec.InitContainers, true}, {pod.Spec.Containers, false}} {
 		for i := range list.cs {
 			c := &list.cs[i]
-			if list.init && c.Name == FetchContainer {
+			if list.init && (c.Name == FetchContainer || c.Name == SidecarContainer) {
 				continue
 			}
 			for _, m := range c.VolumeMounts {

@@ -303,6 +303,14 @@ type fetchKey struct {
 	azureClient string
 }
 
+// variantKey is what one agent container made for pods depends on: which
+// container, the fetchKey, and for the sidecar the refresh interval.
+type variantKey struct {
+	name string
+	fetchKey
+	refresh int32
+}
+
 // fetchVariant is the fetch container for one fetchKey, and its JSON as
 // the patch writes it.
 type fetchVariant struct {
@@ -314,14 +322,13 @@ type fetchVariant struct {
 // share their users, so a plan needs one or two.
 const maxFetchVariants = 8
 
-// fetchFor is the fetch container for this pod. The files are for the
-// targets' user: when every target runs as one known non-root user, the
-// fetch runs as that user and the files are 0400; else, when the pod has an
-// fsGroup, the kubelet gives the volume that group and the files are 0440;
-// else they are 0444. The volumes are mounted in the fetch container and
-// the targets alone, so no other container of the pod sees them. The plan
-// keeps each variant with its JSON, as it keeps the sidecar's.
-func (tp *agentPlan) fetchFor(pod *corev1.Pod, tgts []*corev1.Container, azureClient string) *fetchVariant {
+// keyFor is what the fetch is for this pod. The files are for the targets'
+// user: when every target runs as one known non-root user, the fetch runs
+// as that user and the files are 0400; else, when the pod has an fsGroup,
+// the kubelet gives the volume that group and the files are 0440; else
+// they are 0444. The volumes are mounted in the fetch container and the
+// targets alone, so no other container of the pod sees them.
+func keyFor(pod *corev1.Pod, tgts []*corev1.Container, azureClient string) fetchKey {
 	psc := pod.Spec.SecurityContext
 	key := fetchKey{mode: "0444", azureClient: azureClient}
 	if uid, gid, known := commonUser(psc, tgts); known {
@@ -329,39 +336,59 @@ func (tp *agentPlan) fetchFor(pod *corev1.Pod, tgts []*corev1.Container, azureCl
 	} else if psc != nil && psc.FSGroup != nil {
 		key.mode = "0440"
 	}
-	if v, ok := tp.variants.Load(key); ok {
+	return key
+}
+
+// fetchFor is the fetch container for key.
+func (tp *agentPlan) fetchFor(key fetchKey) *fetchVariant {
+	return tp.variant(variantKey{name: FetchContainer, fetchKey: key}, tp.fetch)
+}
+
+// variant is base made for k: the user and group, the files' mode, the
+// Azure application, and the sidecar's refresh interval. The plan keeps
+// each variant with its JSON, as it keeps the sidecar's.
+func (tp *agentPlan) variant(k variantKey, base *corev1.Container) *fetchVariant {
+	if v, ok := tp.variants.Load(k); ok {
 		return v.(*fetchVariant)
 	}
-	c := *tp.fetch.DeepCopy()
-	if key.uid != 0 {
-		c.SecurityContext.RunAsUser = ptr(key.uid)
-		c.SecurityContext.RunAsGroup = ptr(key.gid)
+	c := *base.DeepCopy()
+	if k.uid != 0 {
+		c.SecurityContext.RunAsUser = ptr(k.uid)
+		c.SecurityContext.RunAsGroup = ptr(k.gid)
 	}
-	c.Args = slices.Concat(c.Args[:1], []string{"--mode=" + key.mode}, c.Args[1:])
+	c.Args = slices.Concat(c.Args[:1], []string{"--mode=" + k.mode}, c.Args[1:])
+	if k.refresh > 0 {
+		c.Args = append(c.Args, "--refresh="+strconv.Itoa(int(k.refresh))+"s")
+	}
 	if i := findEnv(c.Env, EnvAzureClientID); i >= 0 && tp.azure {
-		c.Env[i].Value = key.azureClient
+		c.Env[i].Value = k.azureClient
 	}
 	v := &fetchVariant{c: c}
 	v.json, _ = json.Marshal(&v.c) // on error nil: the patch writer encodes it
 	if tp.nVariants.Add(1) <= maxFetchVariants {
-		tp.variants.Store(key, v)
+		tp.variants.Store(k, v)
 	}
 	return v
 }
 
-// fetchJSON is the JSON of a fetch container fetchFor made, or nil.
-func (tp *agentPlan) fetchJSON(c *corev1.Container) []byte {
-	key := fetchKey{mode: "0444"}
-	if len(c.Args) > 1 {
-		key.mode = strings.TrimPrefix(c.Args[1], "--mode=")
+// variantJSON is the JSON of a container variant made, or nil.
+func (tp *agentPlan) variantJSON(c *corev1.Container) []byte {
+	k := variantKey{name: c.Name, fetchKey: fetchKey{mode: "0444"}}
+	for _, a := range c.Args {
+		if m, ok := strings.CutPrefix(a, "--mode="); ok {
+			k.mode = m
+		} else if r, ok := strings.CutPrefix(a, "--refresh="); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(r, "s"))
+			k.refresh = int32(n)
+		}
 	}
 	if i := findEnv(c.Env, EnvAzureClientID); i >= 0 && tp.azure {
-		key.azureClient = c.Env[i].Value
+		k.azureClient = c.Env[i].Value
 	}
-	if sc := c.SecurityContext; key.mode == "0400" && sc != nil && sc.RunAsUser != nil && sc.RunAsGroup != nil {
-		key.uid, key.gid = *sc.RunAsUser, *sc.RunAsGroup
+	if sc := c.SecurityContext; k.mode == "0400" && sc != nil && sc.RunAsUser != nil && sc.RunAsGroup != nil {
+		k.uid, k.gid = *sc.RunAsUser, *sc.RunAsGroup
 	}
-	v, ok := tp.variants.Load(key)
+	v, ok := tp.variants.Load(k)
 	if !ok || !slices.Equal(v.(*fetchVariant).c.Args, c.Args) {
 		return nil
 	}

@@ -19,6 +19,25 @@ type Injector struct {
 	cfg   Config
 	sas   ServiceAccounts
 	plans *lru.Cache // of *prepared, by planKey
+	// refreshBounds, when set, raises inject.refresh's interval in a
+	// namespace (WithRefreshBounds).
+	refreshBounds RefreshBounds
+}
+
+// RefreshBounds is the least refresh interval of a namespace: a
+// SecurityContextPolicy's spec.refresh.minIntervalSeconds (docs/refresh.md).
+type RefreshBounds interface {
+	// MinRefreshSeconds is the least interval for pods of namespace; 0
+	// when nothing bounds it.
+	MinRefreshSeconds(ctx context.Context, namespace string) (int32, error)
+}
+
+// WithRefreshBounds makes the injector hold each namespace's refresh
+// interval to b: a pod refreshes its secrets every inject.refresh interval
+// or b's minimum for its namespace, whichever is longer.
+func (in *Injector) WithRefreshBounds(b RefreshBounds) *Injector {
+	in.refreshBounds = b
+	return in
 }
 
 // New returns an Injector. sas may be nil: the service-account check is then
@@ -54,6 +73,12 @@ type Result struct {
 	// for the pod (Kubernetes backend), for the caller's reference checks.
 	// Shared with the plan cache: never change it.
 	SecretRefs []SecretRef
+	// Refreshed are the fields of the secrets the sidecar keeps fresh,
+	// every RefreshSeconds give or take RefreshJitter of it; none without
+	// inject.refresh or fetched FILE secrets.
+	Refreshed      []string
+	RefreshSeconds int32
+	RefreshJitter  float64
 	// tokens is the agent plan of the pod (fetch, token sidecar, wrapper), for
 	// the patch writer.
 	tokens *agentPlan
@@ -70,6 +95,10 @@ type Status struct {
 	ExecutionIdentity bool     `json:"executionIdentity,omitzero"`
 	Tokens            []string `json:"tokens,omitempty"`
 	IAMRole           string   `json:"iamRole,omitempty"`
+	// Refreshed are the secrets the sidecar reads again every
+	// RefreshSeconds (docs/refresh.md).
+	Refreshed      []string `json:"refreshed,omitempty"`
+	RefreshSeconds int32    `json:"refreshSeconds,omitzero"`
 }
 
 // appendJSON writes the status as jsonv2.Marshal does (a test holds them to
@@ -103,6 +132,13 @@ func (s *Status) appendJSON(b []byte) ([]byte, error) {
 	if s.IAMRole != "" {
 		b = append(b, `,"iamRole":`...)
 		b = appendQuoteErr(b, s.IAMRole, &err)
+	}
+	if len(s.Refreshed) > 0 {
+		list(`,"refreshed":[`, s.Refreshed)
+	}
+	if s.RefreshSeconds != 0 {
+		b = append(b, `,"refreshSeconds":`...)
+		b = strconv.AppendInt(b, int64(s.RefreshSeconds), 10)
 	}
 	return append(b, '}'), err
 }
@@ -215,6 +251,19 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 		}
 	}
 
+	var refreshSeconds int32
+	if pr.tokens != nil && pr.tokens.refresh {
+		refreshSeconds = in.cfg.Refresh.IntervalSeconds
+		if in.refreshBounds != nil {
+			least, err := in.refreshBounds.MinRefreshSeconds(ctx, namespace)
+			if err != nil {
+				return nil, Result{}, fmt.Errorf("refresh bounds of namespace %s: %w", namespace, err)
+			}
+			refreshSeconds = max(refreshSeconds, least)
+		}
+		res.Refreshed, res.RefreshSeconds, res.RefreshJitter = pr.tokens.refreshed, refreshSeconds, in.cfg.Refresh.jitter()
+	}
+
 	var clashes []string
 	for _, c := range tgts {
 		clashes = append(clashes, applyToContainer(c, plan, out.Spec.Volumes)...)
@@ -223,7 +272,7 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	clashes = append(clashes, addAnnotations(out, plan)...)
 	if pr.tokens != nil {
 		res.tokens = pr.tokens
-		notes, tokenClashes := applyAgent(out, tgts, pr.tokens, azureClient)
+		notes, tokenClashes := applyAgent(out, tgts, pr.tokens, azureClient, refreshSeconds)
 		res.Notes = append(res.Notes, notes...)
 		clashes = append(clashes, tokenClashes...)
 	} else {
@@ -241,6 +290,7 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	if sc.RunAs != nil {
 		st.IAMRole = sc.RunAs.IAMRole
 	}
+	st.Refreshed, st.RefreshSeconds = res.Refreshed, res.RefreshSeconds
 	st.ExecutionIdentity = sc.RunAs != nil && sc.RunAs.ExecutionIdentity != ""
 	st.Containers = make([]string, 0, len(tgts))
 	for _, c := range tgts {
@@ -300,8 +350,8 @@ func agentNames(tp *agentPlan) []string {
 	if tp.fetch != nil {
 		names = append(names, FetchContainer)
 	}
-	if tp.names != nil {
-		names = append(names, TokenContainer)
+	if tp.names != nil || tp.refresh {
+		names = append(names, SidecarContainer)
 	}
 	return names
 }

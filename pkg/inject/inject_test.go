@@ -523,7 +523,7 @@ func TestTokensWarnings(t *testing.T) {
 	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], `container main has no explicit command, so the exec wrapper cannot set API_TOKEN`) {
 		t.Errorf("notes: %q", res.Notes)
 	}
-	if len(out.Spec.InitContainers) != 1 || out.Spec.InitContainers[0].Name != TokenContainer {
+	if len(out.Spec.InitContainers) != 1 || out.Spec.InitContainers[0].Name != SidecarContainer {
 		t.Errorf("init containers: want the sidecar alone (nothing to wrap), have %d", len(out.Spec.InitContainers))
 	}
 	cfg.Agent.NativeSidecars = NativeSidecarsFalse
@@ -729,6 +729,48 @@ func TestAWSSecretNames(t *testing.T) {
 		_, errs := locateAWS(&securityctx.Secret{Group: group, Key: tt.key, GroupVersion: tt.stage}, "secrets[0]")
 		if got := len(errs) == 0; got != tt.ok {
 			t.Errorf("key %.40q (%d), stage %.40q (%d): valid = %v, want %v: %v", tt.key, len(tt.key), tt.stage, len(tt.stage), got, tt.ok, errs)
+		}
+	}
+}
+
+// boundsFunc is a RefreshBounds of the test's.
+type boundsFunc func(namespace string) (int32, error)
+
+func (f boundsFunc) MinRefreshSeconds(_ context.Context, ns string) (int32, error) { return f(ns) }
+
+// TestRefreshBounds: a namespace's bound lengthens inject.refresh's
+// interval, never shortens it; the sidecar, the status and the Result say
+// the interval that holds; a lookup that fails is an error, not a pod
+// admitted with the wrong interval.
+func TestRefreshBounds(t *testing.T) {
+	cfg := fixtureConfig(t, "refresh-aws-tokens")
+	raw := readPodJSON(t, "testdata/pods/refresh-aws-tokens.in.yaml")
+	for _, tc := range []struct {
+		bound, want int32
+		err         error
+	}{{0, 300, nil}, {120, 300, nil}, {900, 900, nil}, {0, 0, errors.New("cache not synced")}} {
+		in := newTestInjector(t, cfg).WithRefreshBounds(boundsFunc(func(ns string) (int32, error) {
+			if ns != "team-a" {
+				t.Errorf("bounds asked for namespace %q", ns)
+			}
+			return tc.bound, tc.err
+		}))
+		out, err := in.InjectJSON(context.Background(), "team-a", raw)
+		if tc.err != nil {
+			if err == nil || IsDenied(err) || !strings.Contains(err.Error(), "cache not synced") {
+				t.Errorf("bound lookup failing: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		arg := fmt.Sprintf(`"--refresh=%ds"`, tc.want)
+		if !strings.Contains(string(out.Patch), arg) || out.RefreshSeconds != tc.want || !slices.Equal(out.Refreshed, []string{"secrets[0]"}) {
+			t.Errorf("bound %d: refresh %d %v, patch has %s: %v", tc.bound, out.RefreshSeconds, out.Refreshed, arg, strings.Contains(string(out.Patch), arg))
+		}
+		if want := fmt.Sprintf(`\"refreshed\":[\"secrets[0]\"],\"refreshSeconds\":%d}`, tc.want); !strings.Contains(string(out.Patch), want) {
+			t.Errorf("bound %d: the status does not say %s", tc.bound, want)
 		}
 	}
 }

@@ -228,7 +228,7 @@ func (f *fetchPlan) add(o *fetchPlan) {
 // mounted read-only at the secrets directory, where the runtime cannot
 // make a directory.
 func (p *secretPlan) checkNested(cfg Config) securityctx.ErrorList {
-	type written struct{ file, field string }
+	type written = struct{ file, field string }
 	var files []written
 	if p.fetch != nil {
 		for _, s := range p.fetch.secrets {
@@ -264,6 +264,47 @@ func (p *secretPlan) checkNested(cfg Config) securityctx.ErrorList {
 		}
 		if p.fetch != nil && p.fetch.files {
 			p.fetch.mountPoints = append(p.fetch.mountPoints, v.dir)
+		}
+	}
+	if cfg.Refresh.IntervalSeconds > 0 && p.fetch != nil && p.fetch.files {
+		errs = append(errs, p.checkRefreshed(cfg, files)...)
+	}
+	return errs
+}
+
+// checkRefreshed refuses what the refreshed set's layout cannot hold
+// (docs/refresh.md): the set's top-level names are symlinks into its
+// current directory, so a name starting with .. (the layout's own, such
+// as ..data) is not a secret's, and a Kubernetes Secret mounted below one
+// of them would be inside a directory that the next refresh replaces.
+func (p *secretPlan) checkRefreshed(cfg Config, files []struct{ file, field string }) securityctx.ErrorList {
+	var errs securityctx.ErrorList
+	top := func(f string) string {
+		rel := strings.TrimPrefix(f, cfg.SecretsDir+"/")
+		first, _, _ := strings.Cut(rel, "/")
+		return first
+	}
+	names := map[string]string{}
+	for _, f := range files {
+		if !within(f.file, cfg.SecretsDir) {
+			continue
+		}
+		name := top(f.file)
+		if strings.HasPrefix(name, "..") {
+			errs = append(errs, &securityctx.FieldError{Field: f.field, Detail: fmt.Sprintf(
+				"would be written to %s, but with inject.refresh a name in %s starting with .. is the refreshed set's own (..data); give the secret another group", f.file, cfg.SecretsDir)})
+			continue
+		}
+		names[name] = f.field
+	}
+	for _, v := range p.volumes {
+		if v.volume.Secret == nil || !within(v.dir, cfg.SecretsDir) {
+			continue
+		}
+		if field, ok := names[top(v.dir)]; ok {
+			errs = append(errs, &securityctx.FieldError{Field: v.by, Detail: fmt.Sprintf(
+				"mounts Secret %s at %s, inside %s/%s where %s is refreshed as part of a set that is replaced whole: give the secrets different groups",
+				securityctx.Quote(v.volume.Secret.SecretName), v.dir, cfg.SecretsDir, top(v.dir), field)})
 		}
 	}
 	return errs

@@ -22,12 +22,13 @@ import (
 	"github.com/secctx/secctx/pkg/securityctx"
 )
 
-// What secctx adds to a pod with tokens (docs/tokens.md): the token sidecar
-// and the installer of the exec wrapper, both from secctx's image, and their
+// What secctx adds to a pod with tokens (docs/tokens.md) or refreshed
+// secrets (docs/refresh.md): the sidecar, which keeps both, and the
+// installer of the exec wrapper, both from secctx's image, and their
 // volumes. The names start with secctx- so that they are seen to be
 // secctx's; a pod that already has one of them is refused on the first pass.
 const (
-	TokenContainer   = "secctx-tokens"
+	SidecarContainer = "secctx-sidecar"
 	InstallContainer = "secctx-bin"
 	tokenVolumeName  = "secctx-tokens"
 	binVolumeName    = "secctx-bin"
@@ -78,13 +79,18 @@ type agentPlan struct {
 	// sidecarJSON and installJSON are the agent containers as the patch
 	// writes them: encoded once per plan, not per pod.
 	sidecarJSON, installJSON []byte
-	// variants are the fetch containers made for pods (fetchFor), by
-	// fetchKey; nVariants counts them.
+	// variants are the fetch containers and refreshing sidecars made for
+	// pods (variant), by variantKey; nVariants counts them.
 	variants  sync.Map
 	nVariants atomic.Int32
 	// azure: the fetch reads Key Vault, as the application the pod's
 	// account names (azureClientID).
 	azure bool
+	// refresh: the sidecar keeps the fetched FILE secrets fresh
+	// (inject.refresh), and is made for each pod as the fetch is, with the
+	// pod's interval; refreshed are those secrets' fields.
+	refresh   bool
+	refreshed []string
 }
 
 // encoded returns the JSON of an agent container the plan added, or nil.
@@ -94,12 +100,12 @@ func (tp *agentPlan) encoded(c *corev1.Container) []byte {
 	switch {
 	case tp == nil:
 		return nil
-	case c.Name == TokenContainer:
+	case c.Name == SidecarContainer && !tp.refresh:
 		return tp.sidecarJSON
 	case c.Name == InstallContainer:
 		return tp.installJSON
-	case c.Name == FetchContainer:
-		return tp.fetchJSON(c)
+	case c.Name == FetchContainer || c.Name == SidecarContainer:
+		return tp.variantJSON(c)
 	}
 	return nil
 }
@@ -194,6 +200,11 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 		}
 		tp.fetch = &c
 		tp.azure = slices.ContainsFunc(fp.secrets, func(s agentapi.Secret) bool { return s.Store == BackendAzure })
+		if cfg.Refresh.IntervalSeconds > 0 && fp.files {
+			tp.refresh = true
+			// The first set in the layout the sidecar replaces whole.
+			c.Args = slices.Insert(c.Args, len(c.Args)-1, "--set-dir="+cfg.SecretsDir)
+		}
 		tp.volumes = append(tp.volumes, vols...)
 		if tp.required {
 			i := slices.IndexFunc(vols, func(v corev1.Volume) bool { return v.Name == fetchedEnvVolumeName })
@@ -202,6 +213,11 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 	}
 	if len(tokens) > 0 {
 		errs = append(errs, tp.addTokens(cfg, tokens, p)...)
+	}
+	if tp.refresh {
+		if err := tp.addRefresh(cfg, p); err != nil {
+			return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "secrets", Detail: "encode: " + err.Error()}}
+		}
 	}
 	// A name the wrapper sets must not be an env var the plan sets too,
 	// nor one it sets twice.
@@ -236,7 +252,7 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 	}
 	// As appendValue would write them (encoding/json: API types' omitempty
 	// is encoding/json's).
-	if err == nil && len(tokens) > 0 {
+	if err == nil && len(tokens) > 0 && !tp.refresh {
 		tp.sidecarJSON, err = json.Marshal(&tp.sidecar)
 	}
 	if err != nil {
@@ -291,7 +307,7 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 	if err != nil {
 		return securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
 	}
-	args := []string{"tokens", "--dir=" + cfg.Tokens.Dir}
+	args := []string{"sidecar", "--dir=" + cfg.Tokens.Dir}
 	if n := cfg.Tokens.MinRefreshSeconds; n > 0 {
 		args = append(args, "--min-refresh="+strconv.Itoa(int(n))+"s")
 	}
@@ -299,13 +315,13 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 		args = append(args, "--http-host="+h)
 	}
 	args = append(args, "--tokens="+string(spec))
-	tp.sidecar = agentContainer(cfg, TokenContainer, args, sidecarMounts)
+	tp.sidecar = agentContainer(cfg, SidecarContainer, args, sidecarMounts)
 	tp.sidecar.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
 	// The task's containers start once this probe passes: every token is
 	// written. Until then the kubelet's events carry the probe's output,
 	// which says what is wrong (the sidecar writes no secret there).
 	tp.sidecar.StartupProbe = &corev1.Probe{
-		ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{AgentPath, "tokens", "--check", "--dir=" + cfg.Tokens.Dir}}},
+		ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{AgentPath, "sidecar", "--check", "--dir=" + cfg.Tokens.Dir}}},
 		TimeoutSeconds:   5,
 		PeriodSeconds:    1,
 		SuccessThreshold: 1,
@@ -322,6 +338,53 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 		Name: tokenVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: size}},
 	}})
+	return nil
+}
+
+// addRefresh makes the sidecar keep the fetched FILE secrets fresh: it
+// reads them from their stores as the fetch does, so it gets the fetch's
+// store settings, login tokens and web identity, and the fetched volume,
+// which it writes. It is the token sidecar when there are tokens, else one
+// of its own; either way it is made for each pod (variant), as the fetch
+// is, since it writes the files as the fetch's user with its mode.
+func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
+	fp := p.fetch
+	var files []agentapi.Secret
+	for _, s := range fp.secrets {
+		if !s.EnvVar {
+			files = append(files, s)
+			tp.refreshed = append(tp.refreshed, s.Field)
+		}
+	}
+	spec, err := jsonv2.Marshal(files)
+	if err != nil {
+		return err
+	}
+	if tp.names == nil {
+		tp.sidecar = agentContainer(cfg, SidecarContainer, []string{"sidecar"}, nil)
+		tp.sidecar.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+	}
+	c := &tp.sidecar
+	c.Args = slices.Concat(c.Args, fp.args, []string{
+		"--set-dir=" + cfg.SecretsDir,
+		"--refresh-jitter=" + strconv.FormatFloat(cfg.Refresh.jitter(), 'g', -1, 64),
+		"--secrets=" + string(spec),
+	})
+	if slices.ContainsFunc(files, func(s agentapi.Secret) bool { return s.Store == BackendGCP }) {
+		// Secret Manager's client is in secctx-fetch alone.
+		c.Command = []string{FetchBinary}
+	}
+	// The fetch's mounts but the ENV_VAR values', which are never
+	// refreshed: the fetched volume, written, and the store's own.
+	last := len(c.VolumeMounts) - 1 // noAPITokenVolume stays last
+	mounts := []corev1.VolumeMount{{Name: fetchedVolumeName, MountPath: cfg.SecretsDir}}
+	for _, m := range tp.fetch.VolumeMounts {
+		if m.Name != fetchedVolumeName && m.Name != fetchedEnvVolumeName && m.Name != noAPITokenVolumeName {
+			mounts = append(mounts, m)
+		}
+	}
+	c.VolumeMounts = slices.Concat(c.VolumeMounts[:last], mounts, c.VolumeMounts[last:])
+	c.Env = append(c.Env, tp.fetch.Env...)
 	return nil
 }
 
@@ -397,7 +460,7 @@ func clientVolumeName(secret string) string {
 
 // isAgentContainer: a container secctx adds, never a target.
 func isAgentContainer(name string) bool {
-	return name == TokenContainer || name == InstallContainer || name == FetchContainer
+	return name == SidecarContainer || name == InstallContainer || name == FetchContainer
 }
 
 // applyAgent adds the agent containers to out, and the wrapper to every
@@ -405,7 +468,7 @@ func isAgentContainer(name string) bool {
 // with tokens alone it gets the token files only, and a note says so; when
 // the wrapper sets secrets, the pod is refused. On a reinvocation the agent
 // containers must be secctx's, as it added them.
-func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureClient string) (notes, clashes []string) {
+func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureClient string, refreshSeconds int32) (notes, clashes []string) {
 	q := securityctx.Quote
 	var bare []string
 	wrapped := false
@@ -456,10 +519,14 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureC
 	if wrapped {
 		add = append(add, tp.install)
 	}
+	key := keyFor(out, tgts, azureClient)
 	if tp.fetch != nil {
-		add = append(add, tp.fetchFor(out, tgts, azureClient).c)
+		add = append(add, tp.fetchFor(key).c)
 	}
-	if tp.names != nil {
+	switch {
+	case tp.refresh:
+		add = append(add, tp.variant(variantKey{name: SidecarContainer, fetchKey: key, refresh: refreshSeconds}, &tp.sidecar).c)
+	case tp.names != nil:
 		add = append(add, tp.sidecar)
 	}
 	var missing []corev1.Container
@@ -548,8 +615,8 @@ func asStored(c corev1.Container) corev1.Container {
 
 func describeAgent(name string) string {
 	switch name {
-	case TokenContainer:
-		return "token sidecar"
+	case SidecarContainer:
+		return "sidecar (tokens and refreshed secrets)"
 	case InstallContainer: // and binVolumeName
 		return "exec wrapper's installer"
 	case FetchContainer:

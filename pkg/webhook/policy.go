@@ -63,6 +63,30 @@ func (m *PodMutator) checkPolicy(ctx context.Context, namespace string, res *inj
 	return PolicyMessage(pols, res.SecurityContext, res.SecretFields, m.injector.StoreFor, namespace), policyNames(pols), nil
 }
 
+// PolicyRefreshBounds gives each namespace's least refresh interval from
+// the SecurityContextPolicies that select it (spec.refresh): the largest
+// minIntervalSeconds of them, since a bound is a limit and the strictest
+// holds. It is read only when policies apply (policy.mode audit or
+// enforce).
+type PolicyRefreshBounds struct {
+	Source PolicySource
+}
+
+// MinRefreshSeconds implements inject.RefreshBounds.
+func (b PolicyRefreshBounds) MinRefreshSeconds(ctx context.Context, namespace string) (int32, error) {
+	pols, err := b.Source.Select(ctx, namespace)
+	if err != nil {
+		return 0, fmt.Errorf("read SecurityContextPolicies for namespace %s: %w", namespace, err)
+	}
+	var least int32
+	for _, p := range pols {
+		if r := p.Spec.Refresh; r != nil {
+			least = max(least, r.MinIntervalSeconds)
+		}
+	}
+	return least, nil
+}
+
 // policyNames are the policies' names, sorted.
 func policyNames(pols []*v1alpha1.SecurityContextPolicy) []string {
 	names := make([]string, len(pols))

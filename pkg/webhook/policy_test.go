@@ -197,3 +197,28 @@ func TestPolicyMessageNamesEveryField(t *testing.T) {
 		t.Errorf("got %q\nwant %q", r.Result.Message, want)
 	}
 }
+
+// TestPolicyRefreshBounds: of the policies that select a namespace, the
+// largest minIntervalSeconds holds; a policy without refresh bounds
+// nothing.
+func TestPolicyRefreshBounds(t *testing.T) {
+	bound := func(n int32) *v1alpha1.SecurityContextPolicy {
+		p := &v1alpha1.SecurityContextPolicy{}
+		p.Spec.Refresh = &v1alpha1.RefreshBounds{MinIntervalSeconds: n}
+		return p
+	}
+	for _, tc := range []struct {
+		pols staticPolicies
+		want int32
+	}{
+		{nil, 0},
+		{staticPolicies{{}}, 0},
+		{staticPolicies{bound(600)}, 600},
+		{staticPolicies{bound(600), {}, bound(3600), bound(60)}, 3600},
+	} {
+		got, err := PolicyRefreshBounds{Source: tc.pols}.MinRefreshSeconds(context.Background(), "team-a")
+		if err != nil || got != tc.want {
+			t.Errorf("%d policies: %d, %v; want %d", len(tc.pols), got, err, tc.want)
+		}
+	}
+}

@@ -133,6 +133,8 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 			policyInformers = append(policyInformers, inf)
 		}
 		mutator.WithPolicy(cfg.Policy.Mode, CachedPolicies{Reader: mgr.GetCache()})
+		// Bounds are limits, not allowances: audit mode applies them too.
+		injector.WithRefreshBounds(PolicyRefreshBounds{Source: CachedPolicies{Reader: mgr.GetCache()}})
 		log.Info("SecurityContextPolicies apply", "mode", cfg.Policy.Mode)
 	}
 	// Secrets are read on demand, never cached (APISecretKeys).

@@ -37,6 +37,22 @@ type SecurityContextPolicySpec struct {
 	NamespaceSelector metav1.LabelSelector `json:"namespaceSelector"`
 	// Allow is what those pods may ask for.
 	Allow Allow `json:"allow"`
+	// Refresh bounds how often those pods' secrets are read again from
+	// their stores (inject.refresh).
+	// +optional
+	Refresh *RefreshBounds `json:"refresh,omitempty"`
+}
+
+// RefreshBounds bounds the refresh of fetched secrets in a policy's
+// namespaces. Unlike the allow lists, which add up, a bound is a limit:
+// of several policies that select a namespace, the strictest applies.
+type RefreshBounds struct {
+	// MinIntervalSeconds is the least time between two reads of a pod's
+	// secrets: a pod refreshes every inject.refresh.intervalSeconds or
+	// this, whichever is longer. It never turns refresh on.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=604800
+	MinIntervalSeconds int32 `json:"minIntervalSeconds"`
 }
 
 // Allow lists what may be asked for. A glob's * matches any run of
@@ -77,7 +93,7 @@ type Allow struct {
 	MountTypes []string `json:"mountTypes,omitempty"`
 	// Backends are the backends secctx may serve these pods from.
 	// +optional
-	// +kubebuilder:validation:items:Enum=kubernetes;vault;aws
+	// +kubebuilder:validation:items:Enum=kubernetes;vault;aws;gcp;azure
 	Backends []string `json:"backends,omitempty"`
 }
 

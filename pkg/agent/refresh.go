@@ -1,0 +1,278 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/secctx/secctx/pkg/agent/internal/storekit"
+	"github.com/secctx/secctx/pkg/agentapi"
+)
+
+// RefreshConfig is what the sidecar keeps fresh: the fetch's FILE secrets,
+// the set in Fetch.SetDir that the fetch init container wrote, read again
+// from their stores every Interval.
+type RefreshConfig struct {
+	// Fetch is the fetch's configuration: the secrets (those of the set),
+	// the stores' settings, the files' mode and the set's directory.
+	Fetch FetchConfig
+	// Interval is the time between two refreshes; Jitter spreads each by
+	// up to this part of it either way, so that the pods of a map task do
+	// not ask their store at once.
+	Interval time.Duration
+	Jitter   float64
+	// MinBackoff and MaxBackoff bound the wait after a refresh that
+	// failed, which doubles from one to the other; never more than
+	// Interval.
+	MinBackoff, MaxBackoff time.Duration
+	// RequestTimeout bounds one read of a store.
+	RequestTimeout time.Duration
+}
+
+// Renewer is a Store that holds a credential with a lifetime of its own
+// (Vault's login token), which the sidecar keeps alive for the pod's life:
+// Renew renews it, or replaces it when it cannot be renewed, and says when
+// to call it again.
+type Renewer interface {
+	Renew(ctx context.Context, log logr.Logger) (next time.Duration, err error)
+}
+
+// clock is time as the refresher sees it: a test replaces it to check the
+// waits without waiting.
+type clock interface {
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// refresher keeps the set of FILE secrets fresh.
+type refresher struct {
+	cfg    RefreshConfig
+	log    logr.Logger
+	status *statusBook
+	clock  clock
+
+	// stores are opened on the first refresh that needs them, and kept;
+	// a store that failed to open is tried again at the next refresh.
+	// runCtx is run's, which a store's renewal lives as long as.
+	mu     sync.Mutex
+	stores map[string]Store
+	runCtx context.Context
+	// last is the set as written last, by its path in SetDir.
+	last map[string][]byte
+	// rounds and calls count refreshes and store reads, for the log.
+	rounds, reads int
+}
+
+// readKey is what one read of a store depends on: two secrets that share
+// it (a file and an env var of one Secrets Manager secret) are read once.
+type readKey struct{ store, id, version, key, engine string }
+
+func keyOf(s agentapi.Secret) readKey {
+	return readKey{s.Store, s.ID, s.Version, s.Key, s.Engine}
+}
+
+// secretStatus names a secret in the status.
+func secretStatus(s agentapi.Secret) string { return s.Field }
+
+// newRefresher records each secret of the set in book, as written by the
+// fetch.
+func newRefresher(cfg RefreshConfig, book *statusBook, log logr.Logger) (*refresher, error) {
+	if cfg.Interval <= 0 || cfg.Jitter < 0 || cfg.Jitter >= 1 {
+		return nil, fmt.Errorf("refresh every %s with jitter %g: the interval must be positive and the jitter in [0, 1)", cfg.Interval, cfg.Jitter)
+	}
+	if cfg.Fetch.SetDir == "" {
+		return nil, fmt.Errorf("refresh: no set directory (--set-dir)")
+	}
+	if err := cfg.Fetch.checkLayout(); err != nil {
+		return nil, err
+	}
+	var secrets []agentapi.Secret
+	for _, s := range cfg.Fetch.Secrets {
+		if _, ok := stores[s.Store]; !ok {
+			return nil, fmt.Errorf("%s: store %q: unknown; one of %v", s.Field, s.Store, slices.Sorted(maps.Keys(stores)))
+		}
+		if _, ok := cfg.Fetch.inSet(s); !ok {
+			return nil, fmt.Errorf("%s: file %s: not in the set's directory %s (an ENV_VAR value is not refreshed)", s.Field, s.File, cfg.Fetch.SetDir)
+		}
+		secrets = append(secrets, s)
+		book.add(secretStatus(s), "", true)
+	}
+	cfg.Fetch.Secrets = secrets
+	return &refresher{cfg: cfg, log: log, status: book, clock: realClock{}, stores: map[string]Store{}}, nil
+}
+
+// run refreshes the set every Interval, give or take the jitter, until
+// ctx ends; after a refresh that failed it tries again sooner, backing
+// off. It closes the stores it opened before it returns.
+func (r *refresher) run(ctx context.Context) {
+	defer r.close()
+	last, err := readSet(r.cfg.Fetch.SetDir)
+	if err != nil {
+		r.log.Error(err, "read the fetched set: every secret is written again at the first refresh")
+	}
+	r.last = last
+	r.mu.Lock()
+	r.runCtx = ctx
+	r.mu.Unlock()
+	r.log.Info("refreshing secrets", "secrets", len(r.cfg.Fetch.Secrets), "every", r.cfg.Interval.String(), "jitter", r.cfg.Jitter)
+	wait := r.next()
+	backoff := r.cfg.MinBackoff
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(wait):
+		}
+		if failed := r.round(ctx); failed > 0 && ctx.Err() == nil {
+			wait = min(jitter(backoff), r.cfg.Interval)
+			backoff = min(2*backoff, r.cfg.MaxBackoff)
+			r.log.Info("refresh incomplete: the last good values are kept", "failed", failed, "retryIn", wait.Round(time.Millisecond).String())
+			continue
+		}
+		wait, backoff = r.next(), r.cfg.MinBackoff
+	}
+}
+
+// next is the wait until the next refresh: Interval, give or take Jitter.
+func (r *refresher) next() time.Duration {
+	f := 1 + r.cfg.Jitter*(2*rand.Float64()-1)
+	return time.Duration(float64(r.cfg.Interval) * f)
+}
+
+// round reads every secret of the set once and, when a value changed,
+// writes the set anew. A secret that cannot be read keeps its last value,
+// so that the other secrets' new values still arrive. It returns how many
+// secrets failed.
+func (r *refresher) round(ctx context.Context) (failed int) {
+	r.rounds++
+	set := maps.Clone(r.last)
+	read := map[readKey][]byte{}
+	var changed []string
+	for _, s := range r.cfg.Fetch.Secrets {
+		rel, _ := r.cfg.Fetch.inSet(s)
+		v, ok := read[keyOf(s)]
+		if !ok {
+			var err error
+			v, err = r.read(ctx, s)
+			if err == nil {
+				err = checkSize(s, v)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return 0 // the pod is ending
+				}
+				failed++
+				kept := "the last value is kept"
+				if _, had := r.last[rel]; !had {
+					kept = "no value yet"
+				}
+				r.status.set(secretStatus(s), fmt.Sprintf("not refreshed, %s: %s (%s)", kept, err.Error(), storekit.Describe(s)), true)
+				r.log.Error(err, "secret not refreshed", "field", s.Field, "store", s.Store, "secret", storekit.Describe(s))
+				continue
+			}
+			read[keyOf(s)] = v
+		}
+		if !bytes.Equal(set[rel], v) {
+			changed = append(changed, s.Field)
+			set[rel] = v
+		}
+		r.status.set(secretStatus(s), "", true)
+	}
+	if len(changed) == 0 {
+		return failed
+	}
+	if err := writeSet(r.cfg.Fetch.SetDir, set, r.cfg.Fetch.Mode); err != nil {
+		r.log.Error(err, "write the refreshed set: the last one stays")
+		for _, s := range r.cfg.Fetch.Secrets {
+			r.status.set(secretStatus(s), "not refreshed, the last value is kept: write "+r.cfg.Fetch.SetDir+": "+err.Error(), true)
+		}
+		return len(r.cfg.Fetch.Secrets)
+	}
+	r.last = set
+	r.log.Info("secrets refreshed", "changed", changed, "refreshes", r.rounds, "reads", r.reads)
+	return failed
+}
+
+// read reads s from its store, opening the store first if it is not yet.
+func (r *refresher) read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	st, err := r.store(ctx, s.Store)
+	if err != nil {
+		return nil, err
+	}
+	r.reads++
+	return st.Read(ctx, s)
+}
+
+// store is the opened store name, opened now if it is not yet.
+func (r *refresher) store(ctx context.Context, name string) (Store, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.stores[name]; ok {
+		return st, nil
+	}
+	var mine []agentapi.Secret
+	for _, s := range r.cfg.Fetch.Secrets {
+		if s.Store == name {
+			mine = append(mine, s)
+		}
+	}
+	st, err := stores[name](ctx, r.cfg.Fetch, mine)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", name, err)
+	}
+	r.stores[name] = st
+	r.log.Info("store opened", "store", name, "secrets", len(mine))
+	if rn, ok := st.(Renewer); ok && r.runCtx != nil {
+		go r.keepAlive(r.runCtx, name, rn)
+	}
+	return st, nil
+}
+
+// keepAlive renews one store's credential until ctx ends.
+func (r *refresher) keepAlive(ctx context.Context, name string, rn Renewer) {
+	log := r.log.WithValues("store", name)
+	backoff := r.cfg.MinBackoff
+	for {
+		next, err := rn.Renew(ctx, log)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			next = jitter(backoff)
+			backoff = min(2*backoff, r.cfg.MaxBackoff)
+			log.Error(err, "store credential not renewed", "retryIn", next.Round(time.Millisecond).String())
+		} else {
+			backoff = r.cfg.MinBackoff
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(next):
+		}
+	}
+}
+
+// close gives back what the stores hold (Vault's login token).
+func (r *refresher) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, st := range r.stores {
+		if c, ok := st.(Closer); ok {
+			c.Close(ctx, r.log.WithValues("store", name))
+		}
+	}
+}

@@ -1,0 +1,451 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/go-logr/logr"
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/secctx/secctx/pkg/agentapi"
+)
+
+// TestWriteSetAtomic: readers that resolve ..data once and read the whole
+// set, while a writer replaces it again and again, always see one whole
+// set (every file of one version), and readers of the files' own paths
+// always see a whole file; the old directories are removed.
+func TestWriteSetAtomic(t *testing.T) {
+	dir := t.TempDir()
+	files := []string{"db/v1/password", "db/v1/user", "api/key"}
+	set := func(i int) map[string][]byte {
+		m := map[string][]byte{}
+		for _, f := range files {
+			// Values of different lengths, so that a torn write shows.
+			m[f] = []byte(fmt.Sprintf("%s=%d%s", f, i, strings.Repeat("x", i%7*100)))
+		}
+		return m
+	}
+	if err := writeSet(dir, set(0), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var sets, mixed, torn atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				got, err := readSet(dir)
+				if err != nil {
+					continue // the directory was removed under the walk: the reader tries again, as the kubelet's do
+				}
+				if len(got) != len(files) {
+					continue
+				}
+				sets.Add(1)
+				var version string
+				for _, f := range files {
+					v, _, _ := strings.Cut(strings.TrimPrefix(string(got[f]), f+"="), "x")
+					if version == "" {
+						version = v
+					} else if v != version {
+						mixed.Add(1)
+					}
+				}
+			}
+		})
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				for _, f := range files {
+					b, err := os.ReadFile(filepath.Join(dir, f))
+					if err != nil {
+						torn.Add(1) // the path must always resolve
+						continue
+					}
+					n, _, _ := strings.Cut(strings.TrimPrefix(string(b), f+"="), "x")
+					var i int
+					if _, err := fmt.Sscan(n, &i); err != nil || string(b) != string(set(i)[f]) {
+						torn.Add(1)
+					}
+				}
+			}
+		})
+	}
+	for i := 1; i <= 300; i++ {
+		if err := writeSet(dir, set(i), 0o440); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	wg.Wait()
+	if mixed.Load() > 0 || torn.Load() > 0 {
+		t.Errorf("%d sets read mixed versions, %d file reads failed or were torn", mixed.Load(), torn.Load())
+	}
+	if sets.Load() == 0 {
+		t.Error("no reader read a set")
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 4 { // ..<timestamp>, ..data, api, db
+		t.Errorf("left in the directory: %v", names)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "db/v1/password"))
+	if err != nil || fi.Mode().Perm() != 0o440 {
+		t.Errorf("mode %v, %v; want 0440", fi.Mode(), err)
+	}
+	got, _ := readSet(dir)
+	if string(got["api/key"]) != string(set(300)["api/key"]) {
+		t.Errorf("the last set is not the one there: %q", got["api/key"])
+	}
+}
+
+// TestWriteSetRefuses: a name of the set that is a real directory (a
+// Secret's mount point) or a path out of the set is refused, not replaced.
+func TestWriteSetRefuses(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "k8s"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, files := range map[string]map[string][]byte{
+		"mount point": {"k8s/key": []byte("v")},
+		"escape":      {"../x": []byte("v")},
+		"layout name": {"..data/x": []byte("v")},
+		"unclean":     {"a//b": []byte("v")},
+	} {
+		if err := writeSet(dir, files, 0o444); err == nil {
+			t.Errorf("%s: written", name)
+		}
+	}
+}
+
+// fakeClock fires every wait at once and records it.
+type fakeClock struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.waits = append(c.waits, d)
+	c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	ch <- time.Time{}
+	return ch
+}
+
+// scriptStore answers each read with the next step of its script: a
+// value, or an error.
+type scriptStore struct {
+	mu    sync.Mutex
+	steps []any
+	n     int
+	done  func()
+}
+
+func (s *scriptStore) Read(context.Context, agentapi.Secret) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n >= len(s.steps) {
+		s.done()
+		return nil, errors.New("script over")
+	}
+	step := s.steps[s.n]
+	s.n++
+	if err, ok := step.(error); ok {
+		return nil, err
+	}
+	return []byte(step.(string)), nil
+}
+
+// TestRefreshBackoff: with a fake clock, the refresh waits the interval
+// give or take the jitter; when the store fails, the last good value stays
+// and the retries back off, doubling from MinBackoff with jitter and never
+// past the interval; once the store answers, the new value is written and
+// the wait is the interval again.
+func TestRefreshBackoff(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "db", "password")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	down := errors.New("HTTP 503")
+	st := &scriptStore{steps: []any{"v1", down, down, down, down, down, down, "v2", "v2"}, done: cancel}
+	RegisterStore("test-script", func(context.Context, FetchConfig, []agentapi.Secret) (Store, error) { return st, nil })
+	t.Cleanup(func() { delete(stores, "test-script") })
+	cfg := DefaultRefreshConfig()
+	cfg.Fetch.SetDir, cfg.Fetch.Mode = dir, 0o400
+	cfg.Fetch.Secrets = []agentapi.Secret{{Field: "secrets[0]", Store: "test-script", ID: "db", File: file}}
+	cfg.Interval, cfg.Jitter, cfg.MinBackoff, cfg.MaxBackoff = 10*time.Minute, 0.1, time.Second, 4*time.Second
+	if err := writeSet(dir, map[string][]byte{"db/password": []byte("v0")}, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	book := newStatusBook(filepath.Join(dir, StatusName), testLogger(logs))
+	r, err := newRefresher(cfg, book, testLogger(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &fakeClock{}
+	r.clock = clk
+	r.run(ctx) // until the script is over
+	final, _ := os.ReadFile(file)
+
+	waits := clk.waits
+	if len(waits) < 9 {
+		t.Fatalf("waits %v: want 9", waits)
+	}
+	inInterval := func(d time.Duration) bool { return d >= 9*time.Minute && d <= 11*time.Minute }
+	// Wait 0: the first refresh (v1); 1: after v1, the interval; 2..7:
+	// after each failure, jitter(1s), jitter(2s), jitter(4s), jitter(4s)...
+	if !inInterval(waits[0]) || !inInterval(waits[1]) {
+		t.Errorf("waits before and after a good refresh %v, %v: want 10m ± 10%%", waits[0], waits[1])
+	}
+	for i, max := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second} {
+		if w := waits[2+i]; w < max/2 || w > max {
+			t.Errorf("wait after failure %d: %v, want in [%v, %v]", i+1, w, max/2, max)
+		}
+	}
+	if !inInterval(waits[8]) {
+		t.Errorf("wait after the store came back %v: want the interval again", waits[8])
+	}
+	if string(final) != "v2" {
+		t.Errorf("file %q at the end, want v2", final)
+	}
+	for _, w := range []string{`"msg":"refresh incomplete: the last good values are kept"`, `"msg":"secrets refreshed"`, `"changed":["secrets[0]"]`} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("no %s in the logs:\n%s", w, logs)
+		}
+	}
+	if strings.Contains(logs.String(), "v1") || strings.Contains(logs.String(), "v2") {
+		t.Errorf("a value is in the logs:\n%s", logs)
+	}
+}
+
+// TestRefreshKeepsLastGood: while the store fails, the file keeps the last
+// good value and the status names the secret and the error; a secret of
+// another store that answers is refreshed meanwhile.
+func TestRefreshKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	var failing atomic.Bool
+	vals := map[string]*atomic.Value{"a": {}, "b": {}}
+	vals["a"].Store("a1")
+	vals["b"].Store("b1")
+	for _, name := range []string{"test-a", "test-b"} {
+		RegisterStore(name, func(context.Context, FetchConfig, []agentapi.Secret) (Store, error) {
+			return storeFunc(func(_ context.Context, s agentapi.Secret) ([]byte, error) {
+				if name == "test-a" && failing.Load() {
+					return nil, errors.New("HTTP 503 Service Unavailable")
+				}
+				return []byte(vals[s.ID].Load().(string)), nil
+			}), nil
+		})
+		t.Cleanup(func() { delete(stores, name) })
+	}
+	cfg := DefaultRefreshConfig()
+	cfg.Fetch.SetDir, cfg.Fetch.Mode = dir, 0o444
+	cfg.Fetch.Secrets = []agentapi.Secret{
+		{Field: "secrets[0]", Store: "test-a", ID: "a", File: filepath.Join(dir, "a", "key")},
+		{Field: "secrets[1]", Store: "test-b", ID: "b", File: filepath.Join(dir, "b", "key")},
+	}
+	cfg.Interval, cfg.MinBackoff, cfg.MaxBackoff = 50*time.Millisecond, 10*time.Millisecond, 20*time.Millisecond
+	if err := writeSet(dir, map[string][]byte{"a/key": []byte("a1"), "b/key": []byte("b1")}, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	status := filepath.Join(dir, StatusName)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunSidecar(ctx, SidecarConfig{Refresh: &cfg, Status: status}, testLogger(logs)) }()
+	read := func(f string) string { b, _ := os.ReadFile(filepath.Join(dir, f)); return string(b) }
+
+	failing.Store(true)
+	vals["a"].Store("a2")
+	vals["b"].Store("b2")
+	waitFor(t, "b refreshed while a's store fails", 5*time.Second, func() bool { return read("b/key") == "b2" })
+	waitFor(t, "a's failure in the status", 5*time.Second, func() bool {
+		msg, ok := Check(status)
+		return ok && strings.Contains(msg, "secrets[0]: not refreshed, the last value is kept: HTTP 503")
+	})
+	if got := read("a/key"); got != "a1" {
+		t.Errorf("a while its store fails: %q, want the last good a1", got)
+	}
+	failing.Store(false)
+	waitFor(t, "a refreshed once its store is back", 5*time.Second, func() bool { return read("a/key") == "a2" })
+	waitFor(t, "the status clear", 5*time.Second, func() bool { msg, ok := Check(status); return ok && msg == "" })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunSidecar on SIGTERM: %v, want nil (exit 0)", err)
+	}
+}
+
+type storeFunc func(context.Context, agentapi.Secret) ([]byte, error)
+
+func (f storeFunc) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) { return f(ctx, s) }
+
+// countingProxy stands before a store and counts the API calls by their
+// action (X-Amz-Target), as the store would bill them.
+func countingProxy(t *testing.T, target string) (string, func() map[string]int) {
+	u, _ := url.Parse(target)
+	p := httputil.NewSingleHostReverseProxy(u)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		action := r.Header.Get("X-Amz-Target")
+		if action == "" { // STS is a query API
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+			q, _ := url.ParseQuery(string(body))
+			action = q.Get("Action")
+		}
+		mu.Lock()
+		calls[action]++
+		mu.Unlock()
+		p.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]int{}
+		for k, v := range calls {
+			out[k] = v
+		}
+		return out
+	}
+}
+
+// TestRefreshAWSVersionCheck: against kumo, a refresh of an unchanged
+// secret costs one DescribeSecret and no GetSecretValue; a new version is
+// read (one DescribeSecret and one GetSecretValue) and written; the web
+// identity is assumed once for all of it.
+func TestRefreshAWSVersionCheck(t *testing.T) {
+	endpoint, sm := kumo(t)
+	proxy, calls := countingProxy(t, endpoint)
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", proxy)
+	t.Setenv("AWS_ENDPOINT_URL_STS", proxy)
+	ctx := context.Background()
+	out, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db"), SecretString: aws.String("one")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	fc := fastConfig("aws", agentapi.Secret{Field: "secrets[0]", ID: *out.ARN, File: filepath.Join(dir, "db", "password")})
+	fc.SetDir = dir
+	if err := Fetch(ctx, fc, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultRefreshConfig()
+	cfg.Fetch, cfg.Interval = fc, time.Minute
+	r, err := newRefresher(cfg, newStatusBook("", logr.Discard()), logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.last, _ = readSet(dir)
+	defer r.close()
+	before := calls()
+	for range 3 {
+		if failed := r.round(ctx); failed > 0 {
+			t.Fatal("refresh failed")
+		}
+	}
+	got := calls()
+	// The store opens (one AssumeRoleWithWebIdentity), then reads: the
+	// first read of a store that has not seen the secret is a
+	// GetSecretValue, the next ones DescribeSecret alone.
+	if d, g := got["secretsmanager.DescribeSecret"]-before["secretsmanager.DescribeSecret"], got["secretsmanager.GetSecretValue"]-before["secretsmanager.GetSecretValue"]; d != 2 || g != 1 {
+		t.Errorf("3 refreshes of an unchanged secret: %d DescribeSecret, %d GetSecretValue; want 2 and 1 (all: %v)", d, g, got)
+	}
+	if _, err := sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: out.ARN, SecretString: aws.String("two")}); err != nil {
+		t.Fatal(err)
+	}
+	before = calls()
+	r.round(ctx)
+	got = calls()
+	if d, g := got["secretsmanager.DescribeSecret"]-before["secretsmanager.DescribeSecret"], got["secretsmanager.GetSecretValue"]-before["secretsmanager.GetSecretValue"]; d != 1 || g != 1 {
+		t.Errorf("a refresh of a changed secret: %d DescribeSecret, %d GetSecretValue; want 1 and 1", d, g)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "db", "password")); string(b) != "two" {
+		t.Errorf("after the change: %q, want two", b)
+	}
+	if n := got["AssumeRoleWithWebIdentity"]; n != 2 { // the fetch's and the refresher's
+		t.Errorf("%d AssumeRoleWithWebIdentity, want 2 (one per process)", n)
+	}
+}
+
+// TestRefreshVaultOutlivesTTL: with a login token of 2 s TTL and 6 s max
+// TTL, the refresher keeps reading Vault for 4 max TTLs: the token is
+// renewed, then replaced by a new login when its max TTL nears; a new KV v2
+// version arrives; when the sidecar stops, its login token is revoked.
+func TestRefreshVaultOutlivesTTL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: a 25 s test")
+	}
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	addr := vaultServer(t, key)
+	root, _ := vault.NewClient(&vault.Config{Address: addr})
+	root.SetToken("root")
+	if _, err := root.Logical().Write("auth/jwt/role/task", map[string]any{
+		"role_type": "jwt", "bound_audiences": []string{"vault"}, "user_claim": "sub",
+		"bound_subject": "system:serviceaccount:team-a:task", "token_policies": []string{"read"},
+		"token_ttl": "2s", "token_max_ttl": "6s",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	fc := vaultFetchConfig(t, addr, key, "system:serviceaccount:team-a:task",
+		agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "db_password", Engine: "kv2", File: filepath.Join(dir, "my-app", "db_password")})
+	fc.SetDir = dir
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := Fetch(ctx, fc, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultRefreshConfig()
+	cfg.Fetch, cfg.Interval, cfg.MinBackoff = fc, 500*time.Millisecond, 100*time.Millisecond
+	logs := &syncBuffer{}
+	status := filepath.Join(dir, StatusName)
+	done := make(chan error, 1)
+	go func() { done <- RunSidecar(ctx, SidecarConfig{Refresh: &cfg, Status: status}, testLogger(logs)) }()
+	read := func() string { b, _ := os.ReadFile(filepath.Join(dir, "my-app", "db_password")); return string(b) }
+	time.Sleep(12 * time.Second) // two max TTLs
+	if _, err := root.Logical().Write("secret/data/my-app", map[string]any{"data": map[string]any{"db_password": "rotated"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new version", 5*time.Second, func() bool { return read() == "rotated" })
+	time.Sleep(12 * time.Second)
+	if msg, ok := Check(status); !ok || msg != "" {
+		t.Errorf("status after 4 max TTLs: %q", msg)
+	}
+	for _, w := range []string{"vault login token renewed", "vault logged in again"} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("no %q in the logs:\n%s", w, logs)
+		}
+	}
+	if strings.Contains(logs.String(), "secret not refreshed") {
+		t.Errorf("a refresh failed:\n%s", logs)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if left := loginTokens(t, addr); len(left) != 0 {
+		t.Errorf("%d login tokens left after the sidecar stopped, want 0\n%s", len(left), logs)
+	}
+}

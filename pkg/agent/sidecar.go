@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// SidecarConfig is the sidecar's: the tokens it keeps and the secrets it
+// keeps fresh, in one process, so that a pod has one secctx sidecar
+// whatever it asks for.
+type SidecarConfig struct {
+	// Tokens are the OAuth2 tokens; none when Tokens.Tokens is empty.
+	Tokens TokensConfig
+	// Refresh is the set of FILE secrets to keep fresh; nil for none.
+	Refresh *RefreshConfig
+	// Status is the status file: the token directory's .status, or
+	// without tokens ..status in the secrets' set directory.
+	Status string
+}
+
+// DefaultRefreshConfig returns the refresh's defaults, the interval aside.
+func DefaultRefreshConfig() RefreshConfig {
+	return RefreshConfig{Fetch: DefaultFetchConfig(), Jitter: 0.1,
+		MinBackoff: time.Second, MaxBackoff: 5 * time.Minute, RequestTimeout: 30 * time.Second}
+}
+
+func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, check, err := parseSidecarArgs(args, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, program()+" sidecar:", err)
+		return 2
+	}
+	if check {
+		if msg, ok := Check(cfg.Status); !ok {
+			fmt.Fprintln(stdout, msg)
+			return 1
+		}
+		return 0
+	}
+	cfg.Tokens.CABundle = os.Getenv("SECCTX_CA_BUNDLE") // set by the webhook from inject.tokens.caBundle
+	if cfg.Refresh != nil {
+		storeEnv(&cfg.Refresh.Fetch)
+	}
+	log := newLogger(stderr)
+	if err := RunSidecar(ctx, cfg, log); err != nil {
+		log.Error(err, "sidecar stopped")
+		return 1
+	}
+	return 0
+}
+
+// parseSidecarArgs reads the sidecar's flags, as the webhook writes them:
+// the tokens' (--dir, --tokens) and the refreshed secrets' (--refresh, and
+// the fetch's --secrets, --set-dir and store flags). With --check only
+// --status, or --dir or --set-dir, matters.
+func parseSidecarArgs(args []string, stderr io.Writer) (cfg SidecarConfig, check bool, err error) {
+	cfg.Tokens = DefaultTokensConfig()
+	rc := DefaultRefreshConfig()
+	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var spec string
+	fs.StringVar(&cfg.Tokens.Dir, "dir", "", "directory the tokens are written to")
+	fs.StringVar(&spec, "tokens", "", "the tokens, as JSON (written by the webhook)")
+	fs.StringVar(&cfg.Status, "status", "", "the status file (default: .status in --dir, else ..status in --set-dir)")
+	fs.BoolVar(&check, "check", false, "exit 0 when every token is written, else print why not and exit 1 (the startup probe)")
+	fs.DurationVar(&cfg.Tokens.MinRefresh, "min-refresh", cfg.Tokens.MinRefresh, "the least wait between two renewals of a token")
+	fs.Func("http-host", "a host that may be reached over plain http (repeatable)", func(h string) error {
+		cfg.Tokens.HTTPHosts = append(cfg.Tokens.HTTPHosts, h)
+		return nil
+	})
+	fs.DurationVar(&rc.Interval, "refresh", 0, "read the secrets of --secrets again this often (0: not at all)")
+	fs.Float64Var(&rc.Jitter, "refresh-jitter", rc.Jitter, "spread each refresh by up to this part of --refresh either way")
+	finish := fetchFlags(fs, &rc.Fetch)
+	if err := fs.Parse(args); err != nil {
+		return cfg, false, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Status == "" {
+		switch {
+		case cfg.Tokens.Dir != "":
+			cfg.Status = filepath.Join(cfg.Tokens.Dir, StatusFile)
+		case rc.Fetch.SetDir != "":
+			cfg.Status = filepath.Join(rc.Fetch.SetDir, StatusName)
+		default:
+			return cfg, false, errors.New("--dir, --set-dir or --status is required")
+		}
+	}
+	if check {
+		return cfg, true, nil
+	}
+	if spec != "" {
+		if err := json.Unmarshal([]byte(spec), &cfg.Tokens.Tokens); err != nil {
+			return cfg, false, fmt.Errorf("--tokens: want a JSON list of tokens (%v)", err)
+		}
+		if cfg.Tokens.Dir == "" {
+			return cfg, false, errors.New("--tokens: --dir is required")
+		}
+	}
+	if rc.Interval != 0 {
+		if err := finish(); err != nil {
+			return cfg, false, err
+		}
+		cfg.Refresh = &rc
+		if len(rc.Fetch.Secrets) == 0 {
+			return cfg, false, errors.New("--refresh: --secrets is empty")
+		}
+		if rc.Interval < time.Second || rc.Jitter < 0 || rc.Jitter >= 1 {
+			return cfg, false, fmt.Errorf("--refresh %s, --refresh-jitter %g: the interval must be at least 1s and the jitter in [0, 1)", rc.Interval, rc.Jitter)
+		}
+	}
+	if len(cfg.Tokens.Tokens) == 0 && cfg.Refresh == nil {
+		return cfg, false, errors.New("nothing to keep: give --tokens, or --secrets with --refresh")
+	}
+	if len(cfg.Tokens.Tokens) > 0 {
+		if err := cfg.Tokens.validate(); err != nil {
+			return cfg, false, err
+		}
+	}
+	return cfg, false, nil
+}
+
+// RunSidecar keeps the tokens and refreshes the secrets until ctx ends
+// (the pod ends: the kubelet sends SIGTERM), then returns nil, so that the
+// sidecar exits 0 and a Job completes. Its status file says, for the
+// startup probe and for whoever reads it, which token is not written yet
+// and what is failing.
+func RunSidecar(ctx context.Context, cfg SidecarConfig, log logr.Logger) error {
+	book := newStatusBook(cfg.Status, log)
+	var run []func(context.Context)
+	if len(cfg.Tokens.Tokens) > 0 {
+		if err := cfg.Tokens.validate(); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(cfg.Tokens.Dir, 0o755); err != nil {
+			return fmt.Errorf("token directory: %w", err)
+		}
+		tokenClient, discoveryClient, err := httpClients(cfg.Tokens)
+		if err != nil {
+			return err
+		}
+		run = append(run, newRunner(cfg.Tokens, tokenClient, discoveryClient, book, log).run)
+	}
+	if cfg.Refresh != nil {
+		r, err := newRefresher(*cfg.Refresh, book, log.WithValues("part", "refresh"))
+		if err != nil {
+			return err
+		}
+		run = append(run, r.run)
+	}
+	book.write()
+	var wg sync.WaitGroup
+	for _, f := range run {
+		wg.Go(func() { f(ctx) })
+	}
+	wg.Wait()
+	log.Info("sidecar stopping: the pod is ending")
+	return nil
+}
