@@ -459,10 +459,8 @@ func added(p *corev1.Pod) []string {
 	}
 	for _, c := range p.Spec.InitContainers {
 		switch c.Name {
-		case "secctx-tokens":
-			out = append(out, "native sidecar secctx-tokens: gets and renews the token; the only container with the client secret")
-		case "secctx-bin":
-			out = append(out, "init container secctx-bin: installs the exec wrapper")
+		case "secctx-sidecar":
+			out = append(out, "native sidecar secctx-sidecar: "+sidecarDoes(c))
 		case "secctx-fetch":
 			out = append(out, "init container secctx-fetch: "+fetchDoes(c))
 		}
@@ -483,6 +481,23 @@ func added(p *corev1.Pod) []string {
 
 // fetchDoes says what the fetch init container does, from the stores of
 // the secrets it is given (its --secrets argument).
+// sidecarDoes says what the sidecar keeps, from its arguments.
+func sidecarDoes(c corev1.Container) string {
+	var does []string
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--install-dir=") }) {
+		does = append(does, "installs the exec wrapper")
+	}
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--tokens=") }) {
+		does = append(does, "gets and renews the token (the only container with the client secret)")
+	}
+	for _, a := range c.Args {
+		if r, ok := strings.CutPrefix(a, "--refresh="); ok {
+			does = append(does, "reads the FILE secrets again every "+r)
+		}
+	}
+	return strings.Join(does, "; ")
+}
+
 func fetchDoes(c corev1.Container) string {
 	var secrets []struct {
 		Store string `json:"store"`
@@ -504,6 +519,9 @@ func fetchDoes(c corev1.Container) string {
 		}
 	}
 	var does []string
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--install-dir=") }) {
+		does = append(does, "installs the exec wrapper")
+	}
 	n := map[string]int{}
 	for _, s := range secrets {
 		if n[s.Store]++; n[s.Store] == 1 {

@@ -31,6 +31,9 @@ type FetchConfig struct {
 	// kubelet's layout for a Secret volume. Empty, each file is written
 	// where it is.
 	SetDir string
+	// InstallDir, when set, is where to install the exec wrapper
+	// (InstallWrapper) before the secrets are read.
+	InstallDir string
 	// MountPoints are directories to make beside the files: where the
 	// kubelet mounts Kubernetes Secrets inside the fetched volume, which the
 	// task mounts read-only, so that the runtime need not make them there.
@@ -212,6 +215,7 @@ func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	fs := flag.NewFlagSet("fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "how long to keep trying, in all")
+	fs.StringVar(&cfg.InstallDir, "install-dir", "", "install the exec wrapper (secctx-agent) into this directory first")
 	finish := fetchFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -298,6 +302,12 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 	}
 	if err := cfg.checkLayout(); err != nil {
 		return err
+	}
+	if cfg.InstallDir != "" {
+		if err := InstallWrapper(cfg.InstallDir); err != nil {
+			return fmt.Errorf("install the exec wrapper: %w", err)
+		}
+		log.Info("exec wrapper installed", "dir", cfg.InstallDir)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()

@@ -18,9 +18,31 @@ func Install(dir string) error {
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)
 	}
-	src, err := os.Open(self)
+	return installFrom(self, dir)
+}
+
+// InstallWrapper copies the exec wrapper, secctx-agent, into dir: the
+// running binary when it is secctx-agent, else the secctx-agent beside it
+// in the image (the fetch runs secctx-fetch, which is twice the size). The
+// fetch and the sidecar install it as they start, so that a pod needs no
+// init container of its own for it: each one costs the pod about a second
+// of the kubelet's (docs/performance.md).
+func InstallWrapper(dir string) error {
+	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("open own binary: %w", err)
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	src := self
+	if filepath.Base(self) != BinaryName {
+		src = filepath.Join(filepath.Dir(self), BinaryName)
+	}
+	return installFrom(src, dir)
+}
+
+func installFrom(from, dir string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", from, err)
 	}
 	defer src.Close()
 	tmp, err := os.CreateTemp(dir, ".install-*")

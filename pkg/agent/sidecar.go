@@ -26,6 +26,9 @@ type SidecarConfig struct {
 	// Status is the status file: the token directory's .status, or
 	// without tokens ..status in the secrets' set directory.
 	Status string
+	// InstallDir, when set, is where to install the exec wrapper first; the
+	// status is not ready until it is there.
+	InstallDir string
 }
 
 // DefaultRefreshConfig returns the refresh's defaults, the interval aside.
@@ -78,6 +81,7 @@ func parseSidecarArgs(args []string, stderr io.Writer) (cfg SidecarConfig, check
 		cfg.Tokens.HTTPHosts = append(cfg.Tokens.HTTPHosts, h)
 		return nil
 	})
+	fs.StringVar(&cfg.InstallDir, "install-dir", "", "install the exec wrapper (secctx-agent) into this directory first")
 	fs.DurationVar(&rc.Interval, "refresh", 0, "read the secrets of --secrets again this often (0: not at all)")
 	fs.Float64Var(&rc.Jitter, "refresh-jitter", rc.Jitter, "spread each refresh by up to this part of --refresh either way")
 	finish := fetchFlags(fs, &rc.Fetch)
@@ -158,6 +162,18 @@ func RunSidecar(ctx context.Context, cfg SidecarConfig, log logr.Logger) error {
 			return err
 		}
 		run = append(run, r.run)
+	}
+	if cfg.InstallDir != "" {
+		// Before the tokens, so that the task never starts without its
+		// wrapper: the status is ready only once both are there.
+		book.add("exec wrapper", "not installed yet", false)
+		book.write()
+		if err := InstallWrapper(cfg.InstallDir); err != nil {
+			book.set("exec wrapper", "install into "+cfg.InstallDir+": "+err.Error(), false)
+			return fmt.Errorf("install the exec wrapper: %w", err)
+		}
+		book.set("exec wrapper", "", true)
+		log.Info("exec wrapper installed", "dir", cfg.InstallDir)
 	}
 	book.write()
 	var wg sync.WaitGroup

@@ -304,10 +304,12 @@ type fetchKey struct {
 }
 
 // variantKey is what one agent container made for pods depends on: which
-// container, the fetchKey, and for the sidecar the refresh interval.
+// container, the fetchKey (none for a sidecar of tokens alone), whether it
+// installs the exec wrapper, and for the sidecar the refresh interval.
 type variantKey struct {
 	name string
 	fetchKey
+	install bool
 	refresh int32
 }
 
@@ -339,11 +341,6 @@ func keyFor(pod *corev1.Pod, tgts []*corev1.Container, azureClient string) fetch
 	return key
 }
 
-// fetchFor is the fetch container for key.
-func (tp *agentPlan) fetchFor(key fetchKey) *fetchVariant {
-	return tp.variant(variantKey{name: FetchContainer, fetchKey: key}, tp.fetch)
-}
-
 // variant is base made for k: the user and group, the files' mode, the
 // Azure application, and the sidecar's refresh interval. The plan keeps
 // each variant with its JSON, as it keeps the sidecar's.
@@ -356,7 +353,14 @@ func (tp *agentPlan) variant(k variantKey, base *corev1.Container) *fetchVariant
 		c.SecurityContext.RunAsUser = ptr(k.uid)
 		c.SecurityContext.RunAsGroup = ptr(k.gid)
 	}
-	c.Args = slices.Concat(c.Args[:1], []string{"--mode=" + k.mode}, c.Args[1:])
+	if k.mode != "" {
+		c.Args = slices.Concat(c.Args[:1], []string{"--mode=" + k.mode}, c.Args[1:])
+	}
+	if k.install {
+		c.Args = slices.Insert(c.Args, 1, "--install-dir="+BinDir)
+		last := len(c.VolumeMounts) - 1 // noAPITokenVolume stays last
+		c.VolumeMounts = slices.Insert(c.VolumeMounts, last, corev1.VolumeMount{Name: binVolumeName, MountPath: BinDir})
+	}
 	if k.refresh > 0 {
 		c.Args = append(c.Args, "--refresh="+strconv.Itoa(int(k.refresh))+"s")
 	}
@@ -373,10 +377,12 @@ func (tp *agentPlan) variant(k variantKey, base *corev1.Container) *fetchVariant
 
 // variantJSON is the JSON of a container variant made, or nil.
 func (tp *agentPlan) variantJSON(c *corev1.Container) []byte {
-	k := variantKey{name: c.Name, fetchKey: fetchKey{mode: "0444"}}
+	k := variantKey{name: c.Name}
 	for _, a := range c.Args {
 		if m, ok := strings.CutPrefix(a, "--mode="); ok {
 			k.mode = m
+		} else if strings.HasPrefix(a, "--install-dir=") {
+			k.install = true
 		} else if r, ok := strings.CutPrefix(a, "--refresh="); ok {
 			n, _ := strconv.Atoi(strings.TrimSuffix(r, "s"))
 			k.refresh = int32(n)

@@ -344,9 +344,6 @@ func hasAgentParts(pod *corev1.Pod) bool {
 // agentNames names the agent containers a plan adds, for a message.
 func agentNames(tp *agentPlan) []string {
 	var names []string
-	if tp.wrapper != nil {
-		names = append(names, InstallContainer)
-	}
 	if tp.fetch != nil {
 		names = append(names, FetchContainer)
 	}

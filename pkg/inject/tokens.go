@@ -1,7 +1,6 @@
 package inject
 
 import (
-	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"path"
@@ -56,11 +55,12 @@ const agentUser int64 = 65532
 // gets them with the same clash checks as secrets.
 type agentPlan struct {
 	names []string
-	// sidecar is the token sidecar (when there are tokens), install the
-	// wrapper's installer, fetch the fetch container as planned (fetchFor
-	// makes it for each pod); nil without fetched secrets.
-	sidecar, install corev1.Container
-	fetch            *corev1.Container
+	// sidecar is the sidecar (when there are tokens or refreshed secrets),
+	// fetch the fetch container; nil without fetched secrets. Both are as
+	// planned: variant makes each for a pod, with the user, the files'
+	// mode and the wrapper's install.
+	sidecar corev1.Container
+	fetch   *corev1.Container
 	// volumes are the binary's emptyDir, the client secrets' volumes and
 	// the fetch's own; the tokens' emptyDir is in the secret plan.
 	volumes []corev1.Volume
@@ -76,9 +76,6 @@ type agentPlan struct {
 	// bin is the wrapper's directory, envDir the fetched env values; both
 	// are mounted in each wrapped container.
 	bin, envDir secretVolume
-	// sidecarJSON and installJSON are the agent containers as the patch
-	// writes them: encoded once per plan, not per pod.
-	sidecarJSON, installJSON []byte
 	// variants are the fetch containers and refreshing sidecars made for
 	// pods (variant), by variantKey; nVariants counts them.
 	variants  sync.Map
@@ -100,10 +97,6 @@ func (tp *agentPlan) encoded(c *corev1.Container) []byte {
 	switch {
 	case tp == nil:
 		return nil
-	case c.Name == SidecarContainer && !tp.refresh:
-		return tp.sidecarJSON
-	case c.Name == InstallContainer:
-		return tp.installJSON
 	case c.Name == FetchContainer || c.Name == SidecarContainer:
 		return tp.variantJSON(c)
 	}
@@ -238,25 +231,16 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	var err error
 	if len(tp.runtimeEnv) == 0 {
 		tp.wrapper = nil
 	} else {
+		// The fetch, or else the sidecar, installs the wrapper as it
+		// starts (variant): an init container of its own would cost the
+		// pod a second (docs/performance.md).
 		tp.wrapper = append(tp.wrapper, "--")
-		tp.install = agentContainer(cfg, InstallContainer, []string{"install", BinDir},
-			[]corev1.VolumeMount{{Name: binVolumeName, MountPath: BinDir}})
 		tp.bin = secretVolume{dir: BinDir, by: "secctx", desc: "the exec wrapper", volume: corev1.Volume{Name: binVolumeName,
 			VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("64Mi"))}}}}
 		tp.volumes = append(tp.volumes, tp.bin.volume)
-		tp.installJSON, err = json.Marshal(&tp.install)
-	}
-	// As appendValue would write them (encoding/json: API types' omitempty
-	// is encoding/json's).
-	if err == nil && len(tokens) > 0 && !tp.refresh {
-		tp.sidecarJSON, err = json.Marshal(&tp.sidecar)
-	}
-	if err != nil {
-		return nil, securityctx.ErrorList{&securityctx.FieldError{Field: "tokens", Detail: "encode: " + err.Error()}}
 	}
 	return tp, nil
 }
@@ -513,21 +497,20 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureC
 			names, strings.Join(runtimeEnvNames(tp), ", "), "*_TOKEN_FILE"))
 	}
 
-	// The agent containers go first: installer, fetch, then sidecar;
-	// every other init container may be a target and need their files.
+	// The agent containers go first: the fetch, then the sidecar; every
+	// other init container may be a target and need their files. The
+	// first of them installs the wrapper.
 	var add []corev1.Container
-	if wrapped {
-		add = append(add, tp.install)
-	}
 	key := keyFor(out, tgts, azureClient)
 	if tp.fetch != nil {
-		add = append(add, tp.fetchFor(key).c)
+		add = append(add, tp.variant(variantKey{name: FetchContainer, fetchKey: key, install: wrapped}, tp.fetch).c)
 	}
 	switch {
 	case tp.refresh:
 		add = append(add, tp.variant(variantKey{name: SidecarContainer, fetchKey: key, refresh: refreshSeconds}, &tp.sidecar).c)
 	case tp.names != nil:
-		add = append(add, tp.sidecar)
+		// The tokens alone: secctx's own user, whatever the pod's.
+		add = append(add, tp.variant(variantKey{name: SidecarContainer, install: wrapped && tp.fetch == nil}, &tp.sidecar).c)
 	}
 	var missing []corev1.Container
 	for _, want := range add {
@@ -618,7 +601,7 @@ func describeAgent(name string) string {
 	case SidecarContainer:
 		return "sidecar (tokens and refreshed secrets)"
 	case InstallContainer: // and binVolumeName
-		return "exec wrapper's installer"
+		return "exec wrapper"
 	case FetchContainer:
 		return "secret fetcher (an init container)"
 	case fetchedEnvVolumeName:

@@ -44,7 +44,7 @@ func TestReferenceExamples(t *testing.T) {
 			"- /var/run/secctx/bin/secctx-agent\n    - exec\n    - --from-file=EXTERNAL_API_ACCESS_TOKEN=/etc/flyte/tokens/external-api-access\n    - --\n    - python",
 			"- name: EXTERNAL_API_ACCESS_TOKEN_FILE\n      value: /etc/flyte/tokens/external-api-access",
 			"image: ghcr.io/secctx/secctx:0.1.0",
-			"name: secctx-tokens\n",
+			"name: secctx-sidecar\n",
 			"restartPolicy: Always",
 		}, []string{"--agent-image", "ghcr.io/secctx/secctx:0.1.0"}},
 		{"5-iam-role.yaml", []string{

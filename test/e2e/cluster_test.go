@@ -340,7 +340,7 @@ func TestReinvocation(t *testing.T) {
 		t.Errorf("status %s: want the first pass's containers only", st)
 	}
 
-	// With a token: on the second pass secctx finds its sidecar, installer
+	// With a token: on the second pass secctx finds its sidecar (which installs the wrapper)
 	// and wrapped command as it left them (defaulted by the API server) and
 	// changes nothing; the added container gets no token.
 	oidcProvider(t, ctx)
@@ -354,8 +354,8 @@ func TestReinvocation(t *testing.T) {
 	if !strings.HasPrefix(logs["main"], "EXTERNAL_API_ACCESS_TOKEN = eyJ...") || logs["added"] != "HOSTNAME = tokens\n" {
 		t.Errorf("tokens: main printed %q, added printed %q", logs["main"], logs["added"])
 	}
-	if n := len(got.Spec.InitContainers); n != 2 {
-		t.Errorf("tokens: %d init containers, want secctx-bin and secctx-tokens once each", n)
+	if n := len(got.Spec.InitContainers); n != 1 {
+		t.Errorf("tokens: %d init containers, want secctx-sidecar once", n)
 	}
 	if c := got.Spec.Containers[1]; len(c.Env) != 0 || len(c.VolumeMounts) > 1 || len(c.Command) > 0 {
 		t.Errorf("tokens: the container added after secctx got env %v, mounts %v, command %v", c.Env, c.VolumeMounts, c.Command)

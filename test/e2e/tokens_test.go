@@ -90,7 +90,7 @@ func TestTokens(t *testing.T) {
 		}
 	}
 	for _, s := range got.Status.InitContainerStatuses {
-		if s.Name == "secctx-tokens" && (s.State.Terminated == nil || s.State.Terminated.ExitCode != 0) {
+		if s.Name == "secctx-sidecar" && (s.State.Terminated == nil || s.State.Terminated.ExitCode != 0) {
 			t.Errorf("the token sidecar did not stop cleanly with the pod: %+v", s.State)
 		}
 	}
@@ -107,8 +107,8 @@ func TestTokens(t *testing.T) {
 			}
 		}
 	}
-	if strings.Contains(logs["secctx-tokens"], oidcSecret) || strings.Contains(logs["secctx-tokens"], "eyJ") {
-		t.Errorf("the sidecar's log holds the client secret or a token:\n%s", logs["secctx-tokens"])
+	if strings.Contains(logs["secctx-sidecar"], oidcSecret) || strings.Contains(logs["secctx-sidecar"], "eyJ") {
+		t.Errorf("the sidecar's log holds the client secret or a token:\n%s", logs["secctx-sidecar"])
 	}
 	for _, c := range got.Spec.Containers {
 		for _, e := range c.Env {
@@ -166,7 +166,7 @@ func TestTokensWrongSecret(t *testing.T) {
 			t.Errorf("container %s started without its token: %+v", s.Name, s.State)
 		}
 	}
-	logs, err := kube.Client.CoreV1().Pods(ns).GetLogs("wrong-secret", &corev1.PodLogOptions{Container: "secctx-tokens"}).DoRaw(ctx)
+	logs, err := kube.Client.CoreV1().Pods(ns).GetLogs("wrong-secret", &corev1.PodLogOptions{Container: "secctx-sidecar"}).DoRaw(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func sidecarRSS(ctx context.Context, ns, pod string, stop <-chan struct{}) uint6
 				continue
 			}
 			for _, c := range sp.Containers {
-				if c.Name == "secctx-tokens" && c.Memory.RSSBytes != nil && *c.Memory.RSSBytes > max {
+				if c.Name == "secctx-sidecar" && c.Memory.RSSBytes != nil && *c.Memory.RSSBytes > max {
 					max = *c.Memory.RSSBytes
 				}
 			}

@@ -18,6 +18,12 @@
 //	                                  at NAME_FILE; with DURATION, keep calling with
 //	                                  the file's token every 2s for that long
 //	task sleep                        wait for SIGTERM
+//	task [-full] watch DURATION FILE...
+//	                                  for DURATION, read each FILE (below
+//	                                  $FLYTE_SECRETS_DEFAULT_DIR) every 20 ms,
+//	                                  as a long task rereads its secrets: print
+//	                                  each value when it changes, then how many
+//	                                  reads failed or found an empty file
 package main
 
 import (
@@ -96,6 +102,8 @@ func main() {
 		err = listFlytekitSecrets()
 	case "call-api":
 		err = callAPI(args[1:])
+	case "watch":
+		err = watch(args[1:])
 	case "sleep":
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
@@ -283,4 +291,37 @@ func callAPI(args []string) error {
 	}
 	fmt.Printf("after %s: ", d)
 	return call("file "+p, tok)
+}
+
+// watch rereads files until its duration ends. A refreshed set of files
+// changes by a rename of its ..data link: a read must never fail, nor see
+// an empty or partial file, while the sidecar replaces the set.
+func watch(args []string) error {
+	if len(args) < 2 {
+		return errors.New("usage: task watch DURATION FILE...")
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil {
+		return err
+	}
+	dir := os.Getenv("FLYTE_SECRETS_DEFAULT_DIR")
+	last := map[string]string{}
+	reads, failed := 0, 0
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		for _, f := range args[1:] {
+			b, err := os.ReadFile(filepath.Join(dir, f))
+			reads++
+			if err != nil || len(b) == 0 {
+				failed++
+				fmt.Printf("%s %s: read failed or empty: %v\n", time.Now().Format(time.RFC3339Nano), f, err)
+				continue
+			}
+			if v := string(b); v != last[f] {
+				last[f] = v
+				fmt.Printf("%s %s = %s\n", time.Now().Format(time.RFC3339Nano), f, show(v))
+			}
+		}
+	}
+	fmt.Printf("reads %d, failed %d\n", reads, failed)
+	return nil
 }
