@@ -18,10 +18,11 @@ import (
 
 const usage = `usage: secctx-fetch fetch|sidecar [flags]
 
-The fetch init container, added by the secctx webhook: reads secrets from
-their stores (aws, vault, azure, gcp) into files. The sidecar too, when it
-refreshes secrets from Google Secret Manager; otherwise the sidecar, the
-exec wrapper and its installer are secctx-agent's.
+The fetch init container, added by the secctx webhook: installs the exec
+wrapper (the secctx-agent beside it) and reads secrets from their stores
+(aws, vault, azure, gcp) into files. The sidecar too, when it refreshes
+secrets from Google Secret Manager; otherwise the sidecar and the exec
+wrapper are secctx-agent's.
 `
 
 func main() {

@@ -21,10 +21,11 @@ const agentBinary = "secctx-agent"
 // never run through secctx (docs/performance-notes.md).
 func newAgentCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "agent <tokens|fetch|exec|install> [flags]",
-		Short: "Run the in-pod agent: token sidecar, fetch, exec wrapper, installer",
-		Long: `Run what secctx adds to task pods (docs/tokens.md, docs/backends.md):
-  tokens    the token sidecar: obtains and refreshes OAuth2 tokens into files
+		Use:   "agent <sidecar|fetch|exec|install> [flags]",
+		Short: "Run the in-pod agent: sidecar, fetch, exec wrapper, installer",
+		Long: `Run what secctx adds to task pods (docs/tokens.md, docs/backends.md, docs/refresh.md):
+  sidecar   the sidecar: obtains and renews OAuth2 tokens, and keeps fetched
+            secrets fresh, in files (tokens: the same)
   fetch     the init container that reads secrets from AWS, Vault or Azure (Google: secctx-fetch)
   exec      the exec wrapper: sets env vars from files, then execs the task
   install   copies the agent binary into a directory, for the exec wrapper

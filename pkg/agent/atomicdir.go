@@ -62,7 +62,14 @@ func writeSet(dir string, files map[string][]byte, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Chmod(ts, dirMode(mode)); err != nil {
+	// The kubelet gives an fsGroup's emptyDir the setgid bit, so that what
+	// is made in it belongs to that group (the files' 0440 are for it): a
+	// chmod must keep the bit, which new directories below inherit.
+	dm := dirMode(mode)
+	if fi, err := os.Stat(dir); err == nil && fi.Mode()&fs.ModeSetgid != 0 {
+		dm |= fs.ModeSetgid
+	}
+	if err := os.Chmod(ts, dm); err != nil {
 		os.RemoveAll(ts)
 		return err
 	}

@@ -101,14 +101,15 @@ func (a *awsStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) 
 	key := s.ID + "\x00" + stage
 	if last, ok := a.read[key]; ok && !a.noDescribe {
 		id, err := a.currentVersion(ctx, client, s.ID, stage)
+		var api smithy.APIError
 		switch {
 		case err == nil && id == last.id:
 			return last.value, nil
-		case err != nil && IsPermanent(err) && strings.Contains(err.Error(), "access denied"):
+		case errors.As(err, &api) && (api.ErrorCode() == "AccessDeniedException" || api.ErrorCode() == "AccessDenied"):
 			// Least privilege: a role that may read but not describe.
 			a.noDescribe = true
 		case err != nil:
-			return nil, err
+			return nil, awsError(err)
 		}
 	}
 	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(s.ID), VersionStage: aws.String(stage)}
@@ -130,7 +131,7 @@ func (a *awsStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) 
 func (a *awsStore) currentVersion(ctx context.Context, client *secretsmanager.Client, id, stage string) (string, error) {
 	out, err := client.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(id)})
 	if err != nil {
-		return "", awsError(err)
+		return "", err
 	}
 	for v, stages := range out.VersionIdsToStages {
 		if slices.Contains(stages, stage) {

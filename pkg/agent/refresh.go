@@ -156,6 +156,9 @@ func (r *refresher) next() time.Duration {
 func (r *refresher) round(ctx context.Context) (failed int) {
 	r.rounds++
 	set := maps.Clone(r.last)
+	if set == nil {
+		set = map[string][]byte{}
+	}
 	read := map[readKey][]byte{}
 	var changed []string
 	for _, s := range r.cfg.Fetch.Secrets {

@@ -4,18 +4,24 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -301,8 +307,10 @@ type storeFunc func(context.Context, agentapi.Secret) ([]byte, error)
 func (f storeFunc) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) { return f(ctx, s) }
 
 // countingProxy stands before a store and counts the API calls by their
-// action (X-Amz-Target), as the store would bill them.
-func countingProxy(t *testing.T, target string) (string, func() map[string]int) {
+// action (X-Amz-Target), as the store would bill them; it answers the
+// actions in deny AccessDeniedException, as IAM would for a role without
+// them.
+func countingProxy(t testing.TB, target string, deny ...string) (string, func() map[string]int) {
 	u, _ := url.Parse(target)
 	p := httputil.NewSingleHostReverseProxy(u)
 	var mu sync.Mutex
@@ -318,6 +326,12 @@ func countingProxy(t *testing.T, target string) (string, func() map[string]int) 
 		mu.Lock()
 		calls[action]++
 		mu.Unlock()
+		if slices.Contains(deny, action) {
+			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"__type":"AccessDeniedException","message":"not authorized to perform: `+action+` (test)"}`)
+			return
+		}
 		p.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -390,6 +404,65 @@ func TestRefreshAWSVersionCheck(t *testing.T) {
 	}
 }
 
+// TestRefreshAWSWithoutDescribe: a role that may GetSecretValue but not
+// DescribeSecret still refreshes: after the first denial every refresh
+// reads the value, and the change arrives.
+func TestRefreshAWSWithoutDescribe(t *testing.T) {
+	endpoint, sm := kumo(t)
+	proxy, calls := countingProxy(t, endpoint, "secretsmanager.DescribeSecret")
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", proxy)
+	t.Setenv("AWS_ENDPOINT_URL_STS", proxy)
+	ctx := context.Background()
+	out, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db"), SecretString: aws.String("one")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := DefaultRefreshConfig()
+	cfg.Fetch = fastConfig("aws", agentapi.Secret{Field: "secrets[0]", ID: *out.ARN, File: filepath.Join(dir, "db", "password")})
+	cfg.Fetch.SetDir, cfg.Interval = dir, time.Minute
+	r, err := newRefresher(cfg, newStatusBook("", logr.Discard()), logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	for i, v := range []string{"one", "one", "two", "three"} {
+		if i >= 2 {
+			if _, err := sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: out.ARN, SecretString: aws.String(v)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if failed := r.round(ctx); failed > 0 {
+			t.Fatalf("refresh %d failed", i)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "db", "password")); string(b) != v {
+			t.Errorf("refresh %d: %q, want %q", i, b, v)
+		}
+	}
+	if c := calls(); c["secretsmanager.DescribeSecret"] != 1 || c["secretsmanager.GetSecretValue"] != 4 {
+		t.Errorf("calls %v: want DescribeSecret tried once, then GetSecretValue each time", c)
+	}
+}
+
+// TestWriteSetKeepsSetgid: in a directory with the setgid bit (an
+// fsGroup's emptyDir), the set's directories keep it, so that what is
+// made in them belongs to the fsGroup that the 0440 files are for.
+func TestWriteSetKeepsSetgid(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777|fs.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSet(dir, map[string][]byte{"g/v/k": []byte("x")}, 0o440); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dataLink, filepath.Join(dataLink, "g"), filepath.Join(dataLink, "g", "v")} {
+		fi, err := os.Stat(filepath.Join(dir, d))
+		if err != nil || fi.Mode()&fs.ModeSetgid == 0 {
+			t.Errorf("%s: %v, %v: want the setgid bit", d, fi.Mode(), err)
+		}
+	}
+}
+
 // TestRefreshVaultOutlivesTTL: with a login token of 2 s TTL and 6 s max
 // TTL, the refresher keeps reading Vault for 4 max TTLs: the token is
 // renewed, then replaced by a new login when its max TTL nears; a new KV v2
@@ -447,5 +520,68 @@ func TestRefreshVaultOutlivesTTL(t *testing.T) {
 	}
 	if left := loginTokens(t, addr); len(left) != 0 {
 		t.Errorf("%d login tokens left after the sidecar stopped, want 0\n%s", len(left), logs)
+	}
+}
+
+// BenchmarkSidecarRefresh runs the real sidecar (secctx-agent sidecar)
+// against kumo with 20 refreshed secrets every second, and reports its RSS
+// after 10 refreshes (VmRSS, and the peak VmHWM) and the store calls each
+// refresh made: the numbers in docs/refresh.md.
+func BenchmarkSidecarRefresh(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "secctx-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/agent")
+	build.Dir = filepath.Join("..", "..")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build the agent: %v\n%s", err, out)
+	}
+	endpoint, sm := kumo(b)
+	proxy, calls := countingProxy(b, endpoint)
+	dir := b.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte("a.projected.token"), 0o600)
+	set := filepath.Join(dir, "secrets")
+	var secrets []agentapi.Secret
+	for i := range 20 {
+		out, err := sm.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{Name: aws.String(fmt.Sprintf("s%d", i)), SecretString: aws.String(strings.Repeat("v", 64))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		secrets = append(secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), Store: agentapi.StoreAWS, ID: *out.ARN, File: filepath.Join(set, "g", fmt.Sprint(i))})
+	}
+	spec, _ := json.Marshal(secrets)
+	env := []string{"AWS_ENDPOINT_URL_SECRETS_MANAGER=" + proxy, "AWS_ENDPOINT_URL_STS=" + proxy,
+		"AWS_ROLE_ARN=arn:aws:iam::123456789012:role/r", "AWS_WEB_IDENTITY_TOKEN_FILE=" + tokenFile, "AWS_STS_REGIONAL_ENDPOINTS=regional",
+		"AWS_EC2_METADATA_DISABLED=true", "HOME=" + dir}
+	for b.Loop() {
+		os.RemoveAll(set)
+		fetch := exec.Command(bin, "fetch", "--set-dir="+set, "--secrets="+string(spec))
+		fetch.Env = env
+		if out, err := fetch.CombinedOutput(); err != nil {
+			b.Fatalf("fetch: %v\n%s", err, out)
+		}
+		before := calls()
+		cmd := exec.Command(bin, "sidecar", "--set-dir="+set, "--refresh=1s", "--refresh-jitter=0", "--secrets="+string(spec))
+		cmd.Env = env
+		logs := &syncBuffer{}
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(10500 * time.Millisecond) // 10 refreshes
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("the sidecar on SIGTERM: %v (want exit 0)\n%s", err, logs)
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && (f[0] == "VmRSS:" || f[0] == "VmHWM:") {
+				kb, _ := strconv.Atoi(f[1])
+				b.ReportMetric(float64(kb)/1024, map[string]string{"VmRSS:": "RSS-MiB", "VmHWM:": "peak-RSS-MiB"}[f[0]])
+			}
+		}
+		after := calls()
+		b.ReportMetric(float64(after["secretsmanager.DescribeSecret"]-before["secretsmanager.DescribeSecret"])/10, "DescribeSecret/refresh")
+		b.ReportMetric(float64(after["secretsmanager.GetSecretValue"]-before["secretsmanager.GetSecretValue"])/10, "GetSecretValue/refresh")
 	}
 }

@@ -191,11 +191,13 @@ func (vs *vaultStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, erro
 		// it logs in again once and reads again. (A fresh login that is
 		// refused is the role's answer, not a dead token.)
 		vs.mu.Lock()
+		old := vs.client.Token()
 		lerr := vs.login(ctx)
 		vs.mu.Unlock()
 		if lerr != nil {
 			return nil, err
 		}
+		vs.revoke(ctx, old, logr.Discard()) // most likely dead already
 		return vs.read(ctx, s)
 	}
 	return b, err

@@ -22,9 +22,9 @@ import (
 )
 
 // What secctx adds to a pod with tokens (docs/tokens.md) or refreshed
-// secrets (docs/refresh.md): the sidecar, which keeps both, and the
-// installer of the exec wrapper, both from secctx's image, and their
-// volumes. The names start with secctx- so that they are seen to be
+// secrets (docs/refresh.md): the sidecar, from secctx's image, which keeps
+// both, the exec wrapper's directory, and their volumes. InstallContainer
+// is the name of the wrapper's installer of old, still reserved. The names start with secctx- so that they are seen to be
 // secctx's; a pod that already has one of them is refused on the first pass.
 const (
 	SidecarContainer = "secctx-sidecar"
@@ -33,7 +33,7 @@ const (
 	binVolumeName    = "secctx-bin"
 	// AgentPath is the agent binary in secctx's image.
 	AgentPath = "/secctx-agent"
-	// BinDir is where the installer copies the agent, and where the
+	// BinDir is where the fetch or the sidecar copies the agent, and where the
 	// wrapped containers find it.
 	BinDir = "/var/run/secctx/bin"
 	// WrapperPath is the exec wrapper in the wrapped containers.
@@ -49,10 +49,11 @@ const agentUser int64 = 65532
 
 // agentPlan is what secctx's in-pod agent adds to a pod, worked out
 // without the pod: the fetch init container (secrets from a store the
-// kubelet cannot read), the token sidecar, and the exec wrapper that both
-// share with its installer. The env (the *_TOKEN_FILE paths) and the
-// volumes every target mounts are in the secret plan, so that every target
-// gets them with the same clash checks as secrets.
+// kubelet cannot read), the sidecar (tokens, refreshed secrets), and the
+// exec wrapper that both share, which the first of them installs. The env
+// (the *_TOKEN_FILE paths) and the volumes every target mounts are in the
+// secret plan, so that every target gets them with the same clash checks
+// as secrets.
 type agentPlan struct {
 	names []string
 	// sidecar is the sidecar (when there are tokens or refreshed secrets),

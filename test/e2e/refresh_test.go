@@ -26,11 +26,15 @@ import (
 
 // storeGate stands between the pods and kumo: it counts the calls by
 // action, as AWS would bill them, and can take the store down (every call
-// answered 503) and bring it back.
+// answered 503) and bring it back, or throttle it for a while (429).
 type storeGate struct {
 	down  atomic.Bool
 	mu    sync.Mutex
 	calls map[string]int
+	// until is when throttling ends (throttle); refused counts the calls
+	// answered 429 meanwhile.
+	until   time.Time
+	refused map[string]int
 }
 
 func (g *storeGate) serve(t *testing.T, kumo *framework.Server) string {
@@ -53,6 +57,9 @@ func (g *storeGate) serve(t *testing.T, kumo *framework.Server) string {
 		g.mu.Lock()
 		g.calls[action]++
 		g.mu.Unlock()
+		if g.throttled(w, action) {
+			return
+		}
 		if g.down.Load() {
 			http.Error(w, `{"__type":"ServiceUnavailable","message":"the store is down (test)"}`, http.StatusServiceUnavailable)
 			return
