@@ -55,6 +55,10 @@ test-unit: ## Run the tests that need no cluster (go test -short).
 test-e2e: tools ## Run only the real-cluster suites (test/e2e, test/chart), verbosely.
 	cd test && $(GO) test -count=1 -v -timeout 30m ./e2e/ ./chart/
 
+.PHONY: startup
+startup: tools ## Measure pod start-up in the real cluster, 20 pods per case (test/e2e TestStartup); the table goes to bin/startup.md.
+	cd test && SECCTX_STARTUP_PODS=20 SECCTX_STARTUP_REPORT=$(CURDIR)/bin/startup.md $(GO) test -count=1 -v -timeout 60m ./e2e/ -run 'TestStartup$$'
+
 KIND ?= kind
 KIND_CLUSTER ?= secctx-e2e
 .PHONY: test-e2e-kind

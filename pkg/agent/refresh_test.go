@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -583,5 +584,34 @@ func BenchmarkSidecarRefresh(b *testing.B) {
 		after := calls()
 		b.ReportMetric(float64(after["secretsmanager.DescribeSecret"]-before["secretsmanager.DescribeSecret"])/10, "DescribeSecret/refresh")
 		b.ReportMetric(float64(after["secretsmanager.GetSecretValue"]-before["secretsmanager.GetSecretValue"])/10, "GetSecretValue/refresh")
+	}
+}
+
+// TestSidecarWait: --wait (the sidecar's postStart hook) returns 0 as soon
+// as the status is ready, and after --wait-timeout exits 1 saying what is
+// not ready, for the kubelet's PostStartHookError.
+func TestSidecarWait(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, StatusFile)
+	write := func(st status) {
+		b, _ := json.Marshal(st)
+		if err := writeAtomic(file, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(status{Problems: []string{"token api: HTTP 401: invalid_client"}})
+	var out bytes.Buffer
+	t0 := time.Now()
+	code := runSidecar(context.Background(), []string{"--wait", "--wait-timeout=300ms", "--dir=" + dir}, &out, io.Discard)
+	if code != 1 || !strings.Contains(out.String(), "tokens not written yet: token api: HTTP 401: invalid_client") || time.Since(t0) < 300*time.Millisecond {
+		t.Errorf("not ready: exit %d after %s, %q", code, time.Since(t0), out.String())
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		write(status{Ready: true})
+	}()
+	t0 = time.Now()
+	if code := runSidecar(context.Background(), []string{"--wait", "--dir=" + dir}, io.Discard, io.Discard); code != 0 || time.Since(t0) > 2*time.Second {
+		t.Errorf("ready after 200 ms: exit %d after %s", code, time.Since(t0))
 	}
 }

@@ -29,6 +29,8 @@ type SidecarConfig struct {
 	// InstallDir, when set, is where to install the exec wrapper first; the
 	// status is not ready until it is there.
 	InstallDir string
+	// Wait is how long --wait waits for the status to be ready.
+	Wait time.Duration
 }
 
 // DefaultRefreshConfig returns the refresh's defaults, the interval aside.
@@ -44,7 +46,16 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	if check {
-		if msg, ok := Check(cfg.Status); !ok {
+		msg, ok := Check(cfg.Status)
+		for deadline := time.Now().Add(cfg.Wait); !ok && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				deadline = time.Time{}
+			case <-time.After(20 * time.Millisecond):
+				msg, ok = Check(cfg.Status)
+			}
+		}
+		if !ok {
 			fmt.Fprintln(stdout, msg)
 			return 1
 		}
@@ -75,7 +86,10 @@ func parseSidecarArgs(args []string, stderr io.Writer) (cfg SidecarConfig, check
 	fs.StringVar(&cfg.Tokens.Dir, "dir", "", "directory the tokens are written to")
 	fs.StringVar(&spec, "tokens", "", "the tokens, as JSON (written by the webhook)")
 	fs.StringVar(&cfg.Status, "status", "", "the status file (default: .status in --dir, else ..status in --set-dir)")
-	fs.BoolVar(&check, "check", false, "exit 0 when every token is written, else print why not and exit 1 (the startup probe)")
+	fs.BoolVar(&check, "check", false, "exit 0 when every token is written, else print why not and exit 1")
+	var wait bool
+	fs.BoolVar(&wait, "wait", false, "as --check, but wait up to --wait-timeout for every token to be written (the postStart hook)")
+	fs.DurationVar(&cfg.Wait, "wait-timeout", 2*time.Minute, "how long --wait waits")
 	fs.DurationVar(&cfg.Tokens.MinRefresh, "min-refresh", cfg.Tokens.MinRefresh, "the least wait between two renewals of a token")
 	fs.Func("http-host", "a host that may be reached over plain http (repeatable)", func(h string) error {
 		cfg.Tokens.HTTPHosts = append(cfg.Tokens.HTTPHosts, h)
@@ -91,6 +105,10 @@ func parseSidecarArgs(args []string, stderr io.Writer) (cfg SidecarConfig, check
 	if fs.NArg() > 0 {
 		return cfg, false, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if !wait {
+		cfg.Wait = 0
+	}
+	check = check || wait
 	if cfg.Status == "" {
 		switch {
 		case cfg.Tokens.Dir != "":

@@ -302,16 +302,15 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 	args = append(args, "--tokens="+string(spec))
 	tp.sidecar = agentContainer(cfg, SidecarContainer, args, sidecarMounts)
 	tp.sidecar.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
-	// The task's containers start once this probe passes: every token is
-	// written. Until then the kubelet's events carry the probe's output,
-	// which says what is wrong (the sidecar writes no secret there).
-	tp.sidecar.StartupProbe = &corev1.Probe{
-		ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{AgentPath, "sidecar", "--check", "--dir=" + cfg.Tokens.Dir}}},
-		TimeoutSeconds:   5,
-		PeriodSeconds:    1,
-		SuccessThreshold: 1,
-		FailureThreshold: 600,
-	}
+	// The task's containers start once this hook returns: every token is
+	// written (and the wrapper installed). A hook rather than a startup
+	// probe: the kubelet runs it as the sidecar starts and starts the next
+	// container as soon as it returns, where a probe would wait for its
+	// next period, up to a second (docs/performance.md). When the tokens
+	// do not come in time, the hook fails with what is wrong, which the
+	// kubelet shows as the sidecar's PostStartHookError, and restarts it.
+	tp.sidecar.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+		Command: []string{AgentPath, "sidecar", "--wait", "--dir=" + cfg.Tokens.Dir}}}}
 	if cfg.Tokens.CABundle != "" {
 		tp.sidecar.Env = []corev1.EnvVar{{Name: EnvCABundle, Value: cfg.Tokens.CABundle}}
 	}

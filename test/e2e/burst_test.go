@@ -125,7 +125,7 @@ func TestBurst(t *testing.T) {
 	calls, throttled := gate.count(), gate.throttledCount()
 	served := func(action string) int { return calls[action] - throttled[action] }
 	t.Logf("create → Succeeded: p50 %.1fs, p95 %.1fs, last %.1fs; calls %v; answered 429: %v",
-		percentile(times, 50).Seconds(), percentile(times, 95).Seconds(), times[len(times)-1].Seconds(), calls, throttled)
+		nearestRank(times, 50).Seconds(), nearestRank(times, 95).Seconds(), times[len(times)-1].Seconds(), calls, throttled)
 	if throttled["secretsmanager.GetSecretValue"]+throttled["AssumeRoleWithWebIdentity"] == 0 {
 		t.Error("no call was throttled: the burst did not meet the 429s")
 	}
@@ -148,8 +148,8 @@ func podFailure(p *corev1.Pod) string {
 	return strings.Join(why, "; ")
 }
 
-// percentile is the nearest-rank percentile of sorted.
-func percentile(sorted []time.Duration, p int) time.Duration {
+// nearestRank is the nearest-rank percentile of sorted.
+func nearestRank(sorted []time.Duration, p int) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
