@@ -66,7 +66,18 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		storeEnv(&cfg.Refresh.Fetch)
 	}
 	log := newLogger(stderr)
-	if err := RunSidecar(ctx, cfg, log); err != nil {
+	err = RunSidecar(ctx, cfg, log)
+	// Stopped before it was ready (its postStart hook gave up, and the
+	// kubelet stops it to start it again): what was wrong becomes the
+	// container's termination message, which kubectl describe shows as
+	// its last state, since the hook's own output reaches no event.
+	if msg, ok := Check(cfg.Status); !ok {
+		if f, ferr := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); ferr == nil {
+			_, _ = f.WriteString(program() + " sidecar: " + msg)
+			f.Close()
+		}
+	}
+	if err != nil {
 		log.Error(err, "sidecar stopped")
 		return 1
 	}

@@ -307,10 +307,10 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 	// probe: the kubelet runs it as the sidecar starts and starts the next
 	// container as soon as it returns, where a probe would wait for its
 	// next period, up to a second (docs/performance.md). When the tokens
-	// do not come in time, the hook fails with what is wrong, which the
-	// kubelet shows as the sidecar's PostStartHookError, and restarts it.
+	// do not come in 30 s, the hook fails and the kubelet restarts the
+	// sidecar, which leaves what is wrong as its termination message.
 	tp.sidecar.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-		Command: []string{AgentPath, "sidecar", "--wait", "--dir=" + cfg.Tokens.Dir}}}}
+		Command: []string{AgentPath, "sidecar", "--wait", "--wait-timeout=30s", "--dir=" + cfg.Tokens.Dir}}}}
 	if cfg.Tokens.CABundle != "" {
 		tp.sidecar.Env = []corev1.EnvVar{{Name: EnvCABundle, Value: cfg.Tokens.CABundle}}
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -125,7 +126,8 @@ func TestTokens(t *testing.T) {
 }
 
 // TestTokensWrongSecret: with a wrong client secret the task does not
-// start, and the pod's events say why (the startup probe's output).
+// start; the sidecar, stopped when its postStart hook gives up, says why
+// in its last state (kubectl describe), and logs it.
 func TestTokensWrongSecret(t *testing.T) {
 	needCluster(t)
 	ctx := testContext(t)
@@ -137,25 +139,32 @@ func TestTokensWrongSecret(t *testing.T) {
 	if _, err := kube.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The sidecar's postStart hook gives up after 30 s; the kubelet stops
+	// the sidecar, which leaves what is wrong as its termination message,
+	// and starts it again.
 	var msg string
-	err := framework.Poll(ctx, 90*time.Second, func() (bool, error) {
-		evs, err := kube.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=wrong-secret"})
+	err := framework.Poll(ctx, 2*time.Minute, func() (bool, error) {
+		p, err := kube.Client.CoreV1().Pods(ns).Get(ctx, "wrong-secret", metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
-		for _, e := range evs.Items {
-			if strings.Contains(e.Message, "invalid_client") {
-				msg = e.Message
+		for _, s := range p.Status.InitContainerStatuses {
+			if t := s.LastTerminationState.Terminated; s.Name == "secctx-sidecar" && t != nil && strings.Contains(t.Message, "invalid_client") {
+				msg = t.Message
 				return true, nil
 			}
 		}
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("no event says invalid_client: %v", err)
+		t.Fatalf("the sidecar's last state does not say invalid_client: %v", err)
 	}
 	if !strings.Contains(msg, "check the client id and the client secret") {
-		t.Errorf("event: %s", msg)
+		t.Errorf("termination message: %s", msg)
+	}
+	evs, err := kube.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=wrong-secret"})
+	if err != nil || !slices.ContainsFunc(evs.Items, func(e corev1.Event) bool { return e.Reason == "FailedPostStartHook" }) {
+		t.Errorf("no FailedPostStartHook event: %v", err)
 	}
 	p, err := kube.Client.CoreV1().Pods(ns).Get(ctx, "wrong-secret", metav1.GetOptions{})
 	if err != nil {
