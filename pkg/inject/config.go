@@ -387,6 +387,11 @@ func (c Config) Validate() error {
 	if err := c.Refresh.validate(); err != nil {
 		return err
 	}
+	if c.Refresh.IntervalSeconds > 0 && c.Agent.NativeSidecars == NativeSidecarsFalse {
+		// Without them the sidecar would be an init container that never
+		// ends, and every pod with fetched FILE secrets would hang.
+		return fmt.Errorf("inject.refresh.intervalSeconds %d: needs native sidecars (Kubernetes 1.29 and later), which inject.agent.nativeSidecars says this cluster does not run; set it to 0", c.Refresh.IntervalSeconds)
+	}
 	if _, ok := stores[c.backend()]; !ok {
 		return fmt.Errorf("inject.backend %q: must be %s", c.Backend, storeNames())
 	}

@@ -119,9 +119,11 @@ func readStatus(st string, all []*corev1.Container) (prev Status, msg string) {
 // is not secctx's and would be taken for it; after it (reinvocation), one
 // that is not an init container. An init container of that name on a
 // reinvocation must be exactly what secctx writes (applyAgent). It also
-// refuses a container other than the fetch that mounts a store's login
-// token, but for Azure's when azureTask (inject.azure.taskIdentity) gives
-// it to the targets.
+// refuses a container other than the fetch and the sidecar that mounts a
+// store's login token, but for Azure's when azureTask
+// (inject.azure.taskIdentity) gives it to the targets; and one that mounts
+// a volume the agent writes and the targets read (isSharedAgentVolume)
+// other than read-only on a reinvocation.
 func reservedNames(pod *corev1.Pod, reinvoked, azureTask bool) []string {
 	var problems []string
 	for _, list := range []struct {
@@ -155,8 +157,17 @@ func reservedNames(pod *corev1.Pod, reinvoked, azureTask bool) []string {
 				continue
 			}
 			for _, m := range c.VolumeMounts {
-				if isStoreTokenVolume(m.Name) && !(azureTask && m.Name == azureTokenVolumeName) {
+				switch {
+				case isStoreTokenVolume(m.Name) && !(azureTask && m.Name == azureTokenVolumeName):
 					problems = append(problems, fmt.Sprintf("container %s mounts volume %s, the %s, which only secctx's fetch may mount; remove the mount",
+						securityctx.Quote(c.Name), m.Name, describeAgent(m.Name)))
+				case isSharedAgentVolume(m.Name) && (!reinvoked || !m.ReadOnly):
+					// Written by the fetch and the sidecar, and read by
+					// the targets through the mounts secctx adds, read-only:
+					// a container that writes one could change the
+					// secrets, the tokens or the wrapper every target
+					// runs, or lead the sidecar astray.
+					problems = append(problems, fmt.Sprintf("container %s mounts volume %s, the %s, which secctx mounts itself, read-only, in the containers it injects into; remove the mount",
 						securityctx.Quote(c.Name), m.Name, describeAgent(m.Name)))
 				}
 			}

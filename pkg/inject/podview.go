@@ -102,6 +102,8 @@ func (r *viewReader) spec(s *podSpec) error {
 			s.NodeSelector, err = r.stringMap(s.NodeSelector, 0, true)
 		case "securityContext":
 			err = jsonv2.UnmarshalDecode(r.d, &s.SecurityContext)
+		case "shareProcessNamespace":
+			err = jsonv2.UnmarshalDecode(r.d, &s.ShareProcessNamespace)
 		default:
 			err = r.d.SkipValue()
 		}

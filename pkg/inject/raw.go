@@ -55,6 +55,9 @@ type podSpec struct {
 	// SecurityContext keeps the users: who the fetched secrets' files are
 	// for.
 	SecurityContext *podUsers `json:"securityContext"`
+	// ShareProcessNamespace tells whether the targets could see the
+	// sidecar's processes.
+	ShareProcessNamespace *bool `json:"shareProcessNamespace"`
 }
 
 // podUsers is the part of a pod's securityContext that Inject reads.
@@ -112,6 +115,7 @@ func (v *PodView) Pod() *corev1.Pod {
 	p.Spec.AutomountServiceAccountToken = v.Spec.AutomountServiceAccountToken
 	p.Spec.ImagePullSecrets = v.Spec.ImagePullSecrets
 	p.Spec.NodeSelector = v.Spec.NodeSelector
+	p.Spec.ShareProcessNamespace = v.Spec.ShareProcessNamespace
 	if u := v.Spec.SecurityContext; u != nil {
 		p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: u.RunAsUser, RunAsGroup: u.RunAsGroup, FSGroup: u.FSGroup}
 	}

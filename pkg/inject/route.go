@@ -42,6 +42,13 @@ func isStoreTokenVolume(name string) bool {
 	return name == vaultTokenVolumeName || name == gcpTokenVolumeName || name == azureTokenVolumeName
 }
 
+// isSharedAgentVolume: a volume that secctx's fetch or sidecar writes and
+// the targets read: the fetched secrets, the ENV_VAR values, the tokens
+// and the exec wrapper.
+func isSharedAgentVolume(name string) bool {
+	return name == fetchedVolumeName || name == fetchedEnvVolumeName || name == tokenVolumeName || name == binVolumeName
+}
+
 // maxRuleGroup bounds a rule's pattern, as a policy's.
 const maxRuleGroup = 1024
 

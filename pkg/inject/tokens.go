@@ -507,6 +507,13 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureC
 	}
 	switch {
 	case tp.refresh:
+		if key.uid != 0 && out.Spec.ShareProcessNamespace != nil && *out.Spec.ShareProcessNamespace {
+			// The sidecar then runs as the targets' user (its files are
+			// 0400 theirs), and in one process namespace they could read
+			// its credentials through /proc.
+			clashes = append(clashes, fmt.Sprintf("spec.shareProcessNamespace: with inject.refresh the sidecar runs as the containers' user %d, "+
+				"and a shared process namespace would let them read its store credentials; set shareProcessNamespace to false", key.uid))
+		}
 		add = append(add, tp.variant(variantKey{name: SidecarContainer, fetchKey: key, refresh: refreshSeconds}, &tp.sidecar).c)
 	case tp.names != nil:
 		// The tokens alone: secctx's own user, whatever the pod's.
@@ -606,6 +613,10 @@ func describeAgent(name string) string {
 		return "secret fetcher (an init container)"
 	case fetchedEnvVolumeName:
 		return "values of ENV_VAR secrets"
+	case fetchedVolumeName:
+		return "secrets the fetch writes"
+	case tokenVolumeName:
+		return "OAuth2 tokens"
 	case vaultTokenVolumeName:
 		return "Vault login token"
 	case gcpTokenVolumeName:
