@@ -105,8 +105,10 @@ func (a *awsStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) 
 		switch {
 		case err == nil && id == last.id:
 			return last.value, nil
-		case errors.As(err, &api) && (api.ErrorCode() == "AccessDeniedException" || api.ErrorCode() == "AccessDenied"):
-			// Least privilege: a role that may read but not describe.
+		case errors.As(err, &api) && (api.ErrorCode() == "AccessDeniedException" || api.ErrorCode() == "AccessDenied") &&
+			innermostOperation(err) == "DescribeSecret":
+			// Least privilege: a role that may read but not describe. (Not
+			// STS refusing the role, which fails the reads as well.)
 			a.noDescribe = true
 		case err != nil:
 			return nil, awsError(err)
@@ -125,6 +127,19 @@ func (a *awsStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) 
 		a.read[key] = awsVersion{id: *out.VersionId, value: v}
 	}
 	return v, nil
+}
+
+// innermostOperation names the deepest SDK operation in err's chain: the
+// call that failed, which is not DescribeSecret when it is the credentials'
+// AssumeRoleWithWebIdentity that DescribeSecret needed.
+func innermostOperation(err error) string {
+	name := ""
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if op, ok := e.(*smithy.OperationError); ok {
+			name = op.OperationName
+		}
+	}
+	return name
 }
 
 // currentVersion is the id of the version of secret id that has stage.

@@ -361,7 +361,7 @@ func Fetch(ctx context.Context, cfg FetchConfig, log logr.Logger) error {
 		log.Info("secret written", "field", s.Field, "store", s.Store, "secret", storekit.Describe(s), "file", s.File)
 	}
 	if len(set) > 0 {
-		if err := writeSet(cfg.SetDir, set, cfg.Mode); err != nil {
+		if _, err := writeSet(cfg.SetDir, set, cfg.Mode); err != nil {
 			return fmt.Errorf("write the secrets' set in %s: %w", cfg.SetDir, err)
 		}
 		log.Info("secrets written as one set", "count", len(set), "dir", cfg.SetDir)

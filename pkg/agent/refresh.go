@@ -1,8 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -67,8 +67,9 @@ type refresher struct {
 	mu     sync.Mutex
 	stores map[string]Store
 	runCtx context.Context
-	// last is the set as written last, by its path in SetDir.
-	last map[string][]byte
+	// last is the set as written last: a hash of each value, by its path
+	// in SetDir.
+	last map[string][sha256.Size]byte
 	// rounds and calls count refreshes and store reads, for the log.
 	rounds, reads int
 }
@@ -120,13 +121,13 @@ func (r *refresher) run(ctx context.Context) {
 	if err != nil {
 		r.log.Error(err, "read the fetched set: every secret is written again at the first refresh")
 	}
-	r.last = last
+	r.remember(last)
 	r.mu.Lock()
 	r.runCtx = ctx
 	r.mu.Unlock()
 	r.log.Info("refreshing secrets", "secrets", len(r.cfg.Fetch.Secrets), "every", r.cfg.Interval.String(), "jitter", r.cfg.Jitter)
 	wait := r.next()
-	backoff := r.cfg.MinBackoff
+	backoff := r.firstBackoff()
 	for {
 		select {
 		case <-ctx.Done():
@@ -135,18 +136,26 @@ func (r *refresher) run(ctx context.Context) {
 		}
 		if failed := r.round(ctx); failed > 0 && ctx.Err() == nil {
 			wait = min(jitter(backoff), r.cfg.Interval)
-			backoff = min(2*backoff, r.cfg.MaxBackoff)
+			backoff = min(2*backoff, r.cfg.MaxBackoff, r.cfg.Interval)
 			r.log.Info("refresh incomplete: the last good values are kept", "failed", failed, "retryIn", wait.Round(time.Millisecond).String())
 			continue
 		}
-		wait, backoff = r.next(), r.cfg.MinBackoff
+		wait, backoff = r.next(), r.firstBackoff()
 	}
 }
 
-// next is the wait until the next refresh: Interval, give or take Jitter.
+// next is the wait until the next refresh: Interval, plus up to Jitter of
+// it. Never less: the interval is the least time between two refreshes,
+// which a SecurityContextPolicy may hold a namespace to.
 func (r *refresher) next() time.Duration {
-	f := 1 + r.cfg.Jitter*(2*rand.Float64()-1)
-	return time.Duration(float64(r.cfg.Interval) * f)
+	return time.Duration(float64(r.cfg.Interval) * (1 + r.cfg.Jitter*rand.Float64()))
+}
+
+// firstBackoff is the first wait after a failed refresh: a tenth of the
+// interval, at least MinBackoff, so that a failing store is asked again
+// at most a few times an interval.
+func (r *refresher) firstBackoff() time.Duration {
+	return max(r.cfg.MinBackoff, r.cfg.Interval/10)
 }
 
 // round reads every secret of the set once and, when a value changed,
@@ -155,10 +164,7 @@ func (r *refresher) next() time.Duration {
 // secrets failed.
 func (r *refresher) round(ctx context.Context) (failed int) {
 	r.rounds++
-	set := maps.Clone(r.last)
-	if set == nil {
-		set = map[string][]byte{}
-	}
+	fresh := map[string][]byte{} // the values read, by path in the set
 	read := map[readKey][]byte{}
 	var changed []string
 	for _, s := range r.cfg.Fetch.Secrets {
@@ -185,25 +191,53 @@ func (r *refresher) round(ctx context.Context) (failed int) {
 			}
 			read[keyOf(s)] = v
 		}
-		if !bytes.Equal(set[rel], v) {
+		fresh[rel] = v
+		if h, had := r.last[rel]; !had || h != sha256.Sum256(v) {
 			changed = append(changed, s.Field)
-			set[rel] = v
 		}
 		r.status.set(secretStatus(s), "", true)
 	}
 	if len(changed) == 0 {
 		return failed
 	}
-	if err := writeSet(r.cfg.Fetch.SetDir, set, r.cfg.Fetch.Mode); err != nil {
+	// The whole set: what was read, and for a secret that could not be,
+	// its last value, from the current set. Only hashes of the values are
+	// kept between refreshes: the files in memory are counted against the
+	// sidecar's memory, and a copy would double them.
+	set := fresh
+	if len(fresh) < len(r.cfg.Fetch.Secrets) {
+		current, err := readSet(r.cfg.Fetch.SetDir)
+		if err != nil {
+			r.log.Error(err, "read the current set")
+		}
+		for rel, v := range current {
+			if _, ok := set[rel]; !ok {
+				set[rel] = v
+			}
+		}
+	}
+	switched, err := writeSet(r.cfg.Fetch.SetDir, set, r.cfg.Fetch.Mode)
+	if err != nil && !switched {
 		r.log.Error(err, "write the refreshed set: the last one stays")
 		for _, s := range r.cfg.Fetch.Secrets {
 			r.status.set(secretStatus(s), "not refreshed, the last value is kept: write "+r.cfg.Fetch.SetDir+": "+err.Error(), true)
 		}
 		return len(r.cfg.Fetch.Secrets)
 	}
-	r.last = set
+	if err != nil {
+		r.log.Error(err, "the refreshed set is written, but the previous one is not cleaned up")
+	}
+	r.remember(set)
 	r.log.Info("secrets refreshed", "changed", changed, "refreshes", r.rounds, "reads", r.reads)
 	return failed
+}
+
+// remember keeps the hashes of set's values, as written last.
+func (r *refresher) remember(set map[string][]byte) {
+	r.last = map[string][sha256.Size]byte{}
+	for rel, v := range set {
+		r.last[rel] = sha256.Sum256(v)
+	}
 }
 
 // read reads s from its store, opening the store first if it is not yet.

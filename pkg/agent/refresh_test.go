@@ -49,7 +49,7 @@ func TestWriteSetAtomic(t *testing.T) {
 		}
 		return m
 	}
-	if err := writeSet(dir, set(0), 0o440); err != nil {
+	if _, err := writeSet(dir, set(0), 0o440); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -95,7 +95,7 @@ func TestWriteSetAtomic(t *testing.T) {
 		})
 	}
 	for i := 1; i <= 300; i++ {
-		if err := writeSet(dir, set(i), 0o440); err != nil {
+		if _, err := writeSet(dir, set(i), 0o440); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,7 +138,7 @@ func TestWriteSetRefuses(t *testing.T) {
 		"layout name": {"..data/x": []byte("v")},
 		"unclean":     {"a//b": []byte("v")},
 	} {
-		if err := writeSet(dir, files, 0o444); err == nil {
+		if _, err := writeSet(dir, files, 0o444); err == nil {
 			t.Errorf("%s: written", name)
 		}
 	}
@@ -184,9 +184,9 @@ func (s *scriptStore) Read(context.Context, agentapi.Secret) ([]byte, error) {
 }
 
 // TestRefreshBackoff: with a fake clock, the refresh waits the interval
-// give or take the jitter; when the store fails, the last good value stays
-// and the retries back off, doubling from MinBackoff with jitter and never
-// past the interval; once the store answers, the new value is written and
+// plus up to the jitter, never less; when the store fails, the last good
+// value stays and the retries back off, doubling from a tenth of the
+// interval with jitter, to MaxBackoff and never past the interval; once the store answers, the new value is written and
 // the wait is the interval again.
 func TestRefreshBackoff(t *testing.T) {
 	dir := t.TempDir()
@@ -200,8 +200,8 @@ func TestRefreshBackoff(t *testing.T) {
 	cfg := DefaultRefreshConfig()
 	cfg.Fetch.SetDir, cfg.Fetch.Mode = dir, 0o400
 	cfg.Fetch.Secrets = []agentapi.Secret{{Field: "secrets[0]", Store: "test-script", ID: "db", File: file}}
-	cfg.Interval, cfg.Jitter, cfg.MinBackoff, cfg.MaxBackoff = 10*time.Minute, 0.1, time.Second, 4*time.Second
-	if err := writeSet(dir, map[string][]byte{"db/password": []byte("v0")}, 0o400); err != nil {
+	cfg.Interval, cfg.Jitter, cfg.MinBackoff, cfg.MaxBackoff = 10*time.Second, 0.1, 100*time.Millisecond, 4*time.Second
+	if _, err := writeSet(dir, map[string][]byte{"db/password": []byte("v0")}, 0o400); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
@@ -219,11 +219,12 @@ func TestRefreshBackoff(t *testing.T) {
 	if len(waits) < 9 {
 		t.Fatalf("waits %v: want 9", waits)
 	}
-	inInterval := func(d time.Duration) bool { return d >= 9*time.Minute && d <= 11*time.Minute }
+	inInterval := func(d time.Duration) bool { return d >= 10*time.Second && d <= 11*time.Second }
 	// Wait 0: the first refresh (v1); 1: after v1, the interval; 2..7:
-	// after each failure, jitter(1s), jitter(2s), jitter(4s), jitter(4s)...
+	// after each failure, jitter(1s) (a tenth of the interval), jitter(2s),
+	// jitter(4s), jitter(4s)...
 	if !inInterval(waits[0]) || !inInterval(waits[1]) {
-		t.Errorf("waits before and after a good refresh %v, %v: want 10m ± 10%%", waits[0], waits[1])
+		t.Errorf("waits before and after a good refresh %v, %v: want 10s plus up to 10%%", waits[0], waits[1])
 	}
 	for i, max := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second} {
 		if w := waits[2+i]; w < max/2 || w > max {
@@ -273,7 +274,7 @@ func TestRefreshKeepsLastGood(t *testing.T) {
 		{Field: "secrets[1]", Store: "test-b", ID: "b", File: filepath.Join(dir, "b", "key")},
 	}
 	cfg.Interval, cfg.MinBackoff, cfg.MaxBackoff = 50*time.Millisecond, 10*time.Millisecond, 20*time.Millisecond
-	if err := writeSet(dir, map[string][]byte{"a/key": []byte("a1"), "b/key": []byte("b1")}, 0o444); err != nil {
+	if _, err := writeSet(dir, map[string][]byte{"a/key": []byte("a1"), "b/key": []byte("b1")}, 0o444); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
@@ -373,7 +374,8 @@ func TestRefreshAWSVersionCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.last, _ = readSet(dir)
+	set, _ := readSet(dir)
+	r.remember(set)
 	defer r.close()
 	before := calls()
 	for range 3 {
@@ -453,7 +455,7 @@ func TestWriteSetKeepsSetgid(t *testing.T) {
 	if err := os.Chmod(dir, 0o777|fs.ModeSetgid); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeSet(dir, map[string][]byte{"g/v/k": []byte("x")}, 0o440); err != nil {
+	if _, err := writeSet(dir, map[string][]byte{"g/v/k": []byte("x")}, 0o440); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{dataLink, filepath.Join(dataLink, "g"), filepath.Join(dataLink, "g", "v")} {
@@ -613,5 +615,49 @@ func TestSidecarWait(t *testing.T) {
 	t0 = time.Now()
 	if code := runSidecar(context.Background(), []string{"--wait", "--dir=" + dir}, io.Discard, io.Discard); code != 0 || time.Since(t0) > 2*time.Second {
 		t.Errorf("ready after 200 ms: exit %d after %s", code, time.Since(t0))
+	}
+}
+
+// TestSetTrustsOnlyItsOwnDirs: a ..data that names anything but a set
+// directory of writeSet's (.., a path out of the volume, a link) is not
+// read and, replaced, not removed; directories an interrupted write left
+// are removed at the next write.
+func TestSetTrustsOnlyItsOwnDirs(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "secrets")
+	outside := filepath.Join(root, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(outside, "keep"), []byte("not the set's"), 0o644)
+	if _, err := writeSet(dir, map[string][]byte{"g/k": []byte("v1")}, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"..", "../outside", outside, "..2026_01_01_00_00_00.1/../.."} {
+		os.Remove(filepath.Join(dir, dataLink))
+		if err := os.Symlink(target, filepath.Join(dir, dataLink)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := readSet(dir); len(got) != 0 {
+			t.Errorf("..data -> %s: read %v", target, got)
+		}
+		if _, err := writeSet(dir, map[string][]byte{"g/k": []byte("v2")}, 0o444); err != nil {
+			t.Fatalf("..data -> %s: %v", target, err)
+		}
+		if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
+			t.Fatalf("..data -> %s: a file outside the set was removed: %v", target, err)
+		}
+	}
+	// An interrupted write's directory.
+	stray := filepath.Join(dir, "..2026_01_01_00_00_00.99")
+	os.MkdirAll(filepath.Join(stray, "g"), 0o700)
+	if _, err := writeSet(dir, map[string][]byte{"g/k": []byte("v3")}, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stray); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the interrupted write's directory is still there: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "g", "k")); string(b) != "v3" {
+		t.Errorf("g/k: %q", b)
 	}
 }

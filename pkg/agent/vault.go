@@ -26,8 +26,12 @@ func init() { RegisterStore(agentapi.StoreVault, openVault) }
 type vaultStore struct {
 	client *vault.Client
 	cfg    VaultConfig
-	// mu guards the login: the sidecar renews it while it reads.
-	mu sync.Mutex
+	// mu guards the login: the sidecar renews it while it reads. A read
+	// holds it for reading, so that no token is revoked under a read.
+	mu sync.RWMutex
+	// relogged: the current login was made because a read was refused
+	// (403); another refusal is the policy's answer, not a dead token.
+	relogged bool
 	// loggedIn and ttl are the login token's; renewable says whether
 	// Vault lets it be renewed.
 	loggedIn  time.Time
@@ -98,6 +102,7 @@ func (vs *vaultStore) login(ctx context.Context) error {
 	}
 	vs.client.SetToken(secret.Auth.ClientToken)
 	vs.loggedIn, vs.ttl, vs.renewable = time.Now(), time.Duration(secret.Auth.LeaseDuration)*time.Second, secret.Auth.Renewable
+	vs.relogged = false
 	return nil
 }
 
@@ -182,25 +187,29 @@ func cleanHTTPClient() *http.Client {
 }
 
 func (vs *vaultStore) Read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
+	vs.mu.RLock()
 	b, err := vs.read(ctx, s)
+	token, stale, relogged := vs.client.Token(), time.Since(vs.loggedIn) > 5*time.Second, vs.relogged
+	vs.mu.RUnlock()
+	var se *vaultStatusError
+	if err == nil || !errors.As(err, &se) || se.code != http.StatusForbidden || !stale || relogged {
+		return b, err
+	}
+	// The sidecar's login token may have died while Vault was away: it
+	// logs in again, once, and reads again.
 	vs.mu.Lock()
-	stale := time.Since(vs.loggedIn) > 5*time.Second
-	vs.mu.Unlock()
-	if err != nil && stale && strings.Contains(err.Error(), "HTTP 403") {
-		// The sidecar's login token may have died while Vault was away:
-		// it logs in again once and reads again. (A fresh login that is
-		// refused is the role's answer, not a dead token.)
-		vs.mu.Lock()
-		old := vs.client.Token()
-		lerr := vs.login(ctx)
-		vs.mu.Unlock()
-		if lerr != nil {
+	if vs.client.Token() == token { // no one else logged in meanwhile
+		if lerr := vs.login(ctx); lerr != nil {
+			vs.mu.Unlock()
 			return nil, err
 		}
-		vs.revoke(ctx, old, logr.Discard()) // most likely dead already
-		return vs.read(ctx, s)
+		vs.relogged = true
+		vs.revoke(ctx, token, logr.Discard()) // most likely dead already
 	}
-	return b, err
+	vs.mu.Unlock()
+	vs.mu.RLock()
+	defer vs.mu.RUnlock()
+	return vs.read(ctx, s)
 }
 
 func (vs *vaultStore) read(ctx context.Context, s agentapi.Secret) ([]byte, error) {
@@ -257,7 +266,8 @@ func (vs *vaultStore) kv2Path(ctx context.Context, path string) string {
 }
 
 // vaultError words a Vault error and says whether it is worth retrying:
-// a 4xx other than 429 (denied, not found, bad request) is not.
+// a 4xx other than 429 (denied, not found, bad request) is not. An answer
+// of Vault's keeps its status (vaultStatusError).
 func vaultError(what string, err error) error {
 	var re *vault.ResponseError
 	if errors.As(err, &re) {
@@ -266,9 +276,17 @@ func vaultError(what string, err error) error {
 			if re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusBadRequest {
 				msg += " (denied: check the Vault role's bound service accounts and policies)"
 			}
-			return Permanent(errors.New(msg))
+			return Permanent(&vaultStatusError{code: re.StatusCode, msg: msg})
 		}
-		return errors.New(msg)
+		return &vaultStatusError{code: re.StatusCode, msg: msg}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// vaultStatusError is an answer of Vault's that refused a request.
+type vaultStatusError struct {
+	code int
+	msg  string
+}
+
+func (e *vaultStatusError) Error() string { return e.msg }

@@ -51,6 +51,10 @@ const (
 	// longest name, 256 bytes as envVar allows, the "=" and the NUL. The
 	// wrapper checks each NAME=value against MaxEnvBytes itself.
 	MaxEnvValueBytes = MaxEnvBytes - 256 - 2
+	// MaxSecretBytes bounds one value the fetch or the sidecar writes
+	// (Secrets Manager's own limit is 64 KiB; the files live in memory).
+	// The webhook sizes the volume of refreshed secrets from it.
+	MaxSecretBytes = 1 << 20
 )
 
 // The stores the fetch reads (Secret.Store).

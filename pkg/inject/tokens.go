@@ -344,6 +344,15 @@ func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
 	if err != nil {
 		return err
 	}
+	// A refresh writes the new set beside the old before it removes it:
+	// room for two sets of the largest values the fetch writes.
+	if size := resource.NewQuantity(int64(2*len(files)+1)*agentapi.MaxSecretBytes, resource.BinarySI); size.Cmp(resource.MustParse("64Mi")) > 0 {
+		for _, v := range p.volumes {
+			if v.volume.Name == fetchedVolumeName {
+				v.volume.EmptyDir.SizeLimit = size
+			}
+		}
+	}
 	if tp.names == nil {
 		tp.sidecar = agentContainer(cfg, SidecarContainer, []string{"sidecar"}, nil)
 		tp.sidecar.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)

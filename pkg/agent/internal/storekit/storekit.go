@@ -19,9 +19,8 @@ import (
 	"github.com/secctx/secctx/pkg/agentapi"
 )
 
-// MaxSecretSize bounds one value: Secrets Manager's own limit is 64 KiB,
-// and the files live in memory.
-const MaxSecretSize = 1 << 20
+// MaxSecretSize bounds one value (agentapi.MaxSecretBytes).
+const MaxSecretSize = agentapi.MaxSecretBytes
 
 // TLS is a TLS configuration that trusts the system's CAs and the PEM
 // certificates of bundle, which came from the environment variable env.
