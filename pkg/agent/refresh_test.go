@@ -348,23 +348,32 @@ func countingProxy(t testing.TB, target string, deny ...string) (string, func() 
 	}
 }
 
-// TestRefreshAWSVersionCheck: against kumo, a refresh of an unchanged
-// secret costs one DescribeSecret and no GetSecretValue; a new version is
-// read (one DescribeSecret and one GetSecretValue) and written; the web
-// identity is assumed once for all of it.
-func TestRefreshAWSVersionCheck(t *testing.T) {
+// awsRefreshSetup is kumo behind a counting proxy that denies deny, with
+// one secret "db" of value "one", and a fetch configuration of it in a set
+// directory.
+func awsRefreshSetup(t *testing.T, deny ...string) (*secretsmanager.Client, *string, FetchConfig, func() map[string]int) {
 	endpoint, sm := kumo(t)
-	proxy, calls := countingProxy(t, endpoint)
+	proxy, calls := countingProxy(t, endpoint, deny...)
 	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", proxy)
 	t.Setenv("AWS_ENDPOINT_URL_STS", proxy)
-	ctx := context.Background()
-	out, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db"), SecretString: aws.String("one")})
+	out, err := sm.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{Name: aws.String("db"), SecretString: aws.String("one")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	fc := fastConfig("aws", agentapi.Secret{Field: "secrets[0]", ID: *out.ARN, File: filepath.Join(dir, "db", "password")})
 	fc.SetDir = dir
+	return sm, out.ARN, fc, calls
+}
+
+// TestRefreshAWSVersionCheck: against kumo, a refresh of an unchanged
+// secret costs one DescribeSecret and no GetSecretValue; a new version is
+// read (one DescribeSecret and one GetSecretValue) and written; the web
+// identity is assumed once for all of it.
+func TestRefreshAWSVersionCheck(t *testing.T) {
+	sm, arn, fc, calls := awsRefreshSetup(t)
+	ctx := context.Background()
+	dir := fc.SetDir
 	if err := Fetch(ctx, fc, logr.Discard()); err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +399,7 @@ func TestRefreshAWSVersionCheck(t *testing.T) {
 	if d, g := got["secretsmanager.DescribeSecret"]-before["secretsmanager.DescribeSecret"], got["secretsmanager.GetSecretValue"]-before["secretsmanager.GetSecretValue"]; d != 2 || g != 1 {
 		t.Errorf("3 refreshes of an unchanged secret: %d DescribeSecret, %d GetSecretValue; want 2 and 1 (all: %v)", d, g, got)
 	}
-	if _, err := sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: out.ARN, SecretString: aws.String("two")}); err != nil {
+	if _, err := sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: arn, SecretString: aws.String("two")}); err != nil {
 		t.Fatal(err)
 	}
 	before = calls()
@@ -411,19 +420,11 @@ func TestRefreshAWSVersionCheck(t *testing.T) {
 // DescribeSecret still refreshes: after the first denial every refresh
 // reads the value, and the change arrives.
 func TestRefreshAWSWithoutDescribe(t *testing.T) {
-	endpoint, sm := kumo(t)
-	proxy, calls := countingProxy(t, endpoint, "secretsmanager.DescribeSecret")
-	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", proxy)
-	t.Setenv("AWS_ENDPOINT_URL_STS", proxy)
+	sm, arn, fc, calls := awsRefreshSetup(t, "secretsmanager.DescribeSecret")
 	ctx := context.Background()
-	out, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db"), SecretString: aws.String("one")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
+	dir := fc.SetDir
 	cfg := DefaultRefreshConfig()
-	cfg.Fetch = fastConfig("aws", agentapi.Secret{Field: "secrets[0]", ID: *out.ARN, File: filepath.Join(dir, "db", "password")})
-	cfg.Fetch.SetDir, cfg.Interval = dir, time.Minute
+	cfg.Fetch, cfg.Interval = fc, time.Minute
 	r, err := newRefresher(cfg, newStatusBook("", logr.Discard()), logr.Discard())
 	if err != nil {
 		t.Fatal(err)
@@ -431,7 +432,7 @@ func TestRefreshAWSWithoutDescribe(t *testing.T) {
 	defer r.close()
 	for i, v := range []string{"one", "one", "two", "three"} {
 		if i >= 2 {
-			if _, err := sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: out.ARN, SecretString: aws.String(v)}); err != nil {
+			if _, err := sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: arn, SecretString: aws.String(v)}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -812,3 +812,49 @@ func BenchmarkFetchProcess(b *testing.B) {
 	}
 	b.ReportMetric(float64(rss)/1024, "peak-RSS-MiB")
 }
+
+// TestRefreshGCP: the sidecar, with the gcp store linked in (as
+// secctx-fetch runs it), keeps a Secret Manager secret fresh: a new
+// version reaches the set's file, on the connection and identity it opened
+// once.
+func TestRefreshGCP(t *testing.T) {
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "not-a-file.json"))
+	t.Setenv("CLOUDSDK_CONFIG", t.TempDir())
+	tlsConf, caPEM := testPKI(t)
+	g := newGoogleSTS(t, tlsConf, testPool, fakeJWT(`{"sub":"system:serviceaccount:team-a:task"}`), "")
+	sm := newSecretManager(t, tlsConf, "sts-token")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "db", "password")
+	cfg := fastConfig(agentapi.Secret{Field: "secrets[0]", ID: "projects/p/secrets/db", File: file})
+	cfg.GCP = federation(t, g, sm, caPEM)
+	cfg.SetDir = dir
+	if err := agent.Fetch(context.Background(), cfg, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	rc := agent.DefaultRefreshConfig()
+	rc.Fetch, rc.Interval = cfg, time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.RunSidecar(ctx, agent.SidecarConfig{Refresh: &rc, Status: filepath.Join(dir, agent.StatusName)}, testLogger(logs))
+	}()
+	sm.mu.Lock()
+	sm.versions["projects/p/secrets/db"] = append(sm.versions["projects/p/secrets/db"], "v3-value")
+	sm.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for b, _ := os.ReadFile(file); string(b) != "v3-value"; b, _ = os.ReadFile(file) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new version did not arrive: %q\n%s", b, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := g.stsHits.Load(); n != 2 { // the fetch's, the sidecar's
+		t.Errorf("%d token exchanges, want 2", n)
+	}
+}
