@@ -255,6 +255,7 @@ func DefaultConfig() Config {
 		Limits:       defaultLimits,
 		Tokens:       TokensConfig{Dir: defaultTokensDir, AuthStyle: agentapi.AuthStyleHeader, MinRefreshSeconds: 10},
 		IAM:          defaultIAM,
+		Refresh:      RefreshConfig{Jitter: defaultJitter},
 		Agent: AgentConfig{
 			ImagePullPolicy:     corev1.PullIfNotPresent,
 			NativeSidecars:      NativeSidecarsAuto,
