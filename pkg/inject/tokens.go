@@ -24,8 +24,9 @@ import (
 // What secctx adds to a pod with tokens (docs/tokens.md) or refreshed
 // secrets (docs/refresh.md): the sidecar, from secctx's image, which keeps
 // both, the exec wrapper's directory, and their volumes. InstallContainer
-// is the name of the wrapper's installer of old, still reserved. The names start with secctx- so that they are seen to be
-// secctx's; a pod that already has one of them is refused on the first pass.
+// is the name of the wrapper's installer of old, still reserved. The names
+// start with secctx- so that they are seen to be secctx's; a pod that
+// already has one of them is refused on the first pass.
 const (
 	SidecarContainer = "secctx-sidecar"
 	InstallContainer = "secctx-bin"

@@ -129,7 +129,7 @@ func TestRefresh(t *testing.T) {
 	group, key, _ := strings.Cut(*created.ARN, ":secret:")
 	group += ":secret"
 	const interval = 10
-	configure(t, ctx, framework.WithStores(fmt.Sprintf(`backends:
+	stores := framework.WithStores(fmt.Sprintf(`backends:
 - store: aws
 - group: secret/*
   store: vault
@@ -141,10 +141,8 @@ vault:
   role: task
   kvVersion: "2"
   address: %[2]s
-refresh:
-  intervalSeconds: %[3]d
-  jitter: 0.1
-`, gateAddr, v.URL, interval), gateAddr, v.Addr),
+`, gateAddr, v.URL), gateAddr, v.Addr)
+	configure(t, ctx, func(c string) string { return framework.WithRefresh(interval)(stores(c)) },
 		`{"secrets": [{"group": "arn:aws:secretsmanager:us-east-1:000000000000:secret", "key": "probe", "mountRequirement": "FILE"}]}`)
 	createServiceAccounts(t, ctx, ns, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "task-sa"}})
 

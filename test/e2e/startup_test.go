@@ -167,9 +167,8 @@ func TestStartup(t *testing.T) {
 	// the others, with it on. The secrets are those of aws and token+aws;
 	// their FILE secret is then kept fresh by the sidecar.
 	reconfigured(t, func() (func(context.Context) error, error) {
-		return deployed.Reconfigure(ctx, kube, func(config string) string {
-			return strings.Replace(config, "  backend: kubernetes\n", "  backend: kubernetes\n  refresh:\n    intervalSeconds: 300\n", 1)
-		}, func(ctx context.Context) error { return waitSidecar(ctx, ns, awsSC) },
+		return deployed.Reconfigure(ctx, kube, framework.WithRefresh(300),
+			func(ctx context.Context) error { return waitSidecar(ctx, ns, awsSC) },
 			func(ctx context.Context) error { return deployed.WaitReady(ctx, kube, 2) })
 	})
 	run([]startupCase{

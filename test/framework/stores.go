@@ -240,6 +240,15 @@ func WithStores(settings string, httpHosts ...string) func(string) string {
 	}
 }
 
+// WithRefresh is an edit for Configure: inject.refresh every seconds, the
+// jitter left as it is (config/'s, 0.1). Edits compose: WithRefresh(10)
+// applied to WithStores(...)'s result.
+func WithRefresh(seconds int) func(string) string {
+	return func(config string) string {
+		return strings.Replace(config, "  refresh:\n    intervalSeconds: 0\n", fmt.Sprintf("  refresh:\n    intervalSeconds: %d\n", seconds), 1)
+	}
+}
+
 func indent(s, prefix string) string {
 	var b strings.Builder
 	for _, l := range strings.SplitAfter(s, "\n") {
