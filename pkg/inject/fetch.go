@@ -70,6 +70,17 @@ type fetchPlan struct {
 	// mountPoints are directories the fetch makes in the fetched volume,
 	// where the kubelet mounts Kubernetes Secrets (checkNested).
 	mountPoints []string
+	// parts are each store's args, env and mounts when stores merged
+	// (add): the sidecar gets only those of the stores it refreshes.
+	parts []storeParts
+}
+
+// storeParts is what one store adds to the fetch container.
+type storeParts struct {
+	store  string
+	args   []string
+	env    []corev1.EnvVar
+	mounts []corev1.VolumeMount
 }
 
 // locator maps one secret to its place in a store, checking the names
@@ -345,6 +356,9 @@ func keyFor(pod *corev1.Pod, tgts []*corev1.Container, azureClient string) fetch
 // Azure application, and the sidecar's refresh interval. The plan keeps
 // each variant with its JSON, as it keeps the sidecar's.
 func (tp *agentPlan) variant(k variantKey, base *corev1.Container) *fetchVariant {
+	if !tp.azure || findEnv(base.Env, EnvAzureClientID) < 0 {
+		k.azureClient = "" // not in this container: one variant for every account
+	}
 	if v, ok := tp.variants.Load(k); ok {
 		return v.(*fetchVariant)
 	}

@@ -774,3 +774,47 @@ func TestRefreshBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshSidecarOnlyItsStores: of several stores, the sidecar gets the
+// args, env and login tokens of the stores whose FILE secrets it
+// refreshes, and none of a store whose secrets are all ENV_VAR values.
+func TestRefreshSidecarOnlyItsStores(t *testing.T) {
+	in := newTestInjector(t, fixtureConfig(t, "refresh-mixed"))
+	out, err := in.InjectJSON(context.Background(), "default", readPodJSON(t, "testdata/pods/refresh-mixed.in.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sidecar, fetch *corev1.Container
+	for i, c := range out.Pod.Spec.InitContainers {
+		switch c.Name {
+		case SidecarContainer:
+			sidecar = &out.Pod.Spec.InitContainers[i]
+		case FetchContainer:
+			fetch = &out.Pod.Spec.InitContainers[i]
+		}
+	}
+	if sidecar == nil || fetch == nil {
+		t.Fatalf("init containers: %v", out.Pod.Spec.InitContainers)
+	}
+	has := func(c *corev1.Container, mount, env, arg string) [3]bool {
+		return [3]bool{
+			slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == mount }),
+			findEnv(c.Env, env) >= 0,
+			slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, arg) }),
+		}
+	}
+	// Azure's secret is an ENV_VAR: the fetch signs in to Entra, the sidecar does not.
+	if got := has(fetch, azureTokenVolumeName, EnvAzureClientID, "--secrets="); got != [3]bool{true, true, true} {
+		t.Errorf("the fetch's Azure parts: %v", got)
+	}
+	if got := has(sidecar, azureTokenVolumeName, EnvAzureClientID, "--none"); got[0] || got[1] {
+		t.Errorf("the sidecar has Azure's login: mount %v, env %v", got[0], got[1])
+	}
+	// Vault's and Google's are FILE secrets: the sidecar logs in to both.
+	if got := has(sidecar, vaultTokenVolumeName, "NONE", "--vault-role="); !got[0] || !got[2] {
+		t.Errorf("the sidecar lacks Vault's login: %v", got)
+	}
+	if !slices.Contains(sidecar.Command, FetchBinary) {
+		t.Errorf("the sidecar refreshes a Google secret but runs %v", sidecar.Command)
+	}
+}

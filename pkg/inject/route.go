@@ -219,6 +219,7 @@ func (f *fetchPlan) add(o *fetchPlan) {
 	} else {
 		f.desc += " and " + o.desc
 	}
+	f.parts = append(f.parts, storeParts{store: o.store, args: o.args, env: o.env, mounts: o.mounts})
 	f.args = append(f.args, o.args...)
 	f.env = append(f.env, o.env...)
 	f.volumes = append(f.volumes, o.volumes...)

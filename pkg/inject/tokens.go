@@ -358,8 +358,27 @@ func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
 		tp.sidecar = agentContainer(cfg, SidecarContainer, []string{"sidecar"}, nil)
 		tp.sidecar.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
 	}
+	// Of several stores, only those it refreshes: the sidecar lives as
+	// long as the pod, and needs no login for a store whose secrets are
+	// all ENV_VAR values, read once by the fetch.
+	args, dropEnv, dropMounts := fp.args, map[string]bool{}, map[string]bool{}
+	if len(fp.parts) > 0 {
+		args = nil
+		for _, part := range fp.parts {
+			if slices.ContainsFunc(files, func(s agentapi.Secret) bool { return s.Store == part.store }) {
+				args = append(args, part.args...)
+				continue
+			}
+			for _, e := range part.env {
+				dropEnv[e.Name] = true
+			}
+			for _, m := range part.mounts {
+				dropMounts[m.Name] = true
+			}
+		}
+	}
 	c := &tp.sidecar
-	c.Args = slices.Concat(c.Args, fp.args, []string{
+	c.Args = slices.Concat(c.Args, args, []string{
 		"--set-dir=" + cfg.SecretsDir,
 		"--refresh-jitter=" + strconv.FormatFloat(cfg.Refresh.jitter(), 'g', -1, 64),
 		"--secrets=" + string(spec),
@@ -373,12 +392,16 @@ func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
 	last := len(c.VolumeMounts) - 1 // noAPITokenVolume stays last
 	mounts := []corev1.VolumeMount{{Name: fetchedVolumeName, MountPath: cfg.SecretsDir}}
 	for _, m := range tp.fetch.VolumeMounts {
-		if m.Name != fetchedVolumeName && m.Name != fetchedEnvVolumeName && m.Name != noAPITokenVolumeName {
+		if m.Name != fetchedVolumeName && m.Name != fetchedEnvVolumeName && m.Name != noAPITokenVolumeName && !dropMounts[m.Name] {
 			mounts = append(mounts, m)
 		}
 	}
 	c.VolumeMounts = slices.Concat(c.VolumeMounts[:last], mounts, c.VolumeMounts[last:])
-	c.Env = append(c.Env, tp.fetch.Env...)
+	for _, e := range tp.fetch.Env {
+		if !dropEnv[e.Name] {
+			c.Env = append(c.Env, e)
+		}
+	}
 	return nil
 }
 
