@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,8 +41,7 @@ func TestBurst(t *testing.T) {
 	kumo := startStore(t, ctx, framework.StartKumo)
 	gate := &storeGate{}
 	gateAddr := gate.serve(t, kumo)
-	sm := secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
+	sm := kumoAdmin(kumo)
 	var arns []string
 	for _, name := range []string{"burst-db", "burst-api"} {
 		out, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(name), SecretString: aws.String(name + "-value")})

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/secctx/secctx/test/cloud/azure"
@@ -144,8 +143,7 @@ func TestCloudStores(t *testing.T) {
 	az := startAzure(t, ctx)
 	v := vaultForCluster(t, ctx, ns)
 	kumo := startStore(t, ctx, framework.StartKumo)
-	sm := secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
+	sm := kumoAdmin(kumo)
 	created, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("api-key"), SecretString: aws.String("aws-s3cr3t")})
 	if err != nil {
 		t.Fatal(err)

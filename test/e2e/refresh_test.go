@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	vault "github.com/hashicorp/vault/api"
 	corev1 "k8s.io/api/core/v1"
@@ -114,8 +113,7 @@ func TestRefresh(t *testing.T) {
 	kumo := startStore(t, ctx, framework.StartKumo)
 	gate := &storeGate{}
 	gateAddr := gate.serve(t, kumo)
-	sm := secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
+	sm := kumoAdmin(kumo)
 	created, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("refresh-db"), SecretString: aws.String("aws-v1")})
 	if err != nil {
 		t.Fatal(err)

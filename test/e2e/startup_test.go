@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -85,8 +84,7 @@ func TestStartup(t *testing.T) {
 	// (framework.WithBackend) would send the token's client secret to aws
 	// too, which secctx refuses (docs/backends.md, Client secrets).
 	kumo := startStore(t, ctx, framework.StartKumo)
-	sm := secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
+	sm := kumoAdmin(kumo)
 	created, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db-password"), SecretString: aws.String("aws-s3cr3t")})
 	if err != nil {
 		t.Fatal(err)

@@ -58,6 +58,13 @@ func (r *stsRecorder) serve(t *testing.T, kumo *framework.Server) string {
 	return ln.Addr().String()
 }
 
+// kumoAdmin is a Secrets Manager client straight to kumo, for the test to
+// put and change secrets (kumo accepts any credentials).
+func kumoAdmin(kumo *framework.Server) *secretsmanager.Client {
+	return secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
+}
+
 // startStore starts a store on this machine's address as the cluster sees
 // it (-host-address).
 func startStore(t *testing.T, ctx context.Context, start func(context.Context, string) (*framework.Server, error)) *framework.Server {
@@ -121,8 +128,7 @@ func TestAWSSecretsManager(t *testing.T) {
 	kumo := startStore(t, ctx, framework.StartKumo)
 	rec := &stsRecorder{}
 	sts := rec.serve(t, kumo)
-	sm := secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(kumo.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("admin", "admin", "")})
+	sm := kumoAdmin(kumo)
 	created, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("db-password"), SecretString: aws.String("aws-s3cr3t")})
 	if err != nil {
 		t.Fatal(err)

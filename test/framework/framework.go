@@ -306,15 +306,8 @@ func RunPod(ctx context.Context, c *cluster.Cluster, pod *corev1.Pod, timeout ti
 		}
 		return final, nil, fmt.Errorf("pod %s/%s did not finish (phase %s): %w", created.Namespace, created.Name, phase, err)
 	}
-	logs := map[string]string{}
-	for _, ctr := range append(append([]corev1.Container{}, final.Spec.InitContainers...), final.Spec.Containers...) {
-		b, err := c.Client.CoreV1().Pods(final.Namespace).GetLogs(final.Name, &corev1.PodLogOptions{Container: ctr.Name}).DoRaw(ctx)
-		if err != nil {
-			return final, logs, fmt.Errorf("logs of %s/%s container %s: %w", final.Namespace, final.Name, ctr.Name, err)
-		}
-		logs[ctr.Name] = string(b)
-	}
-	return final, logs, nil
+	logs, err := containerLogs(ctx, c, final)
+	return final, logs, err
 }
 
 // RunJob runs pod's spec as a Job (one pod, no retry), as workflow engines
@@ -345,15 +338,22 @@ func RunJob(ctx context.Context, c *cluster.Cluster, pod *corev1.Pod, timeout ti
 	if err != nil {
 		return final, nil, fmt.Errorf("job %s/%s: its pod did not finish: %w", job.Namespace, job.Name, err)
 	}
+	logs, err := containerLogs(ctx, c, final)
+	return final, logs, err
+}
+
+// containerLogs are the logs of every container of pod, init containers
+// included, by name.
+func containerLogs(ctx context.Context, c *cluster.Cluster, pod *corev1.Pod) (map[string]string, error) {
 	logs := map[string]string{}
-	for _, ctr := range append(append([]corev1.Container{}, final.Spec.InitContainers...), final.Spec.Containers...) {
-		b, err := c.Client.CoreV1().Pods(final.Namespace).GetLogs(final.Name, &corev1.PodLogOptions{Container: ctr.Name}).DoRaw(ctx)
+	for _, ctr := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		b, err := c.Client.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: ctr.Name}).DoRaw(ctx)
 		if err != nil {
-			return final, logs, fmt.Errorf("logs of %s/%s container %s: %w", final.Namespace, final.Name, ctr.Name, err)
+			return logs, fmt.Errorf("logs of %s/%s container %s: %w", pod.Namespace, pod.Name, ctr.Name, err)
 		}
 		logs[ctr.Name] = string(b)
 	}
-	return final, logs, nil
+	return logs, nil
 }
 
 // Poll calls f every 200 ms until it returns true or an error, or the
