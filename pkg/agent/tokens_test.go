@@ -557,9 +557,11 @@ func TestTokensJWTExpiry(t *testing.T) {
 	if time.Now().Unix() < exp {
 		t.Errorf("the token was removed before its exp")
 	}
-	if msg, _ := Check(filepath.Join(dir, StatusFile)); !strings.Contains(msg, "expired and not renewed") {
-		t.Errorf("Check = %q", msg)
-	}
+	// The file goes first, then the status says why: a moment apart.
+	waitFor(t, "the status to say the token expired", 2*time.Second, func() bool {
+		msg, _ := Check(filepath.Join(dir, StatusFile))
+		return strings.Contains(msg, "expired and not renewed")
+	})
 }
 
 // TestTokensFailureBackoffJittered: the wait after a failure is spread
