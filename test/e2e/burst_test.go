@@ -22,8 +22,9 @@ import (
 
 // TestBurst: a map task's burst. SECCTX_BURST_PODS pods (100) are created
 // at once, each reading two AWS secrets through secctx's fetch, while the
-// store answers every call 429 ThrottlingException for the first 20
-// seconds. Every pod starts and succeeds; once the throttling ends the
+// store answers every call 429 ThrottlingException for 20 seconds from
+// the first call (not from the creation: on a cold machine the first
+// fetch runs minutes after it). Every pod starts and succeeds; once the throttling ends the
 // store serves exactly what the pods need, one AssumeRoleWithWebIdentity
 // and one GetSecretValue per secret per pod, however often each pod was
 // throttled before.
@@ -155,17 +156,21 @@ func nearestRank(sorted []time.Duration, p int) time.Duration {
 	return sorted[max(i, 0)]
 }
 
-// throttle makes the gate answer every call 429 ThrottlingException for d.
+// throttle makes the gate answer every call 429 ThrottlingException for d
+// from the next call on.
 func (g *storeGate) throttle(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.until = time.Now().Add(d)
+	g.throttleFor, g.until = d, time.Time{}
 }
 
 // throttled answers req 429 when the gate throttles, and counts it.
 func (g *storeGate) throttled(w http.ResponseWriter, action string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.throttleFor > 0 {
+		g.until, g.throttleFor = time.Now().Add(g.throttleFor), 0
+	}
 	if time.Now().After(g.until) {
 		return false
 	}

@@ -30,10 +30,12 @@ type storeGate struct {
 	down  atomic.Bool
 	mu    sync.Mutex
 	calls map[string]int
-	// until is when throttling ends (throttle); refused counts the calls
-	// answered 429 meanwhile.
-	until   time.Time
-	refused map[string]int
+	// throttleFor is how long throttling lasts from the first call after
+	// throttle; until is when it ends; refused counts the calls answered
+	// 429 meanwhile.
+	throttleFor time.Duration
+	until       time.Time
+	refused     map[string]int
 }
 
 func (g *storeGate) serve(t *testing.T, kumo *framework.Server) string {
