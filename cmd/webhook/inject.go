@@ -194,6 +194,9 @@ func injectAll(ctx context.Context, injector *inject.Injector, chk checks, in []
 		// Which secrets the sidecar keeps fresh, and how often.
 		if len(out.Refreshed) > 0 {
 			fmt.Fprintf(stderr, "refresh: %s every %ds (+ up to %g%%)\n", strings.Join(out.Refreshed, ", "), out.RefreshSeconds, out.RefreshJitter*100)
+			if len(out.Leased) > 0 {
+				fmt.Fprintf(stderr, "leased: %s: read by the sidecar before the task starts, the lease renewed, and replaced before it ends\n", strings.Join(out.Leased, ", "))
+			}
 		}
 		if chk.keys != nil && out.Patch != nil && len(out.SecretRefs) > 0 {
 			problems, err := webhook.CheckReferences(ctx, chk.keys, ns, out.SecretRefs)

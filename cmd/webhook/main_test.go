@@ -157,3 +157,26 @@ func TestAgentRunsTheAgentBinary(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// TestInjectLeased: secctx inject says which secrets the sidecar keeps
+// fresh, and of those which are leases it renews and replaces.
+func TestInjectLeased(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	config := "apiVersion: config.secctx.dev/v1alpha1\nkind: SecctxConfiguration\ninject:\n  backend: vault\n  refresh:\n    intervalSeconds: 300\n  agent:\n    image: secctx:test\n" +
+		"  vault:\n    mode: agent\n    role: flyte\n    address: https://vault.vault.svc:8200\n"
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pod := strings.Replace(refPod, `{"runAs":{"k8sServiceAccount":"data-processing-sa"},"secrets":[{"group":"my-credentials","key":"db_password","mountRequirement":"ENV_VAR","envVar":"DB_PASSWORD"}]}`,
+		`{"secrets":[{"group":"database/creds/app","groupVersion":"db","key":"username","mountRequirement":"FILE"},{"group":"secret/my-app","key":"token","mountRequirement":"FILE"}]}`, 1)
+	code, _, errOut := execute(t, pod, "inject", "-f", "-", "--config", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"refresh: secrets[0], secrets[1] every 300s (+ up to 10%)\n",
+		"leased: secrets[0]: read by the sidecar before the task starts, the lease renewed, and replaced before it ends\n"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+}

@@ -33,6 +33,9 @@ install_packages() {
 	command -v conntrack >/dev/null || missing+=(conntrack)
 	command -v ip >/dev/null || missing+=(iproute2)
 	command -v patch >/dev/null || missing+=(patch)
+	# Vault's database engine's test runs a real PostgreSQL (pkg/agent).
+	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+	command -v psql >/dev/null || missing+=(postgresql-client)
 	if [ ${#missing[@]} -eq 0 ]; then
 		log "node packages present"
 		return
@@ -42,10 +45,14 @@ install_packages() {
 	log "installing with apt: ${missing[*]}"
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	# Debian starts containerd as a service; the harness runs its own on its
-	# own socket, so the system one is not needed.
-	if command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
-		$sudo systemctl stop containerd || true
+	# Debian starts containerd and PostgreSQL as services; the harness and
+	# the tests run their own, so the system ones are not needed.
+	if command -v systemctl >/dev/null; then
+		for svc in containerd postgresql; do
+			if systemctl is-active --quiet $svc 2>/dev/null; then
+				$sudo systemctl stop $svc || true
+			fi
+		done
 	fi
 }
 

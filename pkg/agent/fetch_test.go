@@ -327,6 +327,7 @@ func TestFetchVaultRefused(t *testing.T) {
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
 	addr := vaultServer(t, key)
 	file := filepath.Join(t.TempDir(), "f")
+	setDir := t.TempDir()
 	for name, tc := range map[string]struct {
 		subject string
 		secret  agentapi.Secret
@@ -341,15 +342,18 @@ func TestFetchVaultRefused(t *testing.T) {
 		"missing secret": {"system:serviceaccount:team-a:task",
 			agentapi.Secret{Field: "secrets[1]", ID: "secret/nope", Key: "k", Engine: "kv2", File: file},
 			[]string{"secrets[1] (vault secret/nope key \"k\")", "vault read secret/data/nope: not found"}},
-		"dynamic database credentials": {"system:serviceaccount:team-a:task",
-			agentapi.Secret{Field: "secrets[2]", ID: "database/creds/app", Key: "username", Engine: "db", File: file},
-			[]string{`secrets[2] (vault database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode`}},
+		"groupVersion db for a secret with no lease": {"system:serviceaccount:team-a:task",
+			agentapi.Secret{Field: "secrets[2]", ID: "secret/data/my-app", Key: "data", Engine: "db", Leased: true, File: filepath.Join(setDir, "f")},
+			[]string{`secrets[2] (vault secret/data/my-app key "data"): vault read secret/data/my-app: no lease in Vault's answer: groupVersion db is for a dynamic secret`}},
 		"missing key": {"system:serviceaccount:team-a:task",
 			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "user", Engine: "kv2", File: file},
 			[]string{`the secret has no key "user"`}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := vaultFetchConfig(t, addr, key, tc.subject, tc.secret)
+			if tc.secret.Leased {
+				cfg.SetDir = setDir
+			}
 			t0 := time.Now()
 			err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
 			if err == nil {
@@ -619,28 +623,47 @@ func TestFetchVaultRevokesLoginToken(t *testing.T) {
 }
 
 // TestFetchVaultRefusesDB: engine db (dynamic credentials) is refused
-// before any login, for good: its lease would die with the fetch's token.
+// before any login, for good, unless the sidecar keeps its lease (leased,
+// with the refreshed set's --set-dir), and never as an env var: the
+// database user changes when the lease ends.
 func TestFetchVaultRefusesDB(t *testing.T) {
 	var hits atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte("a.b.c"), 0o600)
-	for engine, want := range map[string]string{
-		"db":  `secrets[1] (vault database/creds/app key "username"): vault engine db: dynamic database credentials are not supported in agent mode, as their lease would die with the fetch's Vault token`,
-		"kv3": `secrets[1] (vault database/creds/app key "username"): vault engine "kv3": unknown`,
+	for _, tc := range []struct {
+		engine         string
+		leased, envVar bool
+		setDir         string
+		want           string
+	}{
+		{engine: "db", want: `secrets[1] (vault database/creds/app key "username"): vault engine db: dynamic database credentials need the sidecar that keeps their lease (inject.refresh), as a lease dies with the Vault token that read it`},
+		{engine: "db", leased: true, want: "need the sidecar that keeps their lease (inject.refresh)"},
+		{engine: "db", setDir: "/set", want: "need the sidecar that keeps their lease (inject.refresh)"},
+		{engine: "db", leased: true, setDir: "/set", envVar: true, want: "vault engine db: an env var cannot follow the database user the sidecar replaces when its lease ends; use FILE"},
+		{engine: "kv2", leased: true, setDir: "/set", want: `vault engine "kv2": not leased; only db is`},
+		{engine: "kv3", want: `secrets[1] (vault database/creds/app key "username"): vault engine "kv3": unknown`},
 	} {
+		file := filepath.Join(t.TempDir(), "b")
+		if tc.setDir != "" {
+			file = tc.setDir + "/b"
+		}
 		cfg := fastConfig("vault",
-			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "k", Engine: "kv2", File: filepath.Join(t.TempDir(), "a")},
-			agentapi.Secret{Field: "secrets[1]", ID: "database/creds/app", Key: "username", Engine: engine, File: filepath.Join(t.TempDir(), "b")})
+			agentapi.Secret{Field: "secrets[0]", ID: "secret/my-app", Key: "k", Engine: "kv2", File: tc.setDir + "/a"},
+			agentapi.Secret{Field: "secrets[1]", ID: "database/creds/app", Key: "username", Engine: tc.engine, Leased: tc.leased, EnvVar: tc.envVar, File: file})
+		if tc.setDir == "" {
+			cfg.Secrets[0].File = filepath.Join(t.TempDir(), "a")
+		}
+		cfg.SetDir = tc.setDir
 		cfg.Vault = VaultConfig{Address: srv.URL, AuthPath: "kubernetes", Role: "task", TokenFile: tokenFile}
 		t0 := time.Now()
 		err := Fetch(context.Background(), cfg, testLogger(&syncBuffer{}))
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("engine %s: err = %v\nwant %q", engine, err, want)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err = %v\nwant %q", tc, err, tc.want)
 		}
 		if d := time.Since(t0); d > 5*time.Second {
-			t.Errorf("engine %s: took %v: retried", engine, d)
+			t.Errorf("%+v: took %v: retried", tc, d)
 		}
 	}
 	if n := hits.Load(); n != 0 {

@@ -44,6 +44,20 @@ type Renewer interface {
 	Renew(ctx context.Context, log logr.Logger) (next time.Duration, err error)
 }
 
+// Leaser is a Store whose secrets include leased ones (Secret.Leased):
+// it keeps their leases alive as it renews its credential (Renewer), and
+// signals Expiring when one is due to be replaced; the sidecar then reads
+// the leased secrets at once, after Rotate.
+type Leaser interface {
+	Expiring() <-chan struct{}
+	// Leased is signalled when a read took a new lease: its renewal may
+	// be due before the credential's, so Renew is called at once.
+	Leased() <-chan struct{}
+	// Rotate starts a round of reads: the leases due are replaced at
+	// this round, each by one read.
+	Rotate(ctx context.Context)
+}
+
 // clock is time as the refresher sees it: a test replaces it to check the
 // waits without waiting.
 type clock interface {
@@ -72,6 +86,11 @@ type refresher struct {
 	last map[string][sha256.Size]byte
 	// rounds and calls count refreshes and store reads, for the log.
 	rounds, reads int
+	// expiring is signalled by a Leaser whose lease is due; leased holds
+	// the leased secrets this sidecar has read itself, and only those
+	// count as ready.
+	expiring chan struct{}
+	leased   map[string]bool
 }
 
 // readKey is what one read of a store depends on: two secrets that share
@@ -106,11 +125,25 @@ func newRefresher(cfg RefreshConfig, book *statusBook, log logr.Logger) (*refres
 			return nil, fmt.Errorf("%s: file %s: not in the set's directory %s (an ENV_VAR value is not refreshed)", s.Field, s.File, cfg.Fetch.SetDir)
 		}
 		secrets = append(secrets, s)
-		book.add(secretStatus(s), "", true)
+		if s.Leased {
+			// The fetch's lease dies with the fetch's login: the task
+			// waits for this sidecar's own.
+			book.add(secretStatus(s), "not read yet", false)
+		} else {
+			book.add(secretStatus(s), "", true)
+		}
 	}
 	cfg.Fetch.Secrets = secrets
-	return &refresher{cfg: cfg, log: log, status: book, clock: realClock{}, stores: map[string]Store{}}, nil
+	return &refresher{cfg: cfg, log: log, status: book, clock: realClock{}, stores: map[string]Store{},
+		expiring: make(chan struct{}, 1), leased: map[string]bool{}}, nil
 }
+
+func isLeased(s agentapi.Secret) bool { return s.Leased }
+
+// leaseKey is a leased path: every key of it comes from one lease.
+type leaseKey struct{ store, id string }
+
+func everySecret(agentapi.Secret) bool { return true }
 
 // run refreshes the set every Interval, give or take the jitter, until
 // ctx ends; after a refresh that failed it tries again sooner, backing
@@ -126,23 +159,56 @@ func (r *refresher) run(ctx context.Context) {
 	r.runCtx = ctx
 	r.mu.Unlock()
 	r.log.Info("refreshing secrets", "secrets", len(r.cfg.Fetch.Secrets), "every", r.cfg.Interval.String(), "jitter", r.cfg.Jitter)
-	wait := r.next()
-	backoff := r.firstBackoff()
+	// Leased secrets are read at once: the fetch's leases end with it.
+	if slices.ContainsFunc(r.cfg.Fetch.Secrets, isLeased) {
+		for wait := r.cfg.MinBackoff; r.round(ctx, isLeased) > 0; wait = min(2*wait, maxLeaseBackoff) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.clock.After(jitter(wait)):
+			}
+		}
+	}
+	// Two schedules: every secret each interval (timer), and the leased
+	// ones when a lease is due (expiring), retried with a backoff of
+	// their own (leaseRetry) so that neither postpones the other.
+	backoff, leaseBackoff := r.firstBackoff(), r.cfg.MinBackoff
+	timer := r.clock.After(r.next())
+	var leaseRetry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.clock.After(wait):
-		}
-		if failed := r.round(ctx); failed > 0 && ctx.Err() == nil {
-			wait = min(jitter(backoff), r.cfg.Interval)
-			backoff = min(2*backoff, r.cfg.MaxBackoff, r.cfg.Interval)
-			r.log.Info("refresh incomplete: the last good values are kept", "failed", failed, "retryIn", wait.Round(time.Millisecond).String())
+		case <-r.expiring:
+		case <-leaseRetry:
+		case <-timer:
+			if failed := r.round(ctx, everySecret); failed > 0 && ctx.Err() == nil {
+				wait := min(jitter(backoff), r.cfg.Interval)
+				backoff = min(2*backoff, r.cfg.MaxBackoff, r.cfg.Interval)
+				r.log.Info("refresh incomplete: the last good values are kept", "failed", failed, "retryIn", wait.Round(time.Millisecond).String())
+				timer = r.clock.After(wait)
+				continue
+			}
+			timer, backoff = r.clock.After(r.next()), r.firstBackoff()
 			continue
 		}
-		wait, backoff = r.next(), r.firstBackoff()
+		// A lease is due: its secrets now, the others on time.
+		leaseRetry = nil
+		if failed := r.round(ctx, isLeased); failed > 0 && ctx.Err() == nil {
+			wait := jitter(leaseBackoff)
+			leaseBackoff = min(2*leaseBackoff, maxLeaseBackoff)
+			r.log.Info("leased secrets not replaced: the last values are kept while their leases last", "failed", failed, "retryIn", wait.Round(time.Millisecond).String())
+			leaseRetry = r.clock.After(wait)
+			continue
+		}
+		leaseBackoff = r.cfg.MinBackoff
 	}
 }
+
+// maxLeaseBackoff bounds the wait between two tries to replace a lease:
+// unlike a refresh, which keeps a value that stays good, a lease due to be
+// replaced has a third of its time left, at most.
+const maxLeaseBackoff = 30 * time.Second
 
 // next is the wait until the next refresh: Interval, plus up to Jitter of
 // it. Never less: the interval is the least time between two refreshes,
@@ -158,16 +224,27 @@ func (r *refresher) firstBackoff() time.Duration {
 	return max(r.cfg.MinBackoff, r.cfg.Interval/10)
 }
 
-// round reads every secret of the set once and, when a value changed,
-// writes the set anew. A secret that cannot be read keeps its last value,
-// so that the other secrets' new values still arrive. It returns how many
-// secrets failed.
-func (r *refresher) round(ctx context.Context) (failed int) {
+// round reads every secret of the set that only accepts once and, when a
+// value changed, writes the set anew. A secret that cannot be read keeps
+// its last value, so that the other secrets' new values still arrive. It
+// returns how many secrets failed.
+func (r *refresher) round(ctx context.Context, only func(agentapi.Secret) bool) (failed int) {
 	r.rounds++
+	r.mu.Lock()
+	for _, st := range r.stores {
+		if l, ok := st.(Leaser); ok {
+			l.Rotate(ctx)
+		}
+	}
+	r.mu.Unlock()
 	fresh := map[string][]byte{} // the values read, by path in the set
 	read := map[readKey][]byte{}
+	brokenLease := map[leaseKey]bool{}
 	var changed []string
 	for _, s := range r.cfg.Fetch.Secrets {
+		if !only(s) {
+			continue
+		}
 		rel, _ := r.cfg.Fetch.inSet(s)
 		v, ok := read[keyOf(s)]
 		if !ok {
@@ -181,11 +258,14 @@ func (r *refresher) round(ctx context.Context) (failed int) {
 					return 0 // the pod is ending
 				}
 				failed++
+				if s.Leased {
+					brokenLease[leaseKey{s.Store, s.ID}] = true
+				}
 				kept := "the last value is kept"
 				if _, had := r.last[rel]; !had {
 					kept = "no value yet"
 				}
-				r.status.set(secretStatus(s), fmt.Sprintf("not refreshed, %s: %s (%s)", kept, err.Error(), storekit.Describe(s)), true)
+				r.status.set(secretStatus(s), fmt.Sprintf("not refreshed, %s: %s (%s)", kept, err.Error(), storekit.Describe(s)), !s.Leased || r.leased[s.Field])
 				r.log.Error(err, "secret not refreshed", "field", s.Field, "store", s.Store, "secret", storekit.Describe(s))
 				continue
 			}
@@ -195,9 +275,26 @@ func (r *refresher) round(ctx context.Context) (failed int) {
 		if h, had := r.last[rel]; !had || h != sha256.Sum256(v) {
 			changed = append(changed, s.Field)
 		}
-		r.status.set(secretStatus(s), "", true)
+		if !s.Leased {
+			r.status.set(secretStatus(s), "", true)
+		}
+	}
+	// The keys of one leased path are one user: when one could not be
+	// read, none is written this round, lest the set hold one user's
+	// name with another's password.
+	for _, s := range r.cfg.Fetch.Secrets {
+		if !s.Leased || !only(s) || !brokenLease[leaseKey{s.Store, s.ID}] {
+			continue
+		}
+		if rel, _ := r.cfg.Fetch.inSet(s); fresh[rel] != nil {
+			delete(fresh, rel)
+			changed = slices.DeleteFunc(changed, func(f string) bool { return f == s.Field })
+			failed++
+			r.status.set(secretStatus(s), "not refreshed, the last value is kept: another key of the same lease could not be read", r.leased[s.Field])
+		}
 	}
 	if len(changed) == 0 {
+		r.leasedReady(fresh)
 		return failed
 	}
 	// The whole set: what was read, and for a secret that could not be,
@@ -220,7 +317,7 @@ func (r *refresher) round(ctx context.Context) (failed int) {
 	if err != nil && !switched {
 		r.log.Error(err, "write the refreshed set: the last one stays")
 		for _, s := range r.cfg.Fetch.Secrets {
-			r.status.set(secretStatus(s), "not refreshed, the last value is kept: write "+r.cfg.Fetch.SetDir+": "+err.Error(), true)
+			r.status.set(secretStatus(s), "not refreshed, the last value is kept: write "+r.cfg.Fetch.SetDir+": "+err.Error(), !s.Leased || r.leased[s.Field])
 		}
 		return len(r.cfg.Fetch.Secrets)
 	}
@@ -228,8 +325,21 @@ func (r *refresher) round(ctx context.Context) (failed int) {
 		r.log.Error(err, "the refreshed set is written, but the previous one is not cleaned up")
 	}
 	r.remember(set)
+	r.leasedReady(fresh)
 	r.log.Info("secrets refreshed", "changed", changed, "refreshes", r.rounds, "reads", r.reads)
 	return failed
+}
+
+// leasedReady marks ready the leased secrets whose value this sidecar
+// read is in the set now: the status is what lets the task start.
+func (r *refresher) leasedReady(fresh map[string][]byte) {
+	for _, s := range r.cfg.Fetch.Secrets {
+		rel, _ := r.cfg.Fetch.inSet(s)
+		if _, ok := fresh[rel]; s.Leased && ok {
+			r.leased[s.Field] = true
+			r.status.set(secretStatus(s), "", true)
+		}
+	}
 }
 
 // remember keeps the hashes of set's values, as written last.
@@ -271,23 +381,47 @@ func (r *refresher) store(ctx context.Context, name string) (Store, error) {
 	}
 	r.stores[name] = st
 	r.log.Info("store opened", "store", name, "secrets", len(mine))
+	if l, ok := st.(Leaser); ok && r.runCtx != nil {
+		go func() {
+			for {
+				select {
+				case <-r.runCtx.Done():
+					return
+				case <-l.Expiring():
+					select {
+					case r.expiring <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
 	if rn, ok := st.(Renewer); ok && r.runCtx != nil {
 		go r.keepAlive(r.runCtx, name, rn)
 	}
 	return st, nil
 }
 
-// keepAlive renews one store's credential until ctx ends.
+// keepAlive renews one store's credential, and its leases, until ctx
+// ends.
 func (r *refresher) keepAlive(ctx context.Context, name string, rn Renewer) {
 	log := r.log.WithValues("store", name)
 	backoff := r.cfg.MinBackoff
+	var leased <-chan struct{} // nil, which never fires, but for a Leaser
+	if l, ok := rn.(Leaser); ok {
+		leased = l.Leased()
+	}
 	for {
 		next, err := rn.Renew(ctx, log)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			next = jitter(backoff)
+			// A next still given is a lease's renewal, due whatever the
+			// credential's fate.
+			if wait := jitter(backoff); next <= 0 || wait < next {
+				next = wait
+			}
 			backoff = min(2*backoff, r.cfg.MaxBackoff)
 			log.Error(err, "store credential not renewed", "retryIn", next.Round(time.Millisecond).String())
 		} else {
@@ -297,6 +431,7 @@ func (r *refresher) keepAlive(ctx context.Context, name string, rn Renewer) {
 		case <-ctx.Done():
 			return
 		case <-r.clock.After(next):
+		case <-leased:
 		}
 	}
 }

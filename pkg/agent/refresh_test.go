@@ -388,7 +388,7 @@ func TestRefreshAWSVersionCheck(t *testing.T) {
 	defer r.close()
 	before := calls()
 	for range 3 {
-		if failed := r.round(ctx); failed > 0 {
+		if failed := r.round(ctx, everySecret); failed > 0 {
 			t.Fatal("refresh failed")
 		}
 	}
@@ -403,7 +403,7 @@ func TestRefreshAWSVersionCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	before = calls()
-	r.round(ctx)
+	r.round(ctx, everySecret)
 	got = calls()
 	if d, g := got["secretsmanager.DescribeSecret"]-before["secretsmanager.DescribeSecret"], got["secretsmanager.GetSecretValue"]-before["secretsmanager.GetSecretValue"]; d != 1 || g != 1 {
 		t.Errorf("a refresh of a changed secret: %d DescribeSecret, %d GetSecretValue; want 1 and 1", d, g)
@@ -436,7 +436,7 @@ func TestRefreshAWSWithoutDescribe(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if failed := r.round(ctx); failed > 0 {
+		if failed := r.round(ctx, everySecret); failed > 0 {
 			t.Fatalf("refresh %d failed", i)
 		}
 		if b, _ := os.ReadFile(filepath.Join(dir, "db", "password")); string(b) != v {

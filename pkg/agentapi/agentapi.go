@@ -87,8 +87,14 @@ type Secret struct {
 	// Key is the key inside the secret's data (Vault), or the field of a
 	// JSON object the secret holds (gcp); empty is the whole value.
 	Key string `json:"key,omitempty"`
-	// Engine is how to read the data (Vault): kv1 or kv2.
+	// Engine is how to read the data (Vault): kv1, kv2, or db for the
+	// database engine's dynamic credentials.
 	Engine string `json:"engine,omitempty"`
+	// Leased says the value is a lease's, such as a database user Vault
+	// makes for each read: it lives as long as the lease, so the sidecar
+	// renews the lease and, before it ends, reads a new value. Every key
+	// of one ID comes from one read.
+	Leased bool `json:"leased,omitzero"`
 	// File is where the value is written, inside the fetch container.
 	File string `json:"file"`
 	// EnvVar says that the exec wrapper sets the value as an env var

@@ -79,6 +79,9 @@ type Result struct {
 	Refreshed      []string
 	RefreshSeconds int32
 	RefreshJitter  float64
+	// Leased are those of Refreshed whose values are leases (Vault's
+	// database users): renewed, and replaced before the lease ends.
+	Leased []string
 	// tokens is the agent plan of the pod (fetch, token sidecar, wrapper), for
 	// the patch writer.
 	tokens *agentPlan
@@ -99,6 +102,9 @@ type Status struct {
 	// RefreshSeconds (docs/refresh.md).
 	Refreshed      []string `json:"refreshed,omitempty"`
 	RefreshSeconds int32    `json:"refreshSeconds,omitzero"`
+	// Leased are those of Refreshed whose values are leases, renewed and
+	// replaced before they end.
+	Leased []string `json:"leased,omitempty"`
 }
 
 // appendJSON writes the status as jsonv2.Marshal does (a test holds them to
@@ -139,6 +145,9 @@ func (s *Status) appendJSON(b []byte) ([]byte, error) {
 	if s.RefreshSeconds != 0 {
 		b = append(b, `,"refreshSeconds":`...)
 		b = strconv.AppendInt(b, int64(s.RefreshSeconds), 10)
+	}
+	if len(s.Leased) > 0 {
+		list(`,"leased":[`, s.Leased)
 	}
 	return append(b, '}'), err
 }
@@ -262,6 +271,7 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 			refreshSeconds = max(refreshSeconds, least)
 		}
 		res.Refreshed, res.RefreshSeconds, res.RefreshJitter = pr.tokens.refreshed, refreshSeconds, in.cfg.Refresh.jitter()
+		res.Leased = pr.tokens.leased
 	}
 
 	var clashes []string
@@ -290,7 +300,7 @@ func (in *Injector) inject(ctx context.Context, pod *corev1.Pod, namespace strin
 	if sc.RunAs != nil {
 		st.IAMRole = sc.RunAs.IAMRole
 	}
-	st.Refreshed, st.RefreshSeconds = res.Refreshed, res.RefreshSeconds
+	st.Refreshed, st.RefreshSeconds, st.Leased = res.Refreshed, res.RefreshSeconds, res.Leased
 	st.ExecutionIdentity = sc.RunAs != nil && sc.RunAs.ExecutionIdentity != ""
 	st.Containers = make([]string, 0, len(tgts))
 	for _, c := range tgts {

@@ -377,6 +377,7 @@ func TestStatusJSONMatchesJSONv2(t *testing.T) {
 		{Containers: []string{"main", "side\"car"}, Secrets: []string{"db/password (ENV_VAR)", "certs (FILE)"}},
 		{Containers: []string{"main"}, ServiceAccount: "data-processing-sa", ExecutionIdentity: true},
 		{Containers: []string{"main"}, Secrets: []string{}, ExecutionIdentity: true},
+		{Containers: []string{"main"}, Refreshed: []string{"secrets[0]", "secrets[1]"}, RefreshSeconds: 300, Leased: []string{"secrets[1]"}},
 	} {
 		got, err := st.appendJSON(nil)
 		if err != nil {

@@ -87,9 +87,10 @@ type agentPlan struct {
 	azure bool
 	// refresh: the sidecar keeps the fetched FILE secrets fresh
 	// (inject.refresh), and is made for each pod as the fetch is, with the
-	// pod's interval; refreshed are those secrets' fields.
-	refresh   bool
-	refreshed []string
+	// pod's interval; refreshed are those secrets' fields, leased those
+	// of them that are leases.
+	refresh           bool
+	refreshed, leased []string
 }
 
 // encoded returns the JSON of an agent container the plan added, or nil.
@@ -339,6 +340,9 @@ func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
 		if !s.EnvVar {
 			files = append(files, s)
 			tp.refreshed = append(tp.refreshed, s.Field)
+			if s.Leased {
+				tp.leased = append(tp.leased, s.Field)
+			}
 		}
 	}
 	spec, err := jsonv2.Marshal(files)
@@ -383,6 +387,12 @@ func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
 		"--refresh-jitter=" + strconv.FormatFloat(cfg.Refresh.jitter(), 'g', -1, 64),
 		"--secrets=" + string(spec),
 	})
+	if c.Lifecycle == nil && slices.ContainsFunc(files, func(s agentapi.Secret) bool { return s.Leased }) {
+		// The fetch's leases end with its login: the task starts once
+		// the sidecar has written its own (as with tokens, a hook).
+		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+			Command: []string{AgentPath, "sidecar", "--wait", "--wait-timeout=30s", "--set-dir=" + cfg.SecretsDir}}}}
+	}
 	if slices.ContainsFunc(files, func(s agentapi.Secret) bool { return s.Store == BackendGCP }) {
 		// Secret Manager's client is in secctx-fetch alone.
 		c.Command = []string{FetchBinary}

@@ -55,12 +55,21 @@ func planVaultAgent(cfg Config, secrets []securityctx.Secret, fields []string) (
 		}
 		engine := vaultEngine(s.GroupVersion, v.KVVersion)
 		if engine == "db" {
-			// A database engine's credentials are a lease of the fetch's
-			// login token, which the fetch revokes once it has written the
-			// files: the task would start with credentials already dead.
-			return agentapi.Secret{}, securityctx.ErrorList{securityctx.Invalid(field+".groupVersion", s.GroupVersion,
-				"db (dynamic database credentials) is not supported in vault agent mode: their lease belongs to the fetch's login token, "+
-					"which the fetch revokes once the files are written, so read a KV secret instead")}
+			// A database engine's credentials are a lease of the login
+			// that read them, and the fetch revokes its login as it ends:
+			// only the sidecar keeps a login, and the leases it reads, for
+			// the pod's life (docs/refresh.md).
+			if cfg.Refresh.IntervalSeconds == 0 {
+				return agentapi.Secret{}, securityctx.ErrorList{securityctx.Invalid(field+".groupVersion", s.GroupVersion,
+					"db (dynamic database credentials) needs inject.refresh in vault agent mode: a lease dies with the Vault login that read it, "+
+						"and only the refresh sidecar keeps a login, and renews and replaces the leases, for the pod's life; or read a KV secret")}
+			}
+			if mount := s.MountRequirement; mount == securityctx.MountEnvVar || mount == securityctx.MountAny && cfg.AnyMountAs == securityctx.MountEnvVar {
+				return agentapi.Secret{}, securityctx.ErrorList{securityctx.Invalid(field+".mountRequirement", mount.String(),
+					"with groupVersion db the credentials are a file only: the sidecar replaces the database user before its lease ends, "+
+						"and an env var cannot change in a running process; use FILE (envVar then names the file)")}
+			}
+			return agentapi.Secret{ID: s.Group, Key: s.Key, Engine: engine, Leased: true}, nil
 		}
 		return agentapi.Secret{ID: s.Group, Key: s.Key, Engine: engine}, nil
 	})
