@@ -8,23 +8,50 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/secctx/secctx/pkg/agentapi"
 )
 
-// runExec is the exec wrapper: secctx-agent exec --from-file=NAME=PATH ...
-// -- command args... It sets each NAME to the contents of its PATH, then
-// replaces itself with the command (syscall.Exec): the task keeps the PID,
-// gets every signal and its exit code is the container's. Nothing else in
-// argv or the environment changes.
+// runExec is the exec wrapper: secctx-agent exec [--status=FILE]
+// --from-file=NAME=PATH ... -- command args... It sets each NAME to the
+// contents of its PATH, then replaces itself with the command
+// (syscall.Exec): the task keeps the PID, gets every signal and its exit
+// code is the container's. Nothing else in argv or the environment
+// changes. With --status, the sidecar fetched the secrets (docs/performance.md):
+// when it could not, the wrapper fails the container with its reason, as
+// the fetch init container would have failed the pod.
 func runExec(args []string, stderr io.Writer) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "secctx-agent exec: "+format+"\n", a...)
 		return 127 // what a shell says when it cannot run a command
 	}
-	set, argv, err := parseExecArgs(args)
+	statusFile, set, argv, err := parseExecArgs(args)
 	if err != nil {
 		return fail("%v", err)
+	}
+	if statusFile != "" {
+		// The sidecar's hook held this container until the status was
+		// ready; a sidecar the kubelet started again since then begins
+		// anew, and is waited for.
+		why, err := FetchFailure(statusFile)
+		for deadline := time.Now().Add(statusWait); err != nil && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			why, err = FetchFailure(statusFile)
+		}
+		if err != nil {
+			return fail("the sidecar's status: %v", err)
+		}
+		if why != "" {
+			msg := "secctx-agent exec: the secrets could not be fetched, so the task does not start: " + why
+			fmt.Fprintln(stderr, msg)
+			// What kubectl describe shows as the container's last state.
+			if f, err := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); err == nil {
+				_, _ = f.WriteString(msg)
+				f.Close()
+			}
+			return 1
+		}
 	}
 	env := os.Environ()
 	for _, s := range set {
@@ -48,6 +75,10 @@ func runExec(args []string, stderr io.Writer) int {
 	return fail("exec %s: %v", argv[0], err)
 }
 
+// statusWait is how long the wrapper waits for the sidecar's status to be
+// ready; a var for the tests.
+var statusWait = 5 * time.Minute
+
 // checkEnv refuses what execve would: a NAME=value longer than the
 // kernel's bound on one environment string fails it with E2BIG ("argument
 // list too long", naming nothing), and a NUL byte would end the value
@@ -62,22 +93,31 @@ func checkEnv(name, value string) error {
 	return nil
 }
 
-// parseExecArgs splits exec's arguments into the env vars to set from
-// files (name, path) and the command line after "--".
-func parseExecArgs(args []string) (set [][2]string, argv []string, err error) {
+// parseExecArgs splits exec's arguments into the sidecar's status file
+// (--status, first if given), the env vars to set from files (name, path)
+// and the command line after "--".
+func parseExecArgs(args []string) (status string, set [][2]string, argv []string, err error) {
 	i := 0
+	if len(args) > 0 {
+		if f, ok := strings.CutPrefix(args[0], "--status="); ok {
+			if f == "" {
+				return "", nil, nil, errors.New("--status=: want the sidecar's status file")
+			}
+			status, i = f, 1
+		}
+	}
 	for ; i < len(args) && args[i] != "--"; i++ {
 		v, ok := strings.CutPrefix(args[i], "--from-file=")
 		name, file, ok2 := strings.Cut(v, "=")
 		if !ok || !ok2 || name == "" || file == "" {
-			return nil, nil, fmt.Errorf("%q: want --from-file=NAME=PATH before -- and the command", args[i])
+			return "", nil, nil, fmt.Errorf("%q: want --from-file=NAME=PATH before -- and the command", args[i])
 		}
 		set = append(set, [2]string{name, file})
 	}
 	if i+1 >= len(args) {
-		return nil, nil, errors.New("no command after --")
+		return "", nil, nil, errors.New("no command after --")
 	}
-	return set, args[i+1:], nil
+	return status, set, args[i+1:], nil
 }
 
 // setEnv sets name in env, replacing every entry of that name.

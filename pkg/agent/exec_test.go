@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 	switch {
 	case os.Getenv("SECCTX_TEST_AGENT") == "1":
 		os.Unsetenv("SECCTX_TEST_AGENT")
+		if d, err := time.ParseDuration(os.Getenv("SECCTX_TEST_STATUS_WAIT")); err == nil {
+			statusWait = d
+			os.Unsetenv("SECCTX_TEST_STATUS_WAIT")
+		}
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 	case os.Getenv("SECCTX_TEST_TASK") == "1":
 		task()
@@ -42,6 +46,9 @@ func task() {
 	slices.Sort(env)
 	fmt.Printf("env %q\n", env)
 	fmt.Println("ready")
+	if os.Getenv("SECCTX_TEST_EXIT_NOW") == "1" {
+		os.Exit(42)
+	}
 	<-sig
 	os.Exit(42)
 }
@@ -199,14 +206,19 @@ func FuzzExecArgs(f *testing.F) {
 	f.Add("--\x00/task")
 	f.Add("--from-file==x\x00--\x00a")
 	f.Add("--from-file=A=\x00--")
+	f.Add("--status=/var/run/secctx/bin/.status\x00--\x00/task")
+	f.Add("--status=\x00--\x00/task")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, joined string) {
 		args := strings.Split(joined, "\x00")
-		set, argv, err := parseExecArgs(args)
+		status, set, argv, err := parseExecArgs(args)
 		if err != nil {
 			return
 		}
 		var back []string
+		if status != "" {
+			back = append(back, "--status="+status)
+		}
 		for _, s := range set {
 			if s[0] == "" || s[1] == "" || strings.Contains(s[0], "=") {
 				t.Fatalf("accepted %q", s)
@@ -218,4 +230,53 @@ func FuzzExecArgs(f *testing.F) {
 			t.Fatalf("%q parsed as %q, %q", args, set, argv)
 		}
 	})
+}
+
+// TestExecWrapperFetchStatus: with --status the wrapper starts the task
+// only when the sidecar fetched the secrets; when it could not, the
+// container fails with the sidecar's reason, as the fetch init container
+// would have failed the pod.
+func TestExecWrapperFetchStatus(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, tc := range map[string]struct {
+		status   string
+		wantCode int
+		want     string
+	}{
+		"fetched":     {`{"ready":true}`, 42, ""},
+		"not fetched": {`{"ready":true,"failed":"secrets[0] (aws arn:...:secret:db): AccessDeniedException"}`, 1, "secctx-agent exec: the secrets could not be fetched, so the task does not start: secrets[0] (aws arn:...:secret:db): AccessDeniedException"},
+		"not ready":   {`{"ready":false}`, 127, "the secrets are not fetched yet"},
+		"no status":   {"", 127, "the sidecar's status: open"},
+		"with env":    {`{"ready":true}`, 42, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			file := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+			if tc.status != "" {
+				if err := os.WriteFile(file, []byte(tc.status), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			args := []string{"exec", "--status=" + file}
+			if name == "with env" {
+				env := filepath.Join(dir, "env")
+				os.WriteFile(env, []byte("v"), 0o644)
+				args = append(args, "--from-file=A="+env)
+			}
+			cmd := exec.Command(self, append(args, "--", self)...)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SECCTX_TEST_TASK=1", "SECCTX_TEST_AGENT=1", "SECCTX_TEST_EXIT_NOW=1", "SECCTX_TEST_STATUS_WAIT=300ms"}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			_ = cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != tc.wantCode {
+				t.Errorf("exit code %d, want %d; stderr %q", code, tc.wantCode, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr %q, want %q", stderr.String(), tc.want)
+			}
+		})
+	}
 }

@@ -226,12 +226,13 @@ func parseFetchArgs(args []string, stderr io.Writer) (FetchConfig, error) {
 	if cfg.Timeout <= 0 {
 		return cfg, fmt.Errorf("--timeout %s: must be positive", cfg.Timeout)
 	}
-	return cfg, finish()
+	return cfg, finish(true)
 }
 
 // fetchFlags adds the flags of the secrets and their stores to fs, which
-// the fetch and the sidecar share; finish checks them once fs is parsed.
-func fetchFlags(fs *flag.FlagSet, cfg *FetchConfig) (finish func() error) {
+// the fetch and the sidecar share; finish checks them once fs is parsed,
+// --secrets only when it is needed.
+func fetchFlags(fs *flag.FlagSet, cfg *FetchConfig) (finish func(secretsNeeded bool) error) {
 	var spec, mode, mountPoints string
 	fs.StringVar(&spec, "secrets", "", "the secrets, as JSON (written by the webhook)")
 	fs.StringVar(&cfg.SetDir, "set-dir", "", "write the files below this directory as one set that is replaced whole (the sidecar refreshes it)")
@@ -248,14 +249,16 @@ func fetchFlags(fs *flag.FlagSet, cfg *FetchConfig) (finish func() error) {
 	fs.StringVar(&cfg.GCP.TokenFile, "gcp-token-file", "", "the pod's service-account token (federation)")
 	fs.StringVar(&cfg.GCP.ServiceAccount, "gcp-service-account", "", "the Google service account to impersonate (federation)")
 	fs.StringVar(&cfg.GCP.IAMEndpoint, "gcp-iam-endpoint", cfg.GCP.IAMEndpoint, "the IAM credentials API's base URL (impersonation)")
-	return func() error {
+	return func(secretsNeeded bool) error {
 		m, err := strconv.ParseUint(mode, 8, 32)
 		if err != nil || (m != 0o400 && m != 0o440 && m != 0o444) {
 			return fmt.Errorf("--mode %q: must be 0400, 0440 or 0444", mode)
 		}
 		cfg.Mode = os.FileMode(m)
-		if err := json.Unmarshal([]byte(spec), &cfg.Secrets); err != nil {
-			return fmt.Errorf("--secrets: %w", err)
+		if spec != "" || secretsNeeded {
+			if err := json.Unmarshal([]byte(spec), &cfg.Secrets); err != nil {
+				return fmt.Errorf("--secrets: %w", err)
+			}
 		}
 		if mountPoints != "" {
 			if err := json.Unmarshal([]byte(mountPoints), &cfg.MountPoints); err != nil {

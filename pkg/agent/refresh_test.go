@@ -662,3 +662,83 @@ func TestSetTrustsOnlyItsOwnDirs(t *testing.T) {
 		t.Errorf("g/k: %q", b)
 	}
 }
+
+// TestSidecarFetch: with --fetch-secrets the sidecar fetches as the fetch
+// init container would, then refreshes what it fetched. Its status is
+// ready once every secret is written; when one cannot be had it is ready
+// and failed, with the reason the exec wrapper fails the task with; the
+// sidecar stays up (a native sidecar that exits is started again) and
+// tries again, and once it can, the status clears.
+func TestSidecarFetch(t *testing.T) {
+	var gen atomic.Int64
+	var denied atomic.Bool
+	gen.Store(1)
+	denied.Store(true)
+	RegisterStore("test-fetch", func(context.Context, FetchConfig, []agentapi.Secret) (Store, error) {
+		return storeFunc(func(_ context.Context, s agentapi.Secret) ([]byte, error) {
+			if s.ID == "denied" && denied.Load() {
+				return nil, Permanent(errors.New("AccessDeniedException: not allowed"))
+			}
+			return []byte(fmt.Sprintf("%s-%d", s.ID, gen.Load())), nil
+		}), nil
+	})
+	t.Cleanup(func() { delete(stores, "test-fetch") })
+	run := func(t *testing.T, ids ...string) (dir, status string, cancel func() error) {
+		dir = t.TempDir()
+		fc := DefaultFetchConfig()
+		fc.SetDir, fc.Mode, fc.MinBackoff, fc.MaxBackoff = dir, 0o444, 10*time.Millisecond, 20*time.Millisecond
+		for i, id := range ids {
+			fc.Secrets = append(fc.Secrets, agentapi.Secret{Field: fmt.Sprintf("secrets[%d]", i), Store: "test-fetch", ID: id, File: filepath.Join(dir, id)})
+		}
+		rc := DefaultRefreshConfig()
+		rc.Fetch, rc.Interval, rc.MinBackoff = fc, 50*time.Millisecond, 10*time.Millisecond
+		status = filepath.Join(t.TempDir(), ".status")
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- RunSidecar(ctx, SidecarConfig{Fetch: &fc, Refresh: &rc, Status: status}, testLogger(&syncBuffer{}))
+		}()
+		return dir, status, func() error { stop(); return <-done }
+	}
+	t.Run("fetched", func(t *testing.T) {
+		dir, status, stop := run(t, "a", "b")
+		waitFor(t, "ready", 5*time.Second, func() bool { _, ok := Check(status); return ok })
+		for _, id := range []string{"a", "b"} {
+			if b, err := os.ReadFile(filepath.Join(dir, id)); string(b) != id+"-1" {
+				t.Errorf("%s: %q, %v", id, b, err)
+			}
+		}
+		if why, err := FetchFailure(status); why != "" || err != nil {
+			t.Errorf("FetchFailure: %q, %v", why, err)
+		}
+		gen.Store(2)
+		waitFor(t, "refreshed after the fetch", 5*time.Second, func() bool { b, _ := os.ReadFile(filepath.Join(dir, "b")); return string(b) == "b-2" })
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("denied", func(t *testing.T) {
+		dir, status, stop := run(t, "a", "denied")
+		waitFor(t, "ready and failed", 5*time.Second, func() bool { _, ok := Check(status); return ok })
+		why, err := FetchFailure(status)
+		if err != nil || !strings.Contains(why, `secrets[1] (test-fetch denied): AccessDeniedException: not allowed`) {
+			t.Errorf("FetchFailure: %q, %v", why, err)
+		}
+		if msg, _ := Check(status); !strings.HasPrefix(msg, "secrets not fetched: secrets[1]") {
+			t.Errorf("Check: %q", msg)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "a")); err == nil {
+			t.Error("a file was written although a secret could not be read")
+		}
+		// The fetch is tried again: once the secret can be read, the
+		// status clears, for a container the kubelet starts again.
+		denied.Store(false)
+		waitFor(t, "fetched on a later try", 10*time.Second, func() bool { why, err := FetchFailure(status); return why == "" && err == nil })
+		if b, err := os.ReadFile(filepath.Join(dir, "a")); string(b) != "a-1" && string(b) != "a-2" {
+			t.Errorf("a after the later try: %q, %v", b, err)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -23,6 +23,11 @@ type SidecarConfig struct {
 	Tokens TokensConfig
 	// Refresh is the set of FILE secrets to keep fresh; nil for none.
 	Refresh *RefreshConfig
+	// Fetch, when set, are the secrets to fetch first, as the fetch init
+	// container would (inject.agent.fetchIn: sidecar): the status is
+	// ready once they are written, or failed (status.Failed) when they
+	// cannot be, and only then are they refreshed.
+	Fetch *FetchConfig
 	// Status is the status file: the token directory's .status, or
 	// without tokens ..status in the secrets' set directory.
 	Status string
@@ -64,6 +69,9 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	cfg.Tokens.CABundle = os.Getenv("SECCTX_CA_BUNDLE") // set by the webhook from inject.tokens.caBundle
 	if cfg.Refresh != nil {
 		storeEnv(&cfg.Refresh.Fetch)
+	}
+	if cfg.Fetch != nil {
+		storeEnv(cfg.Fetch)
 	}
 	log := newLogger(stderr)
 	err = RunSidecar(ctx, cfg, log)
@@ -108,6 +116,10 @@ func parseSidecarArgs(args []string, stderr io.Writer) (cfg SidecarConfig, check
 	})
 	fs.StringVar(&cfg.InstallDir, "install-dir", "", "install the exec wrapper (secctx-agent) into this directory first")
 	fs.DurationVar(&rc.Interval, "refresh", 0, "read the secrets of --secrets again this often (0: not at all)")
+	var fetchSpec string
+	fetchTimeout := DefaultFetchConfig().Timeout
+	fs.StringVar(&fetchSpec, "fetch-secrets", "", "fetch these secrets first, as JSON (as fetch's --secrets), with the store flags given")
+	fs.DurationVar(&fetchTimeout, "timeout", fetchTimeout, "with --fetch-secrets: how long to keep trying to fetch, in all")
 	fs.Float64Var(&rc.Jitter, "refresh-jitter", rc.Jitter, "spread each refresh by up to this part of --refresh either way")
 	finish := fetchFlags(fs, &rc.Fetch)
 	if err := fs.Parse(args); err != nil {
@@ -141,10 +153,23 @@ func parseSidecarArgs(args []string, stderr io.Writer) (cfg SidecarConfig, check
 			return cfg, false, errors.New("--tokens: --dir is required")
 		}
 	}
-	if rc.Interval != 0 {
-		if err := finish(); err != nil {
+	if rc.Interval != 0 || fetchSpec != "" {
+		if err := finish(rc.Interval != 0); err != nil {
 			return cfg, false, err
 		}
+	}
+	if fetchSpec != "" {
+		fc := rc.Fetch
+		fc.Secrets, fc.Timeout = nil, fetchTimeout
+		if err := json.Unmarshal([]byte(fetchSpec), &fc.Secrets); err != nil {
+			return cfg, false, fmt.Errorf("--fetch-secrets: %w", err)
+		}
+		if len(fc.Secrets) == 0 || fc.Timeout <= 0 {
+			return cfg, false, fmt.Errorf("--fetch-secrets with %d secrets, --timeout %s: want some secrets and a positive timeout", len(fc.Secrets), fc.Timeout)
+		}
+		cfg.Fetch = &fc
+	}
+	if rc.Interval != 0 {
 		cfg.Refresh = &rc
 		if len(rc.Fetch.Secrets) == 0 {
 			return cfg, false, errors.New("--refresh: --secrets is empty")
@@ -153,8 +178,8 @@ func parseSidecarArgs(args []string, stderr io.Writer) (cfg SidecarConfig, check
 			return cfg, false, fmt.Errorf("--refresh %s, --refresh-jitter %g: the interval must be at least 1s and the jitter in [0, 1)", rc.Interval, rc.Jitter)
 		}
 	}
-	if len(cfg.Tokens.Tokens) == 0 && cfg.Refresh == nil {
-		return cfg, false, errors.New("nothing to keep: give --tokens, or --secrets with --refresh")
+	if len(cfg.Tokens.Tokens) == 0 && cfg.Refresh == nil && cfg.Fetch == nil {
+		return cfg, false, errors.New("nothing to keep: give --tokens, --fetch-secrets, or --secrets with --refresh")
 	}
 	if len(cfg.Tokens.Tokens) > 0 {
 		if err := cfg.Tokens.validate(); err != nil {
@@ -192,6 +217,12 @@ func RunSidecar(ctx context.Context, cfg SidecarConfig, log logr.Logger) error {
 		}
 		run = append(run, r.run)
 	}
+	fetched := make(chan bool, 1) // whether the fetch wrote every secret
+	if cfg.Fetch == nil {
+		fetched <- true
+	} else {
+		book.add("secrets", "not fetched yet", false)
+	}
 	if cfg.InstallDir != "" {
 		// Before the tokens, so that the task never starts without its
 		// wrapper: the status is ready only once both are there.
@@ -206,10 +237,54 @@ func RunSidecar(ctx context.Context, cfg SidecarConfig, log logr.Logger) error {
 	}
 	book.write()
 	var wg sync.WaitGroup
-	for _, f := range run {
+	if cfg.Fetch != nil {
+		// The tokens meanwhile; the refresh once the set it refreshes is
+		// written.
+		wg.Go(func() {
+			// A fetch that failed is tried again, less and less often: the
+			// task's containers fail with the reason meanwhile, and one
+			// that the kubelet starts again (restartPolicy OnFailure or
+			// Always) runs once the secrets are there.
+			for wait := cfg.Fetch.MaxBackoff; ; wait = min(2*wait, 10*time.Minute) {
+				err := Fetch(ctx, *cfg.Fetch, log.WithValues("part", "fetch"))
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				log.Error(err, "fetch failed: the task's containers fail with it; trying again", "retryIn", wait.String())
+				book.fail(err.Error())
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(jitter(wait)):
+				}
+			}
+			book.recovered("secrets")
+			fetched <- true
+		})
+	}
+	for i, f := range run {
+		if cfg.Refresh != nil && i == len(run)-1 {
+			// The refresher, last in run.
+			wg.Go(func() {
+				select {
+				case ok := <-fetched:
+					if ok {
+						f(ctx)
+					}
+				case <-ctx.Done():
+				}
+			})
+			continue
+		}
 		wg.Go(func() { f(ctx) })
 	}
 	wg.Wait()
+	// A sidecar that only fetched, or whose fetch failed, has nothing
+	// left to run, but must not exit: the kubelet would start it again.
+	<-ctx.Done()
 	log.Info("sidecar stopping: the pod is ending")
 	return nil
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -18,6 +19,11 @@ const StatusFile = ".status"
 type status struct {
 	Ready    bool     `json:"ready"`
 	Problems []string `json:"problems,omitempty"`
+	// Failed says why the secrets could not be fetched, when the sidecar
+	// fetches them (--fetch-secrets): the status is then ready, so that
+	// the task's containers start, and their exec wrapper fails them
+	// with this message (exec --status).
+	Failed string `json:"failed,omitempty"`
 }
 
 // statusBook keeps the state of each thing the sidecar keeps (a token, a
@@ -33,6 +39,7 @@ type statusBook struct {
 	order    []string
 	problems map[string]string // by name; empty when it is fine
 	ready    map[string]bool
+	failed   string
 }
 
 // newStatusBook starts a book for file; file empty, nothing is written.
@@ -56,6 +63,24 @@ func (b *statusBook) set(name, problem string, ready bool) {
 	b.writeLocked()
 }
 
+// fail records that the secrets could not be fetched, which makes the
+// status ready and failed (status.Failed), and rewrites the file.
+func (b *statusBook) fail(msg string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failed = msg
+	b.writeLocked()
+}
+
+// recovered records that the secrets were fetched after all: name is
+// ready and the failure gone, in one write.
+func (b *statusBook) recovered(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failed, b.problems[name], b.ready[name] = "", "", true
+	b.writeLocked()
+}
+
 func (b *statusBook) isReady(name string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -73,9 +98,9 @@ func (b *statusBook) writeLocked() {
 	if b.file == "" {
 		return
 	}
-	st := status{Ready: true}
+	st := status{Ready: true, Failed: b.failed}
 	for _, n := range b.order {
-		if !b.ready[n] {
+		if !b.ready[n] && b.failed == "" {
 			st.Ready = false
 		}
 		if p := b.problems[n]; p != "" {
@@ -103,8 +128,29 @@ func Check(file string) (string, bool) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return "tokens: unreadable status: " + err.Error(), false
 	}
+	if st.Failed != "" {
+		return "secrets not fetched: " + st.Failed, true // the wrapper fails the task with it
+	}
 	if st.Ready {
 		return strings.Join(st.Problems, "; "), true // problems of renewal, with every token still valid
 	}
 	return "tokens not written yet: " + strings.Join(st.Problems, "; "), false
+}
+
+// FetchFailure reads the sidecar's status file for the exec wrapper: why
+// the secrets could not be fetched, or empty when they were (or the file
+// says nothing of a fetch).
+func FetchFailure(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	var st status
+	if err := json.Unmarshal(b, &st); err != nil {
+		return "", fmt.Errorf("%s: %w", file, err)
+	}
+	if !st.Ready {
+		return "", fmt.Errorf("%s: the secrets are not fetched yet", file)
+	}
+	return st.Failed, nil
 }

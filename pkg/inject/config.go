@@ -156,12 +156,24 @@ type AgentConfig struct {
 	// FetchTimeoutSeconds bounds how long the fetch init container keeps
 	// retrying a store that answers with transient errors (120).
 	FetchTimeoutSeconds int32 `json:"fetchTimeoutSeconds"`
+	// FetchIn is where secrets from a store are fetched: init, an init
+	// container that fails the pod when one cannot be had (the default),
+	// or sidecar, the sidecar, which the task's containers wait for and
+	// whose failure their exec wrapper reports: no init container, so the
+	// pod starts about half a second sooner (docs/performance.md).
+	FetchIn string `json:"fetchIn"`
 	// NativeSidecars says whether the API server keeps an init container's
 	// restartPolicy: Always (Kubernetes 1.29 and later): auto (the webhook
 	// asks the API server at start), true or false. Without them a pod with
 	// tokens is denied, since its sidecar would block the pod for ever.
 	NativeSidecars string `json:"nativeSidecars"`
 }
+
+// FetchIn values.
+const (
+	FetchInInit    = "init"
+	FetchInSidecar = "sidecar"
+)
 
 // NativeSidecars values.
 const (
@@ -260,6 +272,7 @@ func DefaultConfig() Config {
 			ImagePullPolicy:     corev1.PullIfNotPresent,
 			NativeSidecars:      NativeSidecarsAuto,
 			FetchTimeoutSeconds: defaultFetchTimeout,
+			FetchIn:             FetchInInit,
 			Resources: corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
@@ -384,6 +397,15 @@ func (c Config) Validate() error {
 	}
 	if c.Agent.FetchTimeoutSeconds < 0 || c.Agent.FetchTimeoutSeconds > 3600 {
 		return fmt.Errorf("inject.agent.fetchTimeoutSeconds %d: must be between 1 and 3600 (0: the default)", c.Agent.FetchTimeoutSeconds)
+	}
+	switch c.Agent.FetchIn {
+	case FetchInInit, "":
+	case FetchInSidecar:
+		if c.Agent.NativeSidecars == NativeSidecarsFalse {
+			return fmt.Errorf("inject.agent.fetchIn %q: needs native sidecars (Kubernetes 1.29 and later), which inject.agent.nativeSidecars says this cluster does not run; set it to init", c.Agent.FetchIn)
+		}
+	default:
+		return fmt.Errorf("inject.agent.fetchIn %q: must be init or sidecar", c.Agent.FetchIn)
 	}
 	if err := c.Refresh.validate(); err != nil {
 		return err

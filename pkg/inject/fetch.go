@@ -322,6 +322,8 @@ type variantKey struct {
 	fetchKey
 	install bool
 	refresh int32
+	// fetch: the sidecar that fetches too (inject.agent.fetchIn).
+	fetch bool
 }
 
 // fetchVariant is the fetch container for one fetchKey, and its JSON as
@@ -400,6 +402,8 @@ func (tp *agentPlan) variantJSON(c *corev1.Container) []byte {
 		} else if r, ok := strings.CutPrefix(a, "--refresh="); ok {
 			n, _ := strconv.Atoi(strings.TrimSuffix(r, "s"))
 			k.refresh = int32(n)
+		} else if strings.HasPrefix(a, "--fetch-secrets=") {
+			k.fetch = true
 		}
 	}
 	if i := findEnv(c.Env, EnvAzureClientID); i >= 0 && tp.azure {

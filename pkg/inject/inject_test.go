@@ -2,6 +2,7 @@ package inject
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -38,6 +39,9 @@ func TestConfigValidate(t *testing.T) {
 		}, `inject.tokens.caBundle: a PEM block of type "PRIVATE KEY": only CERTIFICATE blocks belong here`},
 		{"native sidecars maybe", func(c *Config) { c.Agent.NativeSidecars = "maybe" }, `inject.agent.nativeSidecars "maybe": must be auto, true or false`},
 		{"pull sometimes", func(c *Config) { c.Agent.ImagePullPolicy = "Sometimes" }, `inject.agent.imagePullPolicy "Sometimes": must be Always, IfNotPresent or Never`},
+		{"fetch elsewhere", func(c *Config) { c.Agent.FetchIn = "node" }, `inject.agent.fetchIn "node": must be init or sidecar`},
+		{"fetch in a sidecar the cluster lacks", func(c *Config) { c.Agent.FetchIn, c.Agent.NativeSidecars = FetchInSidecar, NativeSidecarsFalse },
+			`inject.agent.fetchIn "sidecar": needs native sidecars`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -817,5 +821,54 @@ func TestRefreshSidecarOnlyItsStores(t *testing.T) {
 	}
 	if !slices.Contains(sidecar.Command, FetchBinary) {
 		t.Errorf("the sidecar refreshes a Google secret but runs %v", sidecar.Command)
+	}
+}
+
+// TestFetchInSidecar: with inject.agent.fetchIn: sidecar a pod gets no
+// fetch init container, its one sidecar fetches, and every target is
+// wrapped with the sidecar's status; a pod with a target that has no
+// explicit command keeps the init container, with a note that says why.
+func TestFetchInSidecar(t *testing.T) {
+	in := newTestInjector(t, fixtureConfig(t, "fetch-sidecar-aws"))
+	for name, tc := range map[string]struct {
+		fixture  string
+		want     []string
+		wrapped  bool
+		wantNote string
+	}{
+		"sidecar":              {"fetch-sidecar-aws", []string{SidecarContainer}, true, ""},
+		"no command":           {"fetch-sidecar-no-command", []string{FetchContainer}, false, "container main has no explicit command (Flyte's Python tasks give args alone), so the exec wrapper cannot fail it when the secrets cannot be fetched: the secrets are fetched by an init container instead of the sidecar (inject.agent.fetchIn)"},
+		"a container left out": {"fetch-sidecar-aws", []string{FetchContainer}, false, "container proxy gets no secrets, and would run on if they could not be fetched: the secrets are fetched by an init container"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw := readPodJSON(t, "testdata/pods/"+tc.fixture+".in.yaml")
+			if name == "a container left out" {
+				var pod corev1.Pod
+				if err := json.Unmarshal(raw, &pod); err != nil {
+					t.Fatal(err)
+				}
+				pod.Annotations["secctx.dev/containers"] = "main"
+				pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "proxy", Image: "proxy:1", Command: []string{"/proxy"}})
+				raw, _ = json.Marshal(&pod)
+			}
+			out, err := in.InjectJSON(context.Background(), "default", raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, c := range out.Pod.Spec.InitContainers {
+				names = append(names, c.Name)
+			}
+			if !slices.Equal(names, tc.want) {
+				t.Errorf("init containers %v, want %v", names, tc.want)
+			}
+			main := out.Pod.Spec.Containers[0]
+			if got := slices.Contains(main.Command, "--status="+FetchStatusPath); got != tc.wrapped {
+				t.Errorf("wrapped with the status: %v, want %v (%q)", got, tc.wrapped, main.Command)
+			}
+			if tc.wantNote == "" && len(out.Result.Notes) > 0 || tc.wantNote != "" && (len(out.Result.Notes) != 1 || !strings.Contains(out.Result.Notes[0], tc.wantNote)) {
+				t.Errorf("notes %q, want %q", out.Result.Notes, tc.wantNote)
+			}
+		})
 	}
 }

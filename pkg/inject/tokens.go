@@ -91,6 +91,11 @@ type agentPlan struct {
 	// of them that are leases.
 	refresh           bool
 	refreshed, leased []string
+	// fetchSidecar is the sidecar that fetches too (inject.agent.fetchIn:
+	// sidecar), and fetchWrapper the wrapper it needs on every target,
+	// with the status it checks; nil otherwise.
+	fetchSidecar *corev1.Container
+	fetchWrapper []string
 }
 
 // encoded returns the JSON of an agent container the plan added, or nil.
@@ -234,18 +239,99 @@ func planAgent(cfg Config, tokens []securityctx.OAuth2TokenRequest, p *secretPla
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	// Not with a Google secret: its client is in the larger binary
+	// (/secctx-fetch), which an init container keeps out of the pod's
+	// life; with refresh the sidecar runs it anyway.
+	gcp := p.fetch != nil && slices.ContainsFunc(p.fetch.secrets, func(s agentapi.Secret) bool { return s.Store == BackendGCP })
+	if tp.fetch != nil && cfg.Agent.FetchIn == FetchInSidecar && (!gcp || tp.refresh) {
+		tp.planFetchSidecar(cfg, gcp)
+	}
 	if len(tp.runtimeEnv) == 0 {
 		tp.wrapper = nil
 	} else {
+		tp.wrapper = append(tp.wrapper, "--")
+	}
+	if tp.wrapper != nil || tp.fetchSidecar != nil {
 		// The fetch, or else the sidecar, installs the wrapper as it
 		// starts (variant): an init container of its own would cost the
 		// pod a second (docs/performance.md).
-		tp.wrapper = append(tp.wrapper, "--")
 		tp.bin = secretVolume{dir: BinDir, by: "secctx", desc: "the exec wrapper", volume: corev1.Volume{Name: binVolumeName,
 			VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("64Mi"))}}}}
 		tp.volumes = append(tp.volumes, tp.bin.volume)
 	}
 	return tp, nil
+}
+
+// FetchStatusPath is the sidecar's status file when it fetches the
+// secrets (inject.agent.fetchIn: sidecar) and has neither tokens nor
+// refreshed secrets, whose directories hold it otherwise: beside the
+// wrapper that reads it, in the bin volume, which every wrapped container
+// mounts read-only.
+const FetchStatusPath = BinDir + "/.status"
+
+// planFetchSidecar lays out inject.agent.fetchIn: sidecar: the sidecar
+// (the tokens' and refresh's when the pod has them, else one of its own)
+// fetches what the fetch init container would, with its arguments, mounts
+// and env; the task's containers start once its postStart hook sees the
+// secrets written, and each is wrapped, so that when they could not be
+// fetched, the wrapper fails it with the reason (exec --status). A pod
+// whose containers cannot all be wrapped gets the fetch init container
+// instead (applyAgent).
+func (tp *agentPlan) planFetchSidecar(cfg Config, gcp bool) {
+	var c corev1.Container
+	// The status where the docs say it is: the tokens' .status, the set's
+	// ..status, or beside the wrapper.
+	status := FetchStatusPath
+	switch {
+	case tp.names != nil:
+		status = path.Join(cfg.Tokens.Dir, ".status")
+	case tp.refresh:
+		status = path.Join(cfg.SecretsDir, "..status")
+	}
+	if tp.sidecar.Name != "" {
+		c = *tp.sidecar.DeepCopy()
+	} else {
+		c = agentContainer(cfg, SidecarContainer, []string{"sidecar"}, nil)
+		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+	}
+	// The fetch's arguments, --secrets as --fetch-secrets; the store
+	// settings the refresh has too are not given twice.
+	var args []string
+	for _, a := range tp.fetch.Args[1:] {
+		if spec, ok := strings.CutPrefix(a, "--secrets="); ok {
+			a = "--fetch-secrets=" + spec
+		}
+		if !slices.Contains(c.Args, a) {
+			args = append(args, a)
+		}
+	}
+	c.Args = slices.Concat(c.Args[:1], args, []string{"--status=" + status}, c.Args[1:])
+	if gcp {
+		c.Command = []string{FetchBinary}
+	}
+	last := len(c.VolumeMounts) - 1 // noAPITokenVolume stays last
+	mounts := slices.Clone(c.VolumeMounts[:last])
+	for _, m := range tp.fetch.VolumeMounts {
+		if m.Name != noAPITokenVolumeName && !slices.ContainsFunc(mounts, func(h corev1.VolumeMount) bool { return h.Name == m.Name }) {
+			mounts = append(mounts, m)
+		}
+	}
+	c.VolumeMounts = append(mounts, c.VolumeMounts[last:]...)
+	for _, e := range tp.fetch.Env {
+		if findEnv(c.Env, e.Name) < 0 {
+			c.Env = append(c.Env, e)
+		}
+	}
+	// The hook outwaits the fetch's own timeout, after which the status
+	// is ready and failed: the task's containers then start, and fail.
+	timeout := cfg.Agent.FetchTimeoutSeconds
+	if timeout == 0 {
+		timeout = defaultFetchTimeout
+	}
+	c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+		Command: []string{AgentPath, "sidecar", "--wait", "--wait-timeout=" + strconv.Itoa(int(timeout)+30) + "s", "--status=" + status}}}}
+	tp.fetchSidecar = &c
+	tp.fetchWrapper = slices.Concat(tp.wrapper[:2], []string{"--status=" + status}, tp.wrapper[2:], []string{"--"})
 }
 
 // addTokens lays the tokens out: the sidecar and its client secrets' volumes,
@@ -499,8 +585,19 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureC
 	q := securityctx.Quote
 	var bare []string
 	wrapped := false
+	// The sidecar fetches (inject.agent.fetchIn: sidecar) when every
+	// target can be wrapped: a target it cannot wrap would start even
+	// though the secrets could not be fetched.
+	wrapper, fetchSidecar := tp.wrapper, false
+	if tp.fetchSidecar != nil {
+		if why := cannotFetchInSidecar(out, tgts); why == "" {
+			wrapper, fetchSidecar = tp.fetchWrapper, true
+		} else {
+			notes = append(notes, why+": the secrets are fetched by an init container instead of the sidecar (inject.agent.fetchIn), which costs the pod about half a second")
+		}
+	}
 	for _, c := range tgts {
-		if tp.wrapper == nil {
+		if wrapper == nil {
 			break
 		}
 		for _, rt := range tp.runtimeEnv {
@@ -514,13 +611,13 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureC
 			bare = append(bare, c.Name)
 			continue
 		case c.Command[0] == WrapperPath:
-			if !hasPrefix(c.Command, tp.wrapper) {
+			if !hasPrefix(c.Command, wrapper) {
 				clashes = append(clashes, fmt.Sprintf("container %s runs %s with other settings than %s asks for; remove the wrapper from its command",
 					q(c.Name), WrapperPath, securityctx.AnnotationSecurityContext))
 				continue
 			}
 		default:
-			c.Command = slices.Concat(tp.wrapper, c.Command)
+			c.Command = slices.Concat(wrapper, c.Command)
 		}
 		wrapped = true
 		clashes = append(clashes, mountInto(c, &tp.bin, out.Spec.Volumes, nil)...)
@@ -545,10 +642,20 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureC
 	// first of them installs the wrapper.
 	var add []corev1.Container
 	key := keyFor(out, tgts, azureClient)
-	if tp.fetch != nil {
+	if tp.fetch != nil && !fetchSidecar {
 		add = append(add, tp.variant(variantKey{name: FetchContainer, fetchKey: key, install: wrapped}, tp.fetch).c)
 	}
 	switch {
+	case fetchSidecar:
+		// As the fetch's user, with its mode: it writes the files. It
+		// holds the stores' logins for the pod's life, which a shared
+		// process namespace would show the task's containers (as
+		// secctx's own user 65532, too: distroless images' nonroot).
+		if out.Spec.ShareProcessNamespace != nil && *out.Spec.ShareProcessNamespace {
+			clashes = append(clashes, "spec.shareProcessNamespace: with inject.agent.fetchIn: sidecar the sidecar holds the stores' logins for the pod's life, "+
+				"and a shared process namespace would let the pod's containers read them through /proc; set shareProcessNamespace to false, or inject.agent.fetchIn to init")
+		}
+		add = append(add, tp.variant(variantKey{name: SidecarContainer, fetchKey: key, install: true, refresh: refreshSeconds, fetch: true}, tp.fetchSidecar).c)
 	case tp.refresh:
 		if key.uid != 0 && out.Spec.ShareProcessNamespace != nil && *out.Spec.ShareProcessNamespace {
 			// The sidecar then runs as the targets' user (its files are
@@ -591,6 +698,38 @@ func applyAgent(out *corev1.Pod, tgts []*corev1.Container, tp *agentPlan, azureC
 		}
 	}
 	return notes, clashes
+}
+
+// cannotFetchInSidecar says why the sidecar cannot fetch out's secrets
+// (inject.agent.fetchIn: sidecar), or "" when it can: every regular
+// container must be a target with an explicit command, so that each is
+// wrapped and fails when the secrets could not be fetched; a container
+// left out would run on, and keep a pod of restartPolicy Never from
+// failing. A pod whose sidecar already fetches (a reinvocation) keeps it.
+func cannotFetchInSidecar(out *corev1.Pod, tgts []*corev1.Container) string {
+	for _, c := range out.Spec.InitContainers {
+		if c.Name == SidecarContainer && slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--fetch-secrets=") }) {
+			return ""
+		}
+	}
+	var bare, left []string
+	for i := range out.Spec.Containers {
+		c := &out.Spec.Containers[i]
+		switch {
+		case !slices.Contains(tgts, c):
+			left = append(left, c.Name)
+		case len(c.Command) == 0:
+			bare = append(bare, c.Name)
+		}
+	}
+	switch {
+	case len(left) > 0:
+		return fmt.Sprintf("container %s gets no secrets, and would run on if they could not be fetched", securityctx.Shorten(strings.Join(left, ", ")))
+	case len(bare) > 0:
+		return fmt.Sprintf("container %s has no explicit command (Flyte's Python tasks give args alone), so the exec wrapper cannot fail it when the secrets cannot be fetched",
+			securityctx.Shorten(strings.Join(bare, ", ")))
+	}
+	return ""
 }
 
 // unplannedAgents refuses an init container with the name of one of
@@ -649,7 +788,7 @@ func asStored(c corev1.Container) corev1.Container {
 func describeAgent(name string) string {
 	switch name {
 	case SidecarContainer:
-		return "sidecar (tokens and refreshed secrets)"
+		return "sidecar (tokens, refreshed and fetched secrets)"
 	case InstallContainer: // and binVolumeName
 		return "exec wrapper"
 	case FetchContainer:

@@ -164,7 +164,7 @@ func TestStartup(t *testing.T) {
 	// Refresh is the installation's (inject.refresh): its cases run after
 	// the others, with it on. The secrets are those of aws and token+aws;
 	// their FILE secret is then kept fresh by the sidecar.
-	reconfigured(t, func() (func(context.Context) error, error) {
+	restore := reconfigured(t, func() (func(context.Context) error, error) {
 		return deployed.Reconfigure(ctx, kube, framework.WithRefresh(300),
 			func(ctx context.Context) error { return waitSidecar(ctx, ns, awsSC) },
 			func(ctx context.Context) error { return deployed.WaitReady(ctx, kube, 2) })
@@ -173,6 +173,20 @@ func TestStartup(t *testing.T) {
 		{"aws+refresh", cases[2].pod},
 		{"token+aws+refresh", cases[4].pod},
 	}, n+1)
+	// inject.agent.fetchIn: sidecar, refresh off again: the same secrets,
+	// fetched by the sidecar, with no init container to wait for.
+	if err := restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reconfigured(t, func() (func(context.Context) error, error) {
+		return deployed.Reconfigure(ctx, kube, framework.WithFetchIn("sidecar"),
+			func(ctx context.Context) error { return waitSidecar(ctx, ns, awsSC) },
+			func(ctx context.Context) error { return deployed.WaitReady(ctx, kube, 2) })
+	})
+	run([]startupCase{
+		{"aws, fetch in sidecar", cases[2].pod},
+		{"token+aws, fetch in sidecar", cases[4].pod},
+	}, 2*(n+1))
 	report := startupReport(results, n, loads)
 	t.Logf("pod start-up latency:\n%s", report)
 	if path := os.Getenv("SECCTX_STARTUP_REPORT"); path != "" {
@@ -482,7 +496,9 @@ func runStartupPod(t *testing.T, ctx context.Context, rec *startupRecorder, pod 
 		t.Errorf("pod %s: phase %s, want Succeeded; statuses %+v; logs %v", pod.Name, s.phase, s.final.Status, logs)
 		return nil
 	}
-	for _, l := range logs["secctx-fetch"] {
+	// The fetch's last line, in its init container or in the sidecar
+	// (inject.agent.fetchIn: sidecar).
+	for _, l := range slices.Concat(logs["secctx-fetch"], logs["secctx-sidecar"]) {
 		var entry struct {
 			Msg     string  `json:"msg"`
 			Seconds float64 `json:"seconds"`

@@ -249,6 +249,14 @@ func WithRefresh(seconds int) func(string) string {
 	}
 }
 
+// WithFetchIn sets inject.agent.fetchIn (init or sidecar) in secctx's
+// config.
+func WithFetchIn(where string) func(string) string {
+	return func(config string) string {
+		return strings.Replace(config, "        fetchIn: init\n", "        fetchIn: "+where+"\n", 1)
+	}
+}
+
 func indent(s, prefix string) string {
 	var b strings.Builder
 	for _, l := range strings.SplitAfter(s, "\n") {
