@@ -153,8 +153,9 @@ type AgentConfig struct {
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy"`
 	// Resources are the sidecar's and the installer's.
 	Resources corev1.ResourceRequirements `json:"resources"`
-	// FetchTimeoutSeconds bounds how long the fetch init container keeps
-	// retrying a store that answers with transient errors (120).
+	// FetchTimeoutSeconds bounds how long the fetch (its init container,
+	// or the sidecar with FetchIn sidecar) keeps retrying a store that
+	// answers with transient errors (120).
 	FetchTimeoutSeconds int32 `json:"fetchTimeoutSeconds"`
 	// FetchIn is where secrets from a store are fetched: init, an init
 	// container that fails the pod when one cannot be had (the default),

@@ -184,8 +184,8 @@ func TestStartup(t *testing.T) {
 			func(ctx context.Context) error { return deployed.WaitReady(ctx, kube, 2) })
 	})
 	run([]startupCase{
-		{"aws, fetch in sidecar", cases[2].pod},
-		{"token+aws, fetch in sidecar", cases[4].pod},
+		{"aws+fetch-in-sidecar", cases[2].pod},
+		{"token+aws+fetch-in-sidecar", cases[4].pod},
 	}, 2*(n+1))
 	report := startupReport(results, n, loads)
 	t.Logf("pod start-up latency:\n%s", report)

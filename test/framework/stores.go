@@ -253,7 +253,7 @@ func WithRefresh(seconds int) func(string) string {
 // config.
 func WithFetchIn(where string) func(string) string {
 	return func(config string) string {
-		return strings.Replace(config, "        fetchIn: init\n", "        fetchIn: "+where+"\n", 1)
+		return strings.Replace(config, "    fetchIn: init\n", "    fetchIn: "+where+"\n", 1)
 	}
 }
 
