@@ -25,9 +25,10 @@ func TestControlPlane(t *testing.T) {
 		t.Skip("starts etcd and kube-apiserver")
 	}
 	// The deadline covers the wait for the machine's cluster lock: the
-	// e2e and chart suites of the same module hold it for about 5 and 2
-	// minutes, in either order, before this test gets it.
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	// e2e and chart suites of the same module hold it for about 17 and 2
+	// minutes, in either order, before this test gets it (go test's own
+	// -timeout in make test is 30 minutes).
+	ctx, cancel := context.WithTimeout(context.Background(), 27*time.Minute)
 	defer cancel()
 	c, err := Start(ctx, Config{Mode: ControlPlane, BinDir: binDir(), Dir: filepath.Join(os.TempDir(), "secctx-cp-test"), Progress: testWriter{t}})
 	if err != nil {
