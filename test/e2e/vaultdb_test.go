@@ -41,24 +41,27 @@ func TestRefreshVaultDB(t *testing.T) {
 	v := vaultForCluster(t, ctx, ns)
 	root, _ := vault.NewClient(&vault.Config{Address: v.URL})
 	root.SetToken("root")
-	for path, data := range map[string]map[string]any{
-		"database/config/pg": {"plugin_name": "postgresql-database-plugin", "allowed_roles": "app", "username": "postgres", "password": pg.Password,
-			"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", pg.Port)},
-		"database/roles/app": {"db_name": "pg", "default_ttl": "6s", "max_ttl": "15s",
-			"creation_statements": []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`}},
-		"auth/kubernetes/role/task": {"bound_service_account_names": []string{"task-sa"}, "bound_service_account_namespaces": []string{ns},
-			"token_policies": []string{"db"}, "token_ttl": "10s", "token_max_ttl": "25s"},
+	// In this order: the engine, its connection and role, then the
+	// login's role.
+	if err := root.Sys().MountWithContext(ctx, "database", &vault.MountInput{Type: "database"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sys().PutPolicyWithContext(ctx, "db", `path "database/creds/app" { capabilities = ["read"] }`); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		path string
+		data map[string]any
+	}{
+		{"database/config/pg", map[string]any{"plugin_name": "postgresql-database-plugin", "allowed_roles": "app", "username": "postgres", "password": pg.Password,
+			"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", pg.Port)}},
+		{"database/roles/app", map[string]any{"db_name": "pg", "default_ttl": "6s", "max_ttl": "15s",
+			"creation_statements": []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`}}},
+		{"auth/kubernetes/role/task", map[string]any{"bound_service_account_names": []string{"task-sa"}, "bound_service_account_namespaces": []string{ns},
+			"token_policies": []string{"db"}, "token_ttl": "10s", "token_max_ttl": "25s"}},
 	} {
-		if path == "database/config/pg" {
-			if err := root.Sys().MountWithContext(ctx, "database", &vault.MountInput{Type: "database"}); err != nil {
-				t.Fatal(err)
-			}
-			if err := root.Sys().PutPolicyWithContext(ctx, "db", `path "database/creds/app" { capabilities = ["read"] }`); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := root.Logical().WriteWithContext(ctx, path, data); err != nil {
-			t.Fatalf("%s: %v", path, err)
+		if _, err := root.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
+			t.Fatalf("%s: %v", w.path, err)
 		}
 	}
 	stores := framework.WithStores(fmt.Sprintf(`backends:
