@@ -18,8 +18,28 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
+
+// ForTest starts a server on 127.0.0.1 (Vault, on this machine, is its
+// only client in the tests) for t: the test fails if it cannot start, the
+// server stops when the test ends, and its logs are in a failed test's
+// output.
+func ForTest(ctx context.Context, t testing.TB) *Server {
+	t.Helper()
+	pg, err := Start(ctx, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("postgres logs:\n%s", pg.Logs())
+		}
+		pg.Stop()
+	})
+	return pg
+}
 
 // Server is a running PostgreSQL with a superuser postgres.
 type Server struct {

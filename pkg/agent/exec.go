@@ -45,11 +45,7 @@ func runExec(args []string, stderr io.Writer) int {
 		if why != "" {
 			msg := "secctx-agent exec: the secrets could not be fetched, so the task does not start: " + why
 			fmt.Fprintln(stderr, msg)
-			// What kubectl describe shows as the container's last state.
-			if f, err := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); err == nil {
-				_, _ = f.WriteString(msg)
-				f.Close()
-			}
+			writeTerminationMessage(msg)
 			return 1
 		}
 	}

@@ -107,6 +107,16 @@ const (
 // terminationLog is the container's default terminationMessagePath.
 var terminationLog = "/dev/termination-log"
 
+// writeTerminationMessage leaves msg as the container's termination
+// message, which kubectl describe shows as its last state; the file
+// exists only in a container.
+func writeTerminationMessage(msg string) {
+	if f, err := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); err == nil {
+		_, _ = f.WriteString(msg)
+		f.Close()
+	}
+}
+
 // maxSecretSize bounds one value.
 const maxSecretSize = storekit.MaxSecretSize
 
@@ -198,12 +208,7 @@ func runFetch(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error(err, "fetch failed")
 		msg := program() + " fetch: " + err.Error()
 		fmt.Fprintln(stderr, msg)
-		// What kubectl describe shows for the init container; the file
-		// exists only in a container.
-		if f, err := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); err == nil {
-			_, _ = f.WriteString(msg)
-			f.Close()
-		}
+		writeTerminationMessage(msg)
 		return 1
 	}
 	return 0

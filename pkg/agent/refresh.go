@@ -55,7 +55,7 @@ type Leaser interface {
 	Leased() <-chan struct{}
 	// Rotate starts a round of reads: the leases due are replaced at
 	// this round, each by one read.
-	Rotate(ctx context.Context)
+	Rotate()
 }
 
 // clock is time as the refresher sees it: a test replaces it to check the
@@ -233,7 +233,7 @@ func (r *refresher) round(ctx context.Context, only func(agentapi.Secret) bool) 
 	r.mu.Lock()
 	for _, st := range r.stores {
 		if l, ok := st.(Leaser); ok {
-			l.Rotate(ctx)
+			l.Rotate()
 		}
 	}
 	r.mu.Unlock()
@@ -388,10 +388,7 @@ func (r *refresher) store(ctx context.Context, name string) (Store, error) {
 				case <-r.runCtx.Done():
 					return
 				case <-l.Expiring():
-					select {
-					case r.expiring <- struct{}{}:
-					default:
-					}
+					notify(r.expiring)
 				}
 			}
 		}()

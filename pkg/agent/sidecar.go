@@ -80,10 +80,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	// container's termination message, which kubectl describe shows as
 	// its last state, since the hook's own output reaches no event.
 	if msg, ok := Check(cfg.Status); !ok {
-		if f, ferr := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); ferr == nil {
-			_, _ = f.WriteString(program() + " sidecar: " + msg)
-			f.Close()
-		}
+		writeTerminationMessage(program() + " sidecar: " + msg)
 	}
 	if err != nil {
 		log.Error(err, "sidecar stopped")
@@ -210,16 +207,17 @@ func RunSidecar(ctx context.Context, cfg SidecarConfig, log logr.Logger) error {
 		}
 		run = append(run, newRunner(cfg.Tokens, tokenClient, discoveryClient, book, log).run)
 	}
+	var refresh func(context.Context)
 	if cfg.Refresh != nil {
 		r, err := newRefresher(*cfg.Refresh, book, log.WithValues("part", "refresh"))
 		if err != nil {
 			return err
 		}
-		run = append(run, r.run)
+		refresh = r.run
 	}
-	fetched := make(chan bool, 1) // whether the fetch wrote every secret
+	fetched := make(chan struct{}) // closed once the fetch wrote every secret
 	if cfg.Fetch == nil {
-		fetched <- true
+		close(fetched)
 	} else {
 		book.add("secrets", "not fetched yet", false)
 	}
@@ -262,24 +260,20 @@ func RunSidecar(ctx context.Context, cfg SidecarConfig, log logr.Logger) error {
 				}
 			}
 			book.recovered("secrets")
-			fetched <- true
+			close(fetched)
 		})
 	}
-	for i, f := range run {
-		if cfg.Refresh != nil && i == len(run)-1 {
-			// The refresher, last in run.
-			wg.Go(func() {
-				select {
-				case ok := <-fetched:
-					if ok {
-						f(ctx)
-					}
-				case <-ctx.Done():
-				}
-			})
-			continue
-		}
+	for _, f := range run {
 		wg.Go(func() { f(ctx) })
+	}
+	if refresh != nil {
+		wg.Go(func() {
+			select {
+			case <-fetched:
+				refresh(ctx)
+			case <-ctx.Done():
+			}
+		})
 	}
 	wg.Wait()
 	// A sidecar that only fetched, or whose fetch failed, has nothing

@@ -254,7 +254,7 @@ func notify(c chan struct{}) {
 // Rotate starts a round of reads: a lease due now is replaced at the
 // first read of its path in the round, and its other keys come from that
 // new read (Leaser).
-func (vs *vaultStore) Rotate(context.Context) {
+func (vs *vaultStore) Rotate() {
 	vs.lmu.Lock()
 	defer vs.lmu.Unlock()
 	for _, l := range vs.leases {

@@ -26,17 +26,7 @@ func postgresServer(t testing.TB) *pgtest.Server {
 	if testing.Short() {
 		t.Skip("-short: no real database")
 	}
-	pg, err := pgtest.Start(context.Background(), "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("postgres logs:\n%s", pg.Logs())
-		}
-		pg.Stop()
-	})
-	return pg
+	return pgtest.ForTest(context.Background(), t)
 }
 
 // TestRefreshVaultDB: Vault's database engine, against a real PostgreSQL.

@@ -249,6 +249,14 @@ func fileClash(files map[string]string, file string) string {
 	return ""
 }
 
+// fetchTimeout is inject.agent.fetchTimeoutSeconds, or its default.
+func fetchTimeout(cfg Config) int32 {
+	if t := cfg.Agent.FetchTimeoutSeconds; t != 0 {
+		return t
+	}
+	return defaultFetchTimeout
+}
+
 // buildFetch makes the fetch container from the plan: the store's
 // settings, the secrets, the volumes it writes, and the pod's IAM role when
 // the store authenticates with it. The user and the files' mode depend on
@@ -258,11 +266,7 @@ func buildFetch(cfg Config, fp *fetchPlan, p *secretPlan) (corev1.Container, []c
 	if err != nil {
 		return corev1.Container{}, nil, err
 	}
-	timeout := cfg.Agent.FetchTimeoutSeconds
-	if timeout == 0 {
-		timeout = defaultFetchTimeout
-	}
-	args := slices.Concat([]string{"fetch", "--timeout=" + strconv.Itoa(int(timeout)) + "s"}, fp.args)
+	args := slices.Concat([]string{"fetch", "--timeout=" + strconv.Itoa(int(fetchTimeout(cfg))) + "s"}, fp.args)
 	if len(fp.mountPoints) > 0 {
 		dirs, err := jsonv2.Marshal(fp.mountPoints)
 		if err != nil {

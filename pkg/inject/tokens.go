@@ -324,12 +324,7 @@ func (tp *agentPlan) planFetchSidecar(cfg Config, gcp bool) {
 	}
 	// The hook outwaits the fetch's own timeout, after which the status
 	// is ready and failed: the task's containers then start, and fail.
-	timeout := cfg.Agent.FetchTimeoutSeconds
-	if timeout == 0 {
-		timeout = defaultFetchTimeout
-	}
-	c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-		Command: []string{AgentPath, "sidecar", "--wait", "--wait-timeout=" + strconv.Itoa(int(timeout)+30) + "s", "--status=" + status}}}}
+	c.Lifecycle = waitHook(int(fetchTimeout(cfg))+30, "--status="+status)
 	tp.fetchSidecar = &c
 	tp.fetchWrapper = slices.Concat(tp.wrapper[:2], []string{"--status=" + status}, tp.wrapper[2:], []string{"--"})
 }
@@ -397,8 +392,7 @@ func (tp *agentPlan) addTokens(cfg Config, tokens []securityctx.OAuth2TokenReque
 	// next period, up to a second (docs/performance.md). When the tokens
 	// do not come in 30 s, the hook fails and the kubelet restarts the
 	// sidecar, which leaves what is wrong as its termination message.
-	tp.sidecar.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-		Command: []string{AgentPath, "sidecar", "--wait", "--wait-timeout=30s", "--dir=" + cfg.Tokens.Dir}}}}
+	tp.sidecar.Lifecycle = waitHook(30, "--dir="+cfg.Tokens.Dir)
 	if cfg.Tokens.CABundle != "" {
 		tp.sidecar.Env = []corev1.EnvVar{{Name: EnvCABundle, Value: cfg.Tokens.CABundle}}
 	}
@@ -476,8 +470,7 @@ func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
 	if c.Lifecycle == nil && slices.ContainsFunc(files, func(s agentapi.Secret) bool { return s.Leased }) {
 		// The fetch's leases end with its login: the task starts once
 		// the sidecar has written its own (as with tokens, a hook).
-		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-			Command: []string{AgentPath, "sidecar", "--wait", "--wait-timeout=30s", "--set-dir=" + cfg.SecretsDir}}}}
+		c.Lifecycle = waitHook(30, "--set-dir="+cfg.SecretsDir)
 	}
 	if slices.ContainsFunc(files, func(s agentapi.Secret) bool { return s.Store == BackendGCP }) {
 		// Secret Manager's client is in secctx-fetch alone.
@@ -499,6 +492,15 @@ func (tp *agentPlan) addRefresh(cfg Config, p *secretPlan) error {
 		}
 	}
 	return nil
+}
+
+// waitHook is the sidecar's postStart hook: secctx-agent sidecar --wait,
+// for at most seconds, on the status that where (--dir, --set-dir or
+// --status) names. The kubelet starts the pod's next container once it
+// returns.
+func waitHook(seconds int, where string) *corev1.Lifecycle {
+	return &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+		Command: []string{AgentPath, "sidecar", "--wait", "--wait-timeout=" + strconv.Itoa(seconds) + "s", where}}}}
 }
 
 // authStyle is what the sidecar is told of inject.tokens.authStyle: empty

@@ -27,16 +27,7 @@ func TestRefreshVaultDB(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
-	pg, err := pgtest.Start(ctx, "127.0.0.1") // only Vault, on this machine, connects
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("postgres logs:\n%s", pg.Logs())
-		}
-		pg.Stop()
-	})
+	pg := pgtest.ForTest(ctx, t)
 	ns := namespace(t, ctx, nil)
 	v := vaultForCluster(t, ctx, ns)
 	root, _ := vault.NewClient(&vault.Config{Address: v.URL})
@@ -107,7 +98,7 @@ vault:
 		return user, password, !strings.Contains(l, "\nreads ")
 	}
 	logins, failedLogins := 0, 0
-	err = framework.Poll(ctx, 3*time.Minute, func() (bool, error) {
+	err := framework.Poll(ctx, 3*time.Minute, func() (bool, error) {
 		got, err := pods.Get(ctx, p.Name, metav1.GetOptions{})
 		if err != nil || got.Status.Phase == corev1.PodSucceeded || got.Status.Phase == corev1.PodFailed {
 			return true, err
